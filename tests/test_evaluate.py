@@ -1,0 +1,82 @@
+"""Metrics against hand-computed values; the paired test against exact enumeration."""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+from hardneg.data import Dataset
+from hardneg.evaluate import evaluate, format_p, holm, paired_randomization_test, per_query_scores, write_eval
+from hardneg.retrieve.base import Ranking
+
+DOCS = ["d1", "d2", "d3", "d4"]
+
+
+def ranking(rows: dict[str, list[str]]) -> Ranking:
+    idx = np.array([[DOCS.index(d) for d in docs] for docs in rows.values()], dtype=np.int64)
+    scores = np.tile(np.arange(idx.shape[1], 0, -1, dtype=np.float32), (len(rows), 1))
+    return Ranking(list(rows), DOCS, idx, scores)
+
+
+def test_metrics_match_hand_computation():
+    qrels = {"q1": {"d1": 1, "d3": 1, "d4": 0}, "q2": {"d2": 1}}
+    r = ranking({"q1": ["d1", "d2", "d3"], "q2": ["d1", "d3", "d2"]})
+    got = per_query_scores(qrels, r, ["ndcg@10", "recall@10", "mrr@10", "map@100", "recall@2"])
+    idcg_q1 = 1 + 1 / math.log2(3)
+    assert got["ndcg@10"] == pytest.approx([(1 + 1 / math.log2(4)) / idcg_q1, 1 / math.log2(4)])
+    assert got["recall@10"] == pytest.approx([1.0, 1.0])
+    assert got["recall@2"] == pytest.approx([0.5, 0.0])
+    assert got["mrr@10"] == pytest.approx([1.0, 1 / 3])
+    assert got["map@100"] == pytest.approx([(1 + 2 / 3) / 2, 1 / 3])
+
+
+def test_per_query_scores_keep_our_query_order_not_ranx_sorted_order():
+    qrels = {"b": {"d1": 1}, "a": {"d2": 1}, "10": {"d1": 1}}
+    r = ranking({"b": ["d1", "d2"], "a": ["d1", "d2"], "10": ["d3", "d4"]})
+    assert per_query_scores(qrels, r, ["mrr@10"])["mrr@10"].tolist() == [1.0, 0.5, 0.0]
+
+
+def test_randomization_test_matches_exact_enumeration_and_is_reproducible():
+    a = np.array([0.9, 0.7, 0.8, 0.6, 0.75, 0.5, 0.95, 0.4])
+    b = np.array([0.8, 0.72, 0.5, 0.6, 0.7, 0.55, 0.6, 0.35])
+    d = a - b
+    flips = np.array(list(itertools.product([-1, 1], repeat=d.size)))
+    exact = np.mean(np.abs(flips @ d) >= abs(d.sum()) - 1e-12)
+    p = paired_randomization_test(a, b, n_resamples=20000, seed=1)
+    assert p == pytest.approx(exact, abs=0.01)
+    assert p == paired_randomization_test(a, b, n_resamples=20000, seed=1)
+    assert paired_randomization_test(a, a) == 1.0
+
+
+def test_p_floor_is_printed_as_bound_not_zero():
+    a, b = np.ones(200), np.zeros(200)
+    p = paired_randomization_test(a, b, n_resamples=999)
+    assert p == pytest.approx(1 / 1000)
+    assert format_p(p, 999) == "< 0.001"
+
+
+def test_holm_by_hand():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_evaluate_writes_metrics_runs_and_report(tmp_path):
+    ds = Dataset(DOCS, [""] * 4, ["a", "b", "c", "d"], {"q1": "x", "q2": "y", "t1": "z"},
+                 {"train": {"t1": {"d1": 1}}, "test": {"q1": {"d1": 1}, "q2": {"d2": 1}}})
+    runs = {"bm25": ranking({"q1": ["d1", "d2"], "q2": ["d1", "d2"]}),
+            "dense": ranking({"q1": ["d2", "d1"], "q2": ["d2", "d1"]})}
+    result = evaluate(ds, "test", runs, n_resamples=100)
+    write_eval(result, tmp_path, runs)
+    import json
+
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"bm25", "dense"}
+    assert metrics["bm25"]["mrr@10"] == pytest.approx(0.75)
+    assert metrics["dense"]["mrr@10"] == pytest.approx(0.75)
+    assert (tmp_path / "runs" / "bm25.trec").read_text().splitlines()[0] == "q1 Q0 d1 1 2.000000 bm25"
+    # d1 is a train positive: q1 leaks, q2 is clean
+    assert result.clean_ids == ["q2"]
+    assert json.loads((tmp_path / "metrics_clean.json").read_text())["dense"]["mrr@10"] == pytest.approx(1.0)
+    assert "Holm" in (tmp_path / "report.md").read_text()
