@@ -157,14 +157,18 @@ def _opt(name: str, default, annotation, help: str) -> inspect.Parameter:
                              default=typer.Option(default, "--" + name.replace("_", "-"), help=help))
 
 
+DEFAULT_WINDOW, DEFAULT_PERCENT = "10:100", "0.95"
+
 # Selection policy options, shared by `mine` and `select` (one definition, added by a decorator).
 # Defaults are the provisional default policy: NV-Retriever's percent 0.95 + top, window 10:100.
 POLICY_OPTIONS = [
-    _opt("window", "10:100", str, "MIN:MAX 1-based ranks on the ORIGINAL ranking (counted with known "
+    _opt("window", None, Optional[str], "MIN:MAX 1-based ranks on the ORIGINAL ranking (counted with known "
          "positives), both ends kept, applied before any other filter ('off' for none). "
-         "Unlike sentence-transformers' range_min, which skips surviving candidates."),
-    _opt("percent", "0.95", str, "Keep a candidate only if score <= P x positive score (NV-Retriever; "
-         "'off' for none). Refused for scorers whose scores can be negative: use --margin."),
+         "Unlike sentence-transformers' range_min, which skips surviving candidates. "
+         f"Default {DEFAULT_WINDOW} (not for the random/none baselines)."),
+    _opt("percent", None, Optional[str], "Keep a candidate only if score <= P x positive score (NV-Retriever; "
+         f"'off' for none; default {DEFAULT_PERCENT}, not for the random/none baselines). "
+         "Refused for scorers whose scores can be negative: use --margin."),
     _opt("margin", None, Optional[float], "Keep only if score <= positive score - M."),
     _opt("max_score", None, Optional[float], "Keep only if score <= X (TopK-Abs)."),
     _opt("pos_ref", "min", str, "Positive score the filters compare with: 'min' (the query's lowest) or "
@@ -208,6 +212,10 @@ def _off(text: str | None) -> str | None:
 
 def _policy(window, percent, near_dup, **rest):
     from hardneg.select import SelectionPolicy
+
+    if rest["sampler"] not in ("random", "none"):  # the baselines use no candidates, so no filters
+        window = DEFAULT_WINDOW if window is None else window
+        percent = DEFAULT_PERCENT if percent is None else percent
 
     try:
         pct = None if _off(percent) is None else float(percent)
@@ -306,6 +314,219 @@ def select_cmd(
     if not source:
         raise HardnegError(f"{candidates}: no dataset recorded; pass --data")
     _select_and_write(cands, policy, fmt, out, _load(Path(source), corpus, False))
+
+
+# ---- training, the whole loop, the demo ---------------------------------------------------------
+_TRAIN_HELP = {
+    "loss": "mnrl (InfoNCE, in-batch + mined negatives) | cached-mnrl (GradCache) | gist (a guide model masks "
+            "in-batch false negatives) | marginmse (distils cross-encoder teacher margins).",
+    "epochs": "Passes over the training rows (--max-steps overrides).",
+    "batch_size": "Queries per training batch.",
+    "lr": "Peak learning rate.",
+    "warmup_ratio": "Fraction of the steps spent warming up.",
+    "max_seq_length": "Max tokens per text while training (the model is saved with its own).",
+    "num_negatives": "Negatives per training row (default: as many as the richest query has).",
+    "short_rows": "Queries with fewer negatives than that: drop | repeat.",
+    "seed": "Training seed.",
+    "mini_batch_size": "GradCache chunk size (cached-mnrl; gist with several negatives).",
+    "guide_model": "gist's guide model folder (default: a frozen copy of the starting model).",
+    "student_range": "marginmse: LOW:HIGH cosine range the teacher margins are mapped onto.",
+    "max_steps": "A fixed budget of optimizer steps (overrides --epochs).",
+    "eval_steps": "Evaluate on dev every N steps (integer) or fraction of the run (default: every quarter).",
+    "eval_queries": "Dev queries evaluated while training (seeded sample).",
+    "eval_corpus": "Documents of that evaluation: the queries' positives plus a seeded sample.",
+    "holdout_fraction": "Without a dev split: fraction of the train queries held out for evaluation.",
+    "no_duplicates": "No-duplicates batch sampler (no repeated text inside a batch).",
+    "mixed_precision": "auto (bf16/fp16 on CUDA, off on CPU) | no | fp16 | bf16.",
+    "query_prompt": "Prompt prepended to queries while training (e.g. 'query: ').",
+    "passage_prompt": "Prompt prepended to passages while training (e.g. 'passage: ').",
+    "logging_steps": "Log the training loss every N steps.",
+    "show_progress": "Progress bars.",
+    "checkpoint_dir": "Checkpoint folder (default: inside --out, removed after training).",
+    "keep_checkpoints": "Keep the checkpoints after training.",
+}
+_TRAIN_FLAGS = {"no_duplicates": "--no-duplicates/--allow-duplicates", "show_progress": "--progress/--no-progress",
+                "keep_checkpoints": "--keep-checkpoints/--no-keep-checkpoints"}
+_TRAIN_TEXT = {"student_range": str, "eval_steps": Optional[str]}  # parsed by _train_config
+
+
+def _train_option_list() -> list[inspect.Parameter]:
+    """One option per TrainConfig field, defaults taken from TrainConfig itself."""
+    import typing
+    from dataclasses import fields
+
+    from hardneg.train import TrainConfig
+
+    defaults = TrainConfig()
+    hints = typing.get_type_hints(TrainConfig)
+    out = []
+    for f in fields(TrainConfig):
+        default = getattr(defaults, f.name)
+        default = default.value if hasattr(default, "value") else default  # enums as their text
+        if f.name == "student_range":
+            default = "{:g}:{:g}".format(*default)
+        hint = hints[f.name]
+        annotation = _TRAIN_TEXT.get(f.name) or (hint if hint in (int, float, bool) else
+                                                  Optional[int] if hint == (int | None) else
+                                                  str if default is not None else Optional[str])
+        decl = _TRAIN_FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
+        out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                     default=typer.Option(default, decl, help=_TRAIN_HELP[f.name])))
+    return out
+
+
+TRAIN_OPTIONS = _train_option_list()
+
+
+def _train_config(**values):
+    from hardneg.train import config_from_dict
+
+    low, sep, high = str(values["student_range"]).partition(":")
+    try:
+        values["student_range"] = (float(low), float(high))
+    except ValueError:
+        raise HardnegError(f"--student-range must look like LOW:HIGH (e.g. 0:1), got {values['student_range']!r}") from None
+    steps = _off(values["eval_steps"])
+    try:
+        values["eval_steps"] = None if steps is None else (int(steps) if steps.strip().isdigit() else float(steps))
+    except ValueError:
+        raise HardnegError(f"--eval-steps must be an integer, a fraction or 'none', got {steps!r}") from None
+    return config_from_dict(values)
+
+
+def train_options(fn):
+    """Add one option per TrainConfig field to a command; it receives ``config``."""
+    sig = inspect.signature(fn)
+    names = [p.name for p in TRAIN_OPTIONS]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        values = {n: kwargs.pop(n) for n in names}
+        return fn(*args, config=_train_config(**values), **kwargs)
+
+    kept = [p for p in sig.parameters.values() if p.name != "config"]
+    wrapper.__signature__ = sig.replace(parameters=kept + TRAIN_OPTIONS)
+    return wrapper
+
+
+@app.command("train")
+@friendly
+@train_options
+def train_cmd(
+    data: Path = DataOpt,
+    negatives: Optional[Path] = typer.Option(
+        None, "--negatives", help="negatives.jsonl from `hardneg mine`/`select`. Left out, or empty because the "
+        "policy was the in-batch-only baseline (--sampler none): train on the (query, positive) pairs of --split."),
+    model: Optional[Path] = ModelOpt,
+    out: Path = typer.Option(..., "--out", help="Model folder to write (a normal sentence-transformers model)."),
+    corpus: Optional[Path] = CorpusOpt,
+    skip_unknown: bool = SkipUnknownOpt,
+    dev_split: Optional[str] = typer.Option(None, "--dev-split", help="Split evaluated while training (default: "
+                                            "dev if present, else --holdout-fraction of the train queries)."),
+    split: str = typer.Option("train", "--split", help="Split whose pairs train when there are no negatives."),
+    config=None,
+):
+    """Fine-tune a sentence-transformers model on mined negatives; keeps the best dev checkpoint."""
+    from hardneg.train import train
+
+    ds = _load(data, corpus, skip_unknown)
+    result = train(ds, negatives, str(model) if model else None, out, config, dev_split, pairs_split=split)
+    console.print(result.data.summary())
+    if result.evals:
+        start, best = result.before, result.best or result.evals[-1]
+        console.print(f"dev NDCG@10 ({result.eval_set}): start {start['ndcg@10']:.4f} -> kept step "
+                      f"{best['step']} {best['ndcg@10']:.4f}")
+    if result.losses:
+        console.print(f"loss {result.losses[0][1]:.4f} (step {result.losses[0][0]}) -> {result.losses[-1][1]:.4f} "
+                      f"(step {result.losses[-1][0]})")
+    console.print(f"trained in {result.train_seconds:.1f}s; wrote {out} (model card README.md, hardneg_train.json)")
+
+
+def _run_and_print(config, out: Path, title: str) -> None:
+    from hardneg.io import atomic_write_text
+    from hardneg.loop import format_run_table, run
+    from hardneg.recipe import dump_recipe
+
+    atomic_write_text(out / "recipe.toml", dump_recipe(config))
+    result = run(config, out, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    console.print(format_run_table(result, title=f"{title}: {result.metrics['split']}, "
+                                                 f"{result.metrics['n_queries']} queries"))
+    if not result.metrics["tuned_kept_on_dev"]:
+        console.print("note: no round beat the base model on dev; 'tuned' is round r0, shown for the record")
+    for note in result.metrics["notes"]:
+        console.print(f"note: {note}")
+    console.print(f"wrote {out}/report.md, metrics.json, recipe.toml, eval/, rounds/"
+                  f"{', model/' if result.metrics['tuned_kept_on_dev'] else ''} ({result.seconds:.0f}s)")
+
+
+SetOpt = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=VALUE (TOML value), repeatable.")
+
+
+def _overrides(sets: List[str], **loop) -> dict:
+    from hardneg.recipe import merge_overrides, parse_override
+
+    loop_keys = {k: v for k, v in loop.items() if v is not None}
+    return merge_overrides(*(parse_override(s) for s in sets), {"loop": loop_keys} if loop_keys else {})
+
+
+@app.command("run")
+@friendly
+def run_cmd(
+    recipe: Path = typer.Argument(..., help="A TOML recipe (`hardneg recipe` prints the commented default)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: report.md, metrics.json, model/, eval/, rounds/."),
+    set_: List[str] = SetOpt,
+    rounds: Optional[int] = typer.Option(None, "--rounds", help="Re-mining rounds after the first fine-tune ([loop] rounds)."),
+    round_init: Optional[str] = typer.Option(None, "--round-init", help="base | previous ([loop] round_init)."),
+    round_gate: Optional[str] = typer.Option(None, "--round-gate", help="gain | significant ([loop] round_gate)."),
+):
+    """Run a recipe: baselines -> mine -> select -> train -> rounds -> test evaluation with lift and p-values."""
+    from hardneg.recipe import load_recipe
+
+    overrides = _overrides(set_, rounds=rounds, round_init=round_init, round_gate=round_gate)
+    config = load_recipe(recipe, overrides, override_source="command line")
+    _run_and_print(config, out, f"hardneg run {recipe.name}")
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset (default: the repo's examples/scifact-sample)."),
+    set_: List[str] = SetOpt,
+):
+    """The default recipe, scaled down, on the SciFact sample: under 5 minutes on 2 CPU cores."""
+    from hardneg.recipe import demo_data_path, demo_overrides, load_recipe, merge_overrides, parse_override
+
+    start = time.perf_counter()
+    path = data or demo_data_path()
+    if not path.exists():
+        raise HardnegError(f"{path}: not found; the demo reads the repository's examples/ folder: run it from a "
+                           "source checkout or pass --data")
+    overrides = merge_overrides(demo_overrides(path), *(parse_override(s) for s in set_))
+    config = load_recipe(None, overrides, override_source="demo settings")
+    console.print(f"demo: the default recipe on {path} with smaller settings "
+                  f"(passage max length {config.encoder.passage_max_length}, {config.train.max_steps} training "
+                  f"steps of {config.train.batch_size}, {config.loop.rounds} re-mining round); "
+                  f"full settings: `hardneg recipe`")
+    _run_and_print(config, out, "demo")
+    console.print(f"demo wall time {time.perf_counter() - start:.0f}s")
+
+
+@app.command("recipe")
+@friendly
+def recipe_cmd(
+    out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of printing."),
+):
+    """Print the commented default recipe (every key, full-quality defaults) to start your own."""
+    from hardneg.io import atomic_write_text
+    from hardneg.recipe import default_recipe_text
+
+    text = default_recipe_text()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out, text)
+        console.print(f"wrote {out}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -51,6 +51,8 @@ __all__ = [
     "build_train_dataset",
     "check_teacher",
     "config_from_dict",
+    "in_batch_only",
+    "pair_rows",
     "read_negatives",
     "rescale_margins",
     "score_range",
@@ -186,6 +188,31 @@ def read_negatives(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
     meta.setdefault("negatives_file", str(path))
     return rows, meta
+
+
+def pair_rows(data: Dataset, split: str = "train") -> list[dict[str, Any]]:
+    """One row per query of ``split`` with its positives and no negatives (in-batch only).
+
+    Use it to train without mined negatives: MNRL then contrasts each query with the other
+    positives of its batch. FlagEmbedding's ``negatives.jsonl`` cannot hold such rows.
+    """
+    return [{"query_id": q, "query": data.queries[q], "pos_ids": list(docs),
+             "pos": [data.doc_text(d) for d in docs], "neg": []}
+            for q, docs in data.positives(split).items()]
+
+
+def in_batch_only(negatives_path: str | Path) -> bool:
+    """Whether ``negatives.jsonl`` is empty because none of its mined rows had negatives.
+
+    That is what ``--sampler none`` (the in-batch-only baseline) exports: FlagEmbedding
+    cannot read rows with an empty ``neg``, so the exporter leaves them out and says so in
+    the sidecar (``rows_written`` 0, ``rows_dropped_no_negatives`` > 0).
+    """
+    meta_file = sidecar_path(negatives_path)
+    if not meta_file.is_file():
+        return False
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    return meta.get("rows_written") == 0 and (meta.get("rows_dropped_no_negatives") or 0) > 0
 
 
 def _check_row(obj: dict[str, Any], path: Path | str, n: int | None) -> dict[str, Any]:
@@ -667,13 +694,14 @@ def _eval_table(result: TrainResult) -> list[str]:
 # ---- the run ----------------------------------------------------------------------------------
 def train(
     data: Dataset | str | Path,
-    negatives: str | Path | Sequence[Mapping[str, Any]],
+    negatives: str | Path | Sequence[Mapping[str, Any]] | None,
     model: "str | Path | SentenceTransformer | None",
     out_dir: str | Path,
     config: TrainConfig | None = None,
     dev_split: str | None = None,
     *,
     meta: Mapping[str, Any] | None = None,
+    pairs_split: str = "train",
 ) -> TrainResult:
     """Fine-tune ``model`` on ``negatives`` and save the best checkpoint to ``out_dir``.
 
@@ -682,10 +710,24 @@ def train(
     (their rows are removed from training). ``model`` is a local folder, a loaded
     SentenceTransformer (trained in place) or None for the bundled MiniLM. Writes a
     sentence-transformers folder with ``README.md`` (model card) and ``hardneg_train.json``.
+
+    ``negatives`` None, or a ``negatives.jsonl`` left empty by the in-batch-only baseline
+    (:func:`in_batch_only`), trains on the (query, positive) pairs of ``pairs_split``
+    (:func:`pair_rows`) with in-batch negatives only.
     """
     config = config or TrainConfig()
     data = data if isinstance(data, Dataset) else load_dataset(data)
-    rows, meta = _rows_and_meta(negatives, meta)
+    if negatives is None or (isinstance(negatives, (str, Path)) and in_batch_only(negatives)):
+        file_meta = {}
+        if negatives is not None:
+            file_meta = json.loads(sidecar_path(negatives).read_text(encoding="utf-8"))
+            log.warning(f"{negatives} has no rows: none of its {file_meta.get('rows_in_mined_set')} mined rows "
+                        f"had negatives (the in-batch-only baseline); training on the (query, positive) pairs "
+                        f"of '{pairs_split}' with in-batch negatives only")
+        meta = {**file_meta, "strategy": "in-batch negatives only", "pairs_split": pairs_split, **(meta or {})}
+        rows = pair_rows(data, pairs_split)
+    else:
+        rows, meta = _rows_and_meta(negatives, meta)
     evalset = build_eval_set(data, [r["query_id"] for r in rows], config, dev_split)
     train_ds, report = build_train_dataset(
         rows, config.num_negatives, config.loss, short_rows=config.short_rows, meta=meta,

@@ -1,0 +1,653 @@
+"""The whole loop: baselines -> mine -> select -> train -> re-mining rounds -> held-out evaluation.
+
+Use :func:`run` (or ``hardneg run RECIPE.toml``) to take a dataset from "the general model
+loses to BM25" to a fine-tuned model whose lift over the base model and BM25 is measured
+on the test split, with paired significance and bootstrap intervals.
+
+Rounds follow ANCE: round 0 mines with the starting model; each later round mines again
+with the last kept model (the weight-keyed embedding cache then misses: new weights, new
+vectors) and trains again from ``round_init`` (the base model or the previous one). A round
+is kept only if it beats the incumbent on dev NDCG@10 (:func:`gate`); round 0 is judged
+against the starting model itself, so a fine-tune that does not help is never reported as
+the result. The loop stops after ``rounds`` re-mining rounds or at the first round not kept.
+Dev is the dataset's dev split, or train queries held out once for every round
+(:func:`split_dev`), never the test split.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from hardneg.data import Dataset, load_dataset
+from hardneg.encode import EncoderConfig
+from hardneg.errors import HardnegError
+from hardneg.evaluate import N_RESAMPLES, EvalResult, bootstrap_ci, evaluate, format_p, paired_randomization_test
+from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.mine import MineConfig
+from hardneg.retrieve.base import Ranking
+from hardneg.select import SelectionPolicy
+from hardneg.train import TrainConfig
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.cache import EmbeddingCache
+
+__all__ = ["DataConfig", "EvalConfig", "GateDecision", "LoopConfig", "RoundGate", "RoundInit", "RoundPlan",
+           "RoundResult", "RunConfig", "RunResult", "format_run_table", "gate", "plan_round", "run", "split_dev"]
+
+log = logging.getLogger(__name__)
+
+GATE_METRIC = "ndcg@10"
+SYSTEMS = ("bm25", "base", "tuned")  # rows of the final table, in display order
+
+
+class RoundInit(str, Enum):
+    """Where each re-mining round starts training from."""
+
+    BASE = "base"  # the starting model: rounds differ only by their negatives (default)
+    PREVIOUS = "previous"  # the last kept model: training continues
+
+
+class RoundGate(str, Enum):
+    """When a round is kept: any dev NDCG@10 gain, or only a significant one."""
+
+    GAIN = "gain"
+    SIGNIFICANT = "significant"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The dataset and its splits. ``path`` is a BEIR folder or a pairs JSONL (with ``corpus``).
+
+    ``dev_split`` None: the ``dev`` split if there is one, else ``dev_holdout`` of the train
+    queries (at most ``dev_max_queries``) are held out once, for every round, and never
+    trained on. ``test_split`` is only ever used for the final evaluation.
+    """
+
+    path: str = ""
+    corpus: str | None = None
+    skip_unknown: bool = False
+    dev_split: str | None = None
+    dev_holdout: float = 0.2
+    dev_max_queries: int = 500
+    test_split: str = "test"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.dev_holdout < 1:
+            raise HardnegError(f"dev_holdout must be in [0, 1), not {self.dev_holdout}")
+        if self.dev_max_queries < 1:
+            raise HardnegError(f"dev_max_queries must be >= 1, not {self.dev_max_queries}")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Re-mining rounds and how each is judged on dev.
+
+    ``rounds`` counts re-mining rounds after the first fine-tune (0: train once). A round is
+    kept when its dev NDCG@10 beats the incumbent's by more than ``min_gain`` and, with
+    ``round_gate = significant``, the paired randomization test gives p < ``alpha``.
+    ``seed`` draws the held-out dev queries and seeds the dev tests.
+    """
+
+    rounds: int = 1
+    round_init: RoundInit = RoundInit.BASE
+    round_gate: RoundGate = RoundGate.GAIN
+    alpha: float = 0.05
+    min_gain: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name, enum in (("round_init", RoundInit), ("round_gate", RoundGate)):
+            value = getattr(self, name)
+            try:
+                object.__setattr__(self, name, enum(value.value if isinstance(value, Enum) else value))
+            except ValueError:
+                raise HardnegError(f"{name} must be one of {', '.join(e.value for e in enum)}, not {value!r}") from None
+        if self.rounds < 0:
+            raise HardnegError(f"rounds must be >= 0, not {self.rounds}")
+        if not 0 < self.alpha < 1:
+            raise HardnegError(f"alpha must be in (0, 1), not {self.alpha}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The final evaluation: documents retrieved per query, seed of the tests and intervals."""
+
+    depth: int = 100
+    seed: int = 0
+    n_resamples: int = N_RESAMPLES
+
+    def __post_init__(self) -> None:
+        if self.depth < 10:
+            raise HardnegError(f"eval depth must be >= 10 (metrics use @10 and @100), not {self.depth}")
+        if self.n_resamples < 100:
+            raise HardnegError(f"n_resamples must be >= 100, not {self.n_resamples}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run needs; :mod:`hardneg.recipe` builds it from a TOML file.
+
+    ``encoder`` embeds for mining and evaluation (its ``model`` is the base model);
+    ``policy.rank_by`` / ``policy.score_by`` also name the mining scorers, as on the CLI.
+    """
+
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    cache_dir: str | None = None
+    mine: MineConfig = field(default_factory=MineConfig)
+    policy: SelectionPolicy = field(default_factory=SelectionPolicy)
+    fmt: str | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        def plain(x: Any) -> Any:
+            if isinstance(x, Enum):
+                return x.value
+            if isinstance(x, (list, tuple)):
+                return [plain(v) for v in x]
+            if isinstance(x, dict):
+                return {k: plain(v) for k, v in x.items()}
+            return x
+
+        out = {name: plain(asdict(getattr(self, name))) for name in ("data", "encoder", "mine", "loop", "eval")}
+        out |= {"policy": self.policy.to_dict(), "train": self.train.to_dict(), "cache_dir": self.cache_dir,
+                "fmt": self.fmt}
+        return out
+
+
+# ---- pure decisions -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a round's model replaces the incumbent, and why."""
+
+    keep: bool
+    gain: float  # mean dev NDCG@10 of the candidate minus the incumbent's
+    p: float  # two-sided paired randomization test, unadjusted
+    reason: str
+
+
+def gate(candidate: np.ndarray, incumbent: np.ndarray, rule: RoundGate | str = RoundGate.GAIN,
+         alpha: float = 0.05, min_gain: float = 0.0, seed: int = 0,
+         n_resamples: int = N_RESAMPLES) -> GateDecision:
+    """Judge per-query dev scores of a new model against the incumbent's (same queries, same order).
+
+    Kept when the mean gain exceeds ``min_gain`` and, for ``significant``, p < ``alpha``. A
+    tie is not a gain: the incumbent (first of all the starting model) stays.
+    """
+    cand, inc = np.asarray(candidate, np.float64), np.asarray(incumbent, np.float64)
+    if cand.shape != inc.shape or cand.ndim != 1 or cand.size == 0:
+        raise HardnegError(f"gate needs two equal-length, non-empty score vectors, got {cand.shape} and {inc.shape}")
+    rule = RoundGate(rule)
+    gain = float(cand.mean() - inc.mean())
+    p = paired_randomization_test(cand, inc, n_resamples, seed)
+    if not gain > min_gain:
+        return GateDecision(False, gain, p, f"no gain: {gain:+.4f} <= {min_gain:g}")
+    if rule is RoundGate.SIGNIFICANT and not p < alpha:
+        return GateDecision(False, gain, p, f"gain {gain:+.4f} not significant (p={format_p(p, n_resamples)} >= {alpha:g})")
+    return GateDecision(True, gain, p, f"gain {gain:+.4f} (p={format_p(p, n_resamples)})")
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """Which model mines a round's negatives and which one its training starts from."""
+
+    round: int
+    miner: str  # "base" or "r<i>": the incumbent
+    init: str  # "base" or "r<i>"
+    remine: bool  # False for round 0 (the configured retriever as is)
+
+
+def plan_round(r: int, incumbent: str, round_init: RoundInit | str) -> RoundPlan:
+    """Round ``r`` mines with the incumbent and starts from the base or the incumbent.
+
+    Round 0's incumbent is the base model, so it mines with the retriever as configured.
+    """
+    init = "base" if r == 0 or RoundInit(round_init) is RoundInit.BASE else incumbent
+    return RoundPlan(r, incumbent, init, r > 0)
+
+
+def remine_config(mine: MineConfig, policy: SelectionPolicy) -> tuple[MineConfig, SelectionPolicy]:
+    """The mining of a re-mining round: a BM25-only retriever becomes dense (with the new model)."""
+    from hardneg.retrieve import Kind, RetrieverSpec
+
+    if RetrieverSpec.parse(mine.retriever).kind is Kind.BM25:
+        stale = {"bm25"}
+        mine = replace(mine, retriever="dense", rank_by=_unless(mine.rank_by, stale),
+                       score_by=_unless(mine.score_by, stale))
+        policy = replace(policy, rank_by=_unless(policy.rank_by, stale), score_by=_unless(policy.score_by, stale))
+    return mine, policy
+
+
+def _unless(value: str | None, stale: set[str]) -> str | None:
+    return None if value in stale else value
+
+
+# ---- data ---------------------------------------------------------------------------------
+def split_dev(ds: Dataset, config: DataConfig, seed: int = 0) -> tuple[Dataset, str]:
+    """A view of ``ds`` whose ``dev`` split is the one the rounds are judged on, and its description.
+
+    With a dev split it is used as is; otherwise ``dev_holdout`` of the train queries with
+    positives (seeded, at most ``dev_max_queries``) move from ``train`` to ``dev``: mining
+    and training then never see them. Other splits are unchanged.
+    """
+    if "train" not in ds.splits:
+        raise HardnegError(f"{ds.source}: no 'train' split to mine and train on (have: {', '.join(ds.splits)})")
+    name = config.dev_split or ("dev" if "dev" in ds.splits else None)
+    qrels = dict(ds.qrels)
+    if name is not None:
+        if name not in ds.splits:
+            raise HardnegError(f"{ds.source}: no '{name}' split for dev (have: {', '.join(ds.splits)})")
+        qrels["dev"] = ds.qrels[name]
+        n = len(ds.positives(name))
+        description = f"the '{name}' split ({n} queries)"
+    else:
+        pool = sorted(ds.positives("train"))
+        n = min(config.dev_max_queries, int(round(config.dev_holdout * len(pool))))
+        if n < 2 or n >= len(pool):
+            raise HardnegError(
+                f"{ds.source}: no dev split, and holding out {config.dev_holdout:g} of {len(pool)} train queries "
+                f"gives {n}: the rounds need at least 2 dev queries and some left to train on (set dev_holdout)")
+        rng = np.random.default_rng(seed)
+        held = {pool[i] for i in rng.choice(len(pool), size=n, replace=False)}
+        qrels["train"] = {q: docs for q, docs in ds.qrels["train"].items() if q not in held}
+        qrels["dev"] = {q: docs for q, docs in ds.qrels["train"].items() if q in held}
+        description = f"{n} of {len(pool)} train queries held out (seed {seed}), never trained on"
+    view = Dataset(ds.doc_ids, ds.titles, ds.texts, ds.queries, qrels, ds.aliases, ds.warnings, ds.source)
+    return view, description
+
+
+# ---- results ------------------------------------------------------------------------------
+@dataclass
+class RoundResult:
+    """One round: what mined, what was selected, how training went, and the dev verdict."""
+
+    round: int
+    miner: str
+    init: str
+    retriever: str
+    miner_fingerprint: str | None  # weights fingerprint of the dense model that mined (None: BM25 only)
+    mining_cache: dict[str, int]  # embedding-cache hits / misses while mining
+    negatives: dict[str, Any]  # selection output counts
+    train: dict[str, Any]  # rows, steps, losses, seconds
+    model_dir: str
+    model_fingerprint: str
+    dev: dict[str, float]  # mean dev metrics of this round's model
+    vs: str  # the incumbent it was judged against
+    gain: float
+    p: float
+    kept: bool
+    reason: str
+    seconds: float
+
+
+@dataclass
+class RunResult:
+    """The run's outcome: the final test evaluation (systems tuned, base, bm25) and the rounds."""
+
+    out: str
+    evaluation: EvalResult
+    rounds: list[RoundResult]
+    selected: str  # "r<i>" of the kept model, or "base" when no round beat the starting model
+    tuned_from: str  # the round whose model is the "tuned" row
+    dev: str
+    dev_base: dict[str, float]
+    metrics: dict[str, Any]
+    seconds: float
+
+
+# ---- helpers around models ----------------------------------------------------------------
+def _dense_ranking(model: "SentenceTransformer", ds: Dataset, split: str, encoder: EncoderConfig,
+                   cache: "EmbeddingCache", depth: int) -> Ranking:
+    from hardneg.encode import Encoder
+    from hardneg.retrieve.dense import DenseRetriever
+
+    retriever = DenseRetriever(Encoder(encoder, model=model, cache=cache), ds.doc_ids, ds.doc_texts())
+    qids = list(ds.positives(split))
+    return retriever.search(qids, [ds.queries[q] for q in qids], depth)
+
+
+def _bm25_ranking(ds: Dataset, split: str, depth: int) -> Ranking:
+    from hardneg.retrieve.bm25 import BM25Retriever
+
+    qids = list(ds.positives(split))
+    return BM25Retriever(ds.doc_ids, ds.doc_texts()).search(qids, [ds.queries[q] for q in qids], depth)
+
+
+def _dev_scores(ds: Dataset, ranking: Ranking) -> dict[str, np.ndarray]:
+    from hardneg.evaluate import per_query_scores
+
+    return per_query_scores(ds.split_qrels("dev"), ranking)
+
+
+def _means(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
+    return {m: float(v.mean()) for m, v in scores.items()}
+
+
+def _fingerprint(model: Any) -> str:
+    from hardneg.cache import model_fingerprint
+
+    return model_fingerprint(model)
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def time(self, name: str):
+        clock = self
+
+        class _Span:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.timings[name] = clock.timings.get(name, 0.0) + time.perf_counter() - self.start
+
+        return _Span()
+
+
+# ---- the run ------------------------------------------------------------------------------
+def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] | None = None,
+        data: Dataset | None = None) -> RunResult:
+    """Run the recipe into ``out``; return the final evaluation, the rounds and the metrics.
+
+    Writes ``out/metrics.json`` and ``out/report.md`` (lift over base and BM25 with
+    Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
+    TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
+    model, dev verdict) and ``out/model`` (the kept model; absent when none beat the base).
+    ``data`` passes an already loaded dataset instead of ``config.data.path``.
+    """
+    from hardneg.cache import EmbeddingCache
+    from hardneg.encode import load_model
+
+    say = progress or log.info
+    start = time.perf_counter()
+    clock = _Clock()
+    out = Path(out)
+    if data is None:
+        if not config.data.path:
+            raise HardnegError("no data: set [data] path in the recipe")
+        data = load_dataset(config.data.path, corpus=config.data.corpus, skip_unknown=config.data.skip_unknown)
+    test = config.data.test_split
+    data.split_qrels(test)  # fail before any work when the test split is missing
+    view, dev_description = split_dev(data, config.data, config.loop.seed)
+    cache = EmbeddingCache(config.cache_dir) if config.cache_dir else EmbeddingCache()
+    enc, depth = config.encoder, config.eval.depth
+    say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
+        f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
+
+    _clear_previous(out)
+    with clock.time("baselines"):
+        base_model = load_model(enc)
+        base_fp = _fingerprint(base_model)
+        test_runs = {"bm25": _bm25_ranking(data, test, depth), "base": _dense_ranking(base_model, data, test, enc, cache, depth)}
+        dev_base = _dev_scores(view, _dense_ranking(base_model, view, "dev", enc, cache, depth))
+    say(f"baselines on {test}: " + ", ".join(
+        f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in test_runs.items())
+        + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({clock.timings['baselines']:.0f}s)")
+
+    rounds, models = _rounds(config, view, base_model, base_fp, dev_base, cache, out, say, clock)
+    kept = [r for r in rounds if r.kept]
+    selected = f"r{kept[-1].round}" if kept else "base"
+    tuned_from = selected if kept else "r0"
+    if kept:
+        _copy_model(Path(kept[-1].model_dir), out / "model")
+        say(f"kept {selected}: copied to {out / 'model'}")
+    else:
+        say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
+
+    with clock.time("test evaluation"):
+        test_runs["tuned"] = _dense_ranking(models[tuned_from], data, test, enc, cache, depth)
+        ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
+        result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
+    from hardneg.evaluate import write_eval
+
+    write_eval(result, out / "eval", ordered)
+    seconds = time.perf_counter() - start
+    metrics = _metrics(result, rounds, selected, tuned_from, dev_description, dev_base, list(view.positives("dev")),
+                       config, clock, seconds, base_fp)
+    run_result = RunResult(str(out), result, rounds, selected, tuned_from, dev_description, _means(dev_base),
+                           metrics, seconds)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "report.md", report_markdown(run_result))
+    return run_result
+
+
+def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
+    from hardneg.evaluate import per_query_scores
+
+    return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
+
+
+def _rounds(config: RunConfig, view: Dataset, base_model, base_fp: str, dev_base: dict[str, np.ndarray],
+            cache, out: Path, say, clock: _Clock) -> tuple[list[RoundResult], dict[str, Any]]:
+    """Round 0 and up to ``rounds`` re-mining rounds; stops at the first round not kept."""
+    from hardneg.train import load_student
+
+    models: dict[str, Any] = {"base": base_model}
+    dirs: dict[str, str | None] = {"base": config.encoder.model}
+    incumbent, inc_scores = "base", dev_base
+    results: list[RoundResult] = []
+    for r in range(config.loop.rounds + 1):
+        plan = plan_round(r, incumbent, config.loop.round_init)
+        t0 = time.perf_counter()
+        rdir = out / "rounds" / f"r{r}"
+        mine_cfg, policy = (remine_config(config.mine, config.policy) if plan.remine
+                            else (config.mine, config.policy))
+        with clock.time("mining"):
+            negatives, neg_stats, miner_fp, cache_delta = _mine_round(
+                view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan)
+        say(f"r{r}: mined with {plan.miner} ({mine_cfg.retriever}): {neg_stats['rows']} rows, "
+            f"{neg_stats['negatives']} negatives; cache {cache_delta['hits']} hits, {cache_delta['misses']} misses")
+        with clock.time("training"):
+            card = {"policy": neg_stats["policy"], "mined_by": f"{plan.miner} ({mine_cfg.retriever})",
+                    "round": f"r{r} of `hardneg run`, trained from {plan.init}"}
+            trained = _train_round(view, negatives, dirs[plan.init], rdir / "model", config.train, card)
+            student = load_student(rdir / "model")  # exactly the saved weights (the best checkpoint)
+        models[f"r{r}"], dirs[f"r{r}"] = student, str(rdir / "model")
+        with clock.time("dev evaluation"):
+            scores = _dev_scores(view, _dense_ranking(student, view, "dev", config.encoder, cache, config.eval.depth))
+        loop = config.loop
+        decision = gate(scores[GATE_METRIC], inc_scores[GATE_METRIC], loop.round_gate, loop.alpha, loop.min_gain,
+                        loop.seed, config.eval.n_resamples)
+        result = RoundResult(
+            r, plan.miner, plan.init, mine_cfg.retriever, miner_fp, cache_delta, neg_stats, trained,
+            str(rdir / "model"), _fingerprint(student), _means(scores), incumbent, decision.gain, decision.p,
+            decision.keep, decision.reason, time.perf_counter() - t0)
+        atomic_write_json(rdir / "round.json", asdict(result))
+        results.append(result)
+        say(f"r{r}: dev NDCG@10 {scores[GATE_METRIC].mean():.4f} vs {incumbent} "
+            f"{inc_scores[GATE_METRIC].mean():.4f}: {'kept' if decision.keep else 'not kept'} ({decision.reason}); "
+            f"{result.seconds:.0f}s")
+        if not decision.keep:
+            break
+        if incumbent != "base":
+            models.pop(incumbent, None)  # free a superseded model (r0 is kept for the "tuned" row)
+        incumbent, inc_scores = f"r{r}", scores
+    return results, models
+
+
+def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, config: RunConfig, miner,
+                cache, rdir: Path, plan: RoundPlan):
+    """Mine (with the miner model in memory), select and export into ``rdir``."""
+    from hardneg.export import export
+    from hardneg.mine import mine_candidates
+    from hardneg.retrieve import RetrieverSpec
+    from hardneg.select import select
+
+    mine_cfg = replace(mine_cfg, rank_by=policy.rank_by, score_by=policy.score_by)
+    spec = RetrieverSpec.parse(mine_cfg.retriever)
+    # round 0 keeps a model named in the retriever spec; re-mining rounds always use the incumbent
+    model = miner if (plan.remine or spec.model is None) else None
+    hits, misses = cache.hits, cache.misses
+    cands = mine_candidates(view, mine_cfg, config.encoder, cache=cache, model=model)
+    delta = {"hits": cache.hits - hits, "misses": cache.misses - misses}
+    cands.write(rdir / "candidates.parquet")
+    mined = select(cands, policy, corpus_doc_ids=view.doc_ids)
+    files = export(mined, _Texts(view), view.queries, rdir, config.fmt)
+    atomic_write_json(rdir / "stats.json", mined.stats | {"files": files, "policy": policy.to_dict()})
+    out = mined.stats["output"]
+    stats = {"rows": int(out["rows"]), "negatives": int(out["negatives"]),
+             "rows_without_negatives": int(out["rows_without_negatives"]),
+             "short_rows": int(mined.stats["short"]["rows"]), "sampler": policy.sampler.value,
+             "policy": policy.to_dict()}
+    fingerprints = cands.meta.get("models") or {}  # scorer name -> weights fingerprint (dense scorers)
+    fp = fingerprints.get(spec.name) or fingerprints.get("dense") or next(iter(fingerprints.values()), None)
+    return rdir / "negatives.jsonl", stats, fp, delta
+
+
+def _train_round(view: Dataset, negatives: Path, init: str | None, model_dir: Path, config: TrainConfig,
+                 card: Mapping[str, Any]) -> dict[str, Any]:
+    from hardneg.train import train
+
+    res = train(view, negatives, init, model_dir, config, dev_split="dev", meta=card)
+    return {"rows": res.data.n_rows, "queries": res.data.n_queries, "num_negatives": res.data.num_negatives,
+            "steps": res.losses[-1][0] if res.losses else 0,
+            "first_loss": res.losses[0][1] if res.losses else None,
+            "last_loss": res.losses[-1][1] if res.losses else None,
+            "best_step": res.best["step"] if res.best else None, "seconds": res.train_seconds,
+            "summary": res.data.summary()}
+
+
+class _Texts:
+    """doc id -> text, built lazily (exports touch few documents)."""
+
+    def __init__(self, ds: Dataset):
+        self.ds = ds
+
+    def __getitem__(self, doc_id: str) -> str:
+        return self.ds.doc_text(doc_id)
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove what an earlier run into ``out`` left (its kept model, its rounds), so nothing stale remains."""
+    from hardneg.train import RESULT_FILE
+
+    if (out / "model" / RESULT_FILE).is_file():
+        shutil.rmtree(out / "model")
+    for folder in sorted((out / "rounds").glob("r*")) if (out / "rounds").is_dir() else []:
+        if (folder / "round.json").is_file() or (folder / "candidates.parquet").is_file():
+            shutil.rmtree(folder)
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    """Replace ``dst`` with a copy of ``src`` (built beside it, then renamed)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+# ---- metrics and report -------------------------------------------------------------------
+def _metrics(result: EvalResult, rounds: Sequence[RoundResult], selected: str, tuned_from: str, dev: str,
+             dev_base: Mapping[str, np.ndarray], dev_ids: Sequence[str], config: RunConfig, clock: _Clock,
+             seconds: float, base_fp: str) -> dict[str, Any]:
+    """The content of ``metrics.json`` (every figure of the report, as data)."""
+    seed = config.eval.seed
+    means = result.means()
+    systems = {s: means[s] for s in SYSTEMS}
+    ci = {s: {m: list(bootstrap_ci(result.per_query[s][m], seed=seed)) for m in result.metrics} for s in SYSTEMS}
+    lift = {}
+    for ref in ("base", "bm25"):
+        lift[f"over_{ref}"] = {
+            m: {"diff": means["tuned"][m] - means[ref][m],
+                "ci95": list(bootstrap_ci(result.per_query["tuned"][m] - result.per_query[ref][m], seed=seed)),
+                "p": result.pvalues[ref][m]}
+            for m in result.metrics}
+    out: dict[str, Any] = {
+        "split": result.split, "n_queries": len(result.query_ids), "metrics": result.metrics,
+        "systems": systems, "ci95": ci, "lift": lift,
+        "significance": (f"two-sided paired randomization test ({result.n_resamples} sign flips, seed {seed}) of "
+                         "tuned against base and against bm25, Holm-corrected per metric; CIs: percentile "
+                         "bootstrap over queries (2000 resamples)"),
+        "selected": selected, "tuned_from": tuned_from, "tuned_kept_on_dev": selected != "base",
+        "dev": {"description": dev, "base": _means(dev_base), "query_ids": list(dev_ids)},
+        "base_fingerprint": base_fp,
+        "rounds": [asdict(r) for r in rounds],
+        "timings": {k: round(v, 2) for k, v in clock.timings.items()} | {"total": round(seconds, 2)},
+        "config": config.to_dict(),
+    }
+    if result.clean_ids:
+        clean = result.means(result.clean_ids)
+        out["clean"] = {"n_queries": len(result.clean_ids), "systems": {s: clean[s] for s in SYSTEMS}}
+    out["notes"] = list(result.notes)
+    return out
+
+
+def format_run_table(result: RunResult, title: str | None = None):
+    """A rich table: bm25, base and tuned on the test split, NDCG@10 CI, lift and p of tuned."""
+    from rich.table import Table
+
+    m = result.metrics
+    table = Table(title=title or f"{m['split']}: {m['n_queries']} queries (tuned = {result.tuned_from}"
+                                 f"{'' if m['tuned_kept_on_dev'] else ', NOT kept on dev'})")
+    table.add_column("system")
+    for metric in m["metrics"]:
+        table.add_column(metric, justify="right")
+    table.add_column("ndcg@10 95% CI", justify="right")
+    for s in SYSTEMS:
+        lo, hi = m["ci95"][s]["ndcg@10"]
+        table.add_row(s, *[f"{m['systems'][s][x]:.4f}" for x in m["metrics"]], f"[{lo:.3f}, {hi:.3f}]")
+    table.add_section()
+    for ref in ("base", "bm25"):
+        lift = m["lift"][f"over_{ref}"]
+        lo, hi = lift["ndcg@10"]["ci95"]
+        table.add_row(f"tuned - {ref}", *[f"{lift[x]['diff']:+.4f}" for x in m["metrics"]], f"[{lo:+.3f}, {hi:+.3f}]")
+        table.add_row(f"  p vs {ref}", *[format_p(lift[x]["p"], result.evaluation.n_resamples) for x in m["metrics"]], "")
+    return table
+
+
+def report_markdown(result: RunResult) -> str:
+    """``report.md``: the test table with lift and significance, the rounds, and what was kept."""
+    m, n = result.metrics, result.evaluation.n_resamples
+    metrics = m["metrics"]
+    lines = [f"# hardneg run: tuned vs base vs BM25 on `{m['split']}` ({m['n_queries']} queries)", ""]
+    verdict = (f"The tuned model is round `{result.tuned_from}`, kept because it beat the starting model on dev."
+               if m["tuned_kept_on_dev"] else
+               "No round beat the starting model on dev, so the run's model is the base model; the `tuned` row "
+               "shows round `r0` anyway, for the record (no `model/` folder is written).")
+    lines += [verdict, "", "| system | " + " | ".join(metrics) + " | ndcg@10 95% CI |", "|---" * (len(metrics) + 2) + "|"]
+    for s in SYSTEMS:
+        lo, hi = m["ci95"][s]["ndcg@10"]
+        lines.append(f"| {s} | " + " | ".join(f"{m['systems'][s][x]:.4f}" for x in metrics) + f" | [{lo:.3f}, {hi:.3f}] |")
+    lines += ["", "## Lift of the tuned model", "", "| vs | " + " | ".join(f"Δ {x}" for x in metrics)
+              + " | Δ ndcg@10 95% CI | p(ndcg@10) |", "|---" * (len(metrics) + 3) + "|"]
+    for ref in ("base", "bm25"):
+        lift = m["lift"][f"over_{ref}"]
+        lo, hi = lift["ndcg@10"]["ci95"]
+        lines.append(f"| {ref} | " + " | ".join(f"{lift[x]['diff']:+.4f}" for x in metrics)
+                     + f" | [{lo:+.4f}, {hi:+.4f}] | {format_p(lift['ndcg@10']['p'], n)} |")
+    lines += ["", f"Significance: {m['significance']}. p-values of every metric are in `metrics.json`; "
+              "per-query scores in `eval/per_query.tsv`.", ""]
+    lines += [f"## Rounds (dev: {m['dev']['description']})", "",
+              f"Base model on dev: NDCG@10 {m['dev']['base']['ndcg@10']:.4f}.", "",
+              "| round | mined by | retriever | trained from | negatives | rows | steps | dev ndcg@10 | vs | gain | p | kept |",
+              "|---" * 12 + "|"]
+    for r in result.rounds:
+        lines.append(f"| r{r.round} | {r.miner} | {r.retriever} | {r.init} | {r.negatives['negatives']} "
+                     f"({r.negatives['sampler']}) | {r.train['rows']} | {r.train['steps']} | {r.dev['ndcg@10']:.4f} "
+                     f"| {r.vs} | {r.gain:+.4f} | {format_p(r.p, n)} | {'yes' if r.kept else 'no: ' + r.reason} |")
+    lines += ["", "Each round's candidates, negatives (`negatives.jsonl`, `stats.json`: what every filter "
+              "removed) and model are in `rounds/r<i>/`."]
+    if "clean" in m:
+        c = m["clean"]
+        lines += ["", f"## Test queries whose positives were never train positives ({c['n_queries']})", "",
+                  "| system | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+        lines += [f"| {s} | " + " | ".join(f"{c['systems'][s][x]:.4f}" for x in metrics) + " |" for s in SYSTEMS]
+    for note in m["notes"]:
+        lines += ["", f"Note: {note}."]
+    timings = ", ".join(f"{k} {v:.0f}s" for k, v in m["timings"].items())
+    lines += ["", f"Timings: {timings}."]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,224 @@
+"""The loop: gating on hand-made dev scores, round plans, the dev hold-out, and a tiny `hardneg run`.
+
+The end-to-end run uses the 32-d random model of ``tiny_model_dir`` on the toy BEIR folder
+(32 documents, 16 train / 8 test queries): two rounds of a few steps each, in seconds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from hardneg.cli import app
+from hardneg.data import load_dataset
+from hardneg.errors import HardnegError
+from hardneg.loop import DataConfig, RoundGate, gate, plan_round, remine_config, split_dev
+from hardneg.mine import MineConfig
+from hardneg.select import SelectionPolicy
+from toybeir import write_toy_beir
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models train faster on one thread when other jobs share the cores; restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# ---- gating (pure) ------------------------------------------------------------------------
+def test_gate_keeps_gains_and_refuses_ties_and_losses():
+    inc = np.array([0.5, 0.2, 0.9, 0.0, 0.4] * 4)  # 20 queries
+    better = inc + 0.1  # every query up: gain 0.1, p at the permutation floor
+    d = gate(better, inc)
+    assert d.keep and d.gain == pytest.approx(0.1) and d.p == pytest.approx(1 / 10001)
+    assert gate(better, inc, RoundGate.SIGNIFICANT).keep
+    tie = gate(inc.copy(), inc)
+    assert not tie.keep and tie.gain == 0 and tie.p == 1.0 and "no gain" in tie.reason
+    worse = gate(inc - 0.05, inc)
+    assert not worse.keep and worse.gain == pytest.approx(-0.05)
+
+
+def test_gate_significant_needs_a_small_p_and_min_gain_is_a_bar():
+    inc = np.zeros(10)
+    one_lucky = inc.copy()
+    one_lucky[0] = 1.0  # mean gain 0.1 from a single query: p = P(that one sign) ~ 1
+    d = gate(one_lucky, inc, "gain")
+    assert d.keep and d.gain == pytest.approx(0.1)
+    d = gate(one_lucky, inc, "significant", alpha=0.05)
+    assert not d.keep and d.p > 0.5 and "not significant" in d.reason
+    assert not gate(one_lucky, inc, "gain", min_gain=0.1).keep  # must exceed the bar, not reach it
+    assert gate(one_lucky - 0.01, inc, "gain", min_gain=-0.5).keep  # a negative bar tolerates a small loss
+    with pytest.raises(HardnegError, match="equal-length"):
+        gate(np.zeros(3), np.zeros(4))
+
+
+def test_round_plans():
+    assert plan_round(0, "base", "previous") == plan_round(0, "base", "base")
+    p0 = plan_round(0, "base", "base")
+    assert (p0.miner, p0.init, p0.remine) == ("base", "base", False)
+    p2 = plan_round(2, "r1", "base")
+    assert (p2.miner, p2.init, p2.remine) == ("r1", "base", True)  # mines with the new model, trains from base
+    assert plan_round(2, "r1", "previous").init == "r1"
+
+
+def test_remining_a_bm25_recipe_uses_the_new_dense_model():
+    mine, policy = remine_config(MineConfig(retriever="bm25", rank_by="bm25"), SelectionPolicy(rank_by="bm25"))
+    assert mine.retriever == "dense" and mine.rank_by is None and policy.rank_by is None
+    mine, _ = remine_config(MineConfig(retriever="hybrid", teachers=["bm25"]), SelectionPolicy())
+    assert mine.retriever == "hybrid" and mine.teachers == ["bm25"]
+
+
+# ---- the dev hold-out ---------------------------------------------------------------------
+def test_split_dev_holds_out_train_queries_once(tmp_path):
+    ds = load_dataset(write_toy_beir(tmp_path / "toy"))
+    view, text = split_dev(ds, DataConfig(dev_holdout=0.25), seed=3)
+    dev, train = set(view.positives("dev")), set(view.positives("train"))
+    assert len(dev) == 4 and len(train) == 12 and not dev & train and dev | train == set(ds.positives("train"))
+    assert view.qrels["test"] == ds.qrels["test"] and text.startswith("4 of 16 train queries held out (seed 3)")
+    again, _ = split_dev(ds, DataConfig(dev_holdout=0.25), seed=3)
+    assert set(again.positives("dev")) == dev  # seeded
+    assert ds.positives("train").keys() == {f"q{i}" for i in range(16)}  # the dataset itself is unchanged
+    named, text = split_dev(ds, DataConfig(dev_split="test"))
+    assert named.qrels["dev"] == ds.qrels["test"] and named.qrels["train"] == ds.qrels["train"]
+    with pytest.raises(HardnegError, match="no 'valid' split"):
+        split_dev(ds, DataConfig(dev_split="valid"))
+    with pytest.raises(HardnegError, match="need at least 2 dev queries"):
+        split_dev(ds, DataConfig(dev_holdout=0.05))
+
+
+# ---- a tiny run, end to end through `hardneg run` -----------------------------------------
+RECIPE = """
+[data]
+path = "{data}"
+dev_holdout = 0.25
+
+[model]
+path = "{model}"
+cache_dir = "{cache}"
+batch_size = 16
+
+[mine]
+depth = 10
+
+[select]
+window = "off"
+percent = "off"
+num_negatives = 2
+
+[train]
+batch_size = 4
+lr = 1e-3
+warmup_ratio = 0.0
+max_seq_length = 32
+max_steps = 3
+eval_corpus = 16
+logging_steps = 1
+show_progress = false
+
+[loop]
+rounds = 1
+min_gain = -1.0   # keep every round, so that round 1 always re-mines with round 0's model
+
+[eval]
+depth = 20
+n_resamples = 2000
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_model_dir, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("run")
+    data = write_toy_beir(tmp / "toy")
+    recipe = tmp / "tiny.toml"
+    recipe.write_text(RECIPE.format(data=data, model=tiny_model_dir, cache=tmp / "cache"))
+    out = tmp / "out"
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out, json.loads((out / "metrics.json").read_text()), result.output
+
+
+def test_run_writes_metrics_report_and_model(tiny_run):
+    out, metrics, output = tiny_run
+    for name in ("metrics.json", "report.md", "recipe.toml", "eval/per_query.tsv", "eval/runs/tuned.trec",
+                 "rounds/r0/negatives.jsonl", "rounds/r0/stats.json", "rounds/r0/round.json", "rounds/r1/model"):
+        assert (out / name).exists(), name
+    assert {"systems", "ci95", "lift", "rounds", "selected", "dev", "timings", "config"} <= set(metrics)
+    assert set(metrics["systems"]) == {"bm25", "base", "tuned"} and metrics["n_queries"] == 8
+    assert metrics["selected"] == "r1" and metrics["tuned_from"] == "r1" and metrics["tuned_kept_on_dev"]
+    assert (out / "model" / "model.safetensors").is_file()
+    report = (out / "report.md").read_text()
+    assert "## Lift of the tuned model" in report and "| r1 | r0 | dense | base |" in report
+    assert "tuned - base" in output and "p vs bm25" in output
+
+
+def test_run_metrics_agree_with_the_per_query_file(tiny_run):
+    out, metrics, _ = tiny_run
+    rows = list(csv.DictReader((out / "eval" / "per_query.tsv").open(), delimiter="\t"))
+    assert {r["query_id"] for r in rows} == {f"q{i}" for i in range(16, 24)}
+    for system in ("bm25", "base", "tuned"):
+        for metric in metrics["metrics"]:
+            values = [float(r[metric]) for r in rows if r["system"] == system]
+            assert len(values) == 8
+            assert metrics["systems"][system][metric] == pytest.approx(np.mean(values), abs=1e-6)
+            lo, hi = metrics["ci95"][system][metric]
+            assert min(values) - 1e-9 <= lo <= hi <= max(values) + 1e-9
+    for ref in ("base", "bm25"):
+        lift = metrics["lift"][f"over_{ref}"]["ndcg@10"]
+        assert lift["diff"] == pytest.approx(metrics["systems"]["tuned"]["ndcg@10"] - metrics["systems"][ref]["ndcg@10"])
+        assert 0 < lift["p"] <= 1
+        assert lift["ci95"][0] <= lift["diff"] + 1e-9 and lift["diff"] - 1e-9 <= lift["ci95"][1]
+
+
+def test_rounds_are_recorded_and_gated_on_dev(tiny_run):
+    out, metrics, _ = tiny_run
+    r0, r1 = metrics["rounds"]
+    assert (r0["miner"], r0["init"], r1["miner"], r1["init"]) == ("base", "base", "r0", "base")
+    assert r0["vs"] == "base" and r1["vs"] == "r0" and r0["kept"] and r1["kept"]
+    assert r0["dev"]["ndcg@10"] - metrics["dev"]["base"]["ndcg@10"] == pytest.approx(r0["gain"])
+    assert r1["dev"]["ndcg@10"] - r0["dev"]["ndcg@10"] == pytest.approx(r1["gain"])
+    assert r0["train"]["steps"] == r1["train"]["steps"] == 3
+    assert r0["negatives"]["rows"] == 12  # 16 train queries, 4 held out for dev, never mined or trained
+    dev_ids = set(metrics["dev"]["query_ids"])
+    negatives = (out / "rounds" / "r0" / "negatives.jsonl").read_text().splitlines()
+    mined = {json.loads(line)["query_id"] for line in negatives}
+    assert len(dev_ids) == 4 and len(mined) == 12 and not mined & dev_ids
+
+
+def test_remining_uses_the_freshly_trained_weights(tiny_run):
+    """Round 1 mines with round 0's model: a new weights fingerprint, so the cache cannot serve base vectors."""
+    out, metrics, _ = tiny_run
+    r0, r1 = metrics["rounds"]
+    base = metrics["base_fingerprint"]
+    assert r0["miner_fingerprint"] == base
+    assert r1["miner_fingerprint"] == r0["model_fingerprint"] != base
+    assert r1["mining_cache"]["misses"] >= 1  # the train queries were never embedded with these weights
+    from hardneg.candidates import CandidateSet
+
+    models = CandidateSet.read(out / "rounds" / "r1" / "candidates.parquet").meta["models"]
+    assert set(models.values()) == {r0["model_fingerprint"]}
+    # the saved round-0 folder embeds with the same fingerprint as the model that mined round 1
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.cache import model_fingerprint
+
+    saved = SentenceTransformer(r0["model_dir"], device="cpu", local_files_only=True)
+    assert model_fingerprint(saved) == r0["model_fingerprint"]
+
+
+def test_run_and_demo_options_fail_fast(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\npath = "nowhere"\n')
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "o"), "--round-gate", "maybe"])
+    assert result.exit_code == 2
+    assert "command line: [loop] round_gate: expected one of 'gain', 'significant', got \"maybe\"" in result.output
+    result = runner.invoke(app, ["demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "d")])
+    assert result.exit_code == 2 and "not found; the demo reads the repository's examples/" in result.output
