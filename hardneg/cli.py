@@ -190,20 +190,33 @@ POLICY_OPTIONS = [
 ]
 
 
+def option_group(options: list, build):
+    """Decorator adding ``options`` to a command; ``build(**their values)`` returns the keyword
+    arguments the command receives instead (e.g. ``{"config": TrainConfig(...)}``)."""
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        names = [p.name for p in options]
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            built = build(**{n: kwargs.pop(n) for n in names})
+            return fn(*args, **built, **kwargs)
+
+        kept = [p for p in sig.parameters.values() if p.name not in ("policy", "fmt", "config")]
+        wrapper.__signature__ = sig.replace(parameters=kept + options)
+        return wrapper
+
+    return decorate
+
+
+def _policy_kwargs(format=None, **values):  # noqa: A002 (the option is --format)
+    return {"policy": _policy(**values), "fmt": format}
+
+
 def policy_options(fn):
     """Add the selection options to a command; it receives ``policy`` and ``fmt``."""
-    sig = inspect.signature(fn)
-    names = [p.name for p in POLICY_OPTIONS]
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        values = {n: kwargs.pop(n) for n in names}
-        fmt = values.pop("format")
-        return fn(*args, policy=_policy(**values), fmt=fmt, **kwargs)
-
-    kept = [p for p in sig.parameters.values() if p.name not in ("policy", "fmt")]
-    wrapper.__signature__ = sig.replace(parameters=kept + POLICY_OPTIONS)
-    return wrapper
+    return option_group(POLICY_OPTIONS, _policy_kwargs)(fn)
 
 
 def _off(text: str | None) -> str | None:
@@ -396,17 +409,7 @@ def _train_config(**values):
 
 def train_options(fn):
     """Add one option per TrainConfig field to a command; it receives ``config``."""
-    sig = inspect.signature(fn)
-    names = [p.name for p in TRAIN_OPTIONS]
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        values = {n: kwargs.pop(n) for n in names}
-        return fn(*args, config=_train_config(**values), **kwargs)
-
-    kept = [p for p in sig.parameters.values() if p.name != "config"]
-    wrapper.__signature__ = sig.replace(parameters=kept + TRAIN_OPTIONS)
-    return wrapper
+    return option_group(TRAIN_OPTIONS, lambda **values: {"config": _train_config(**values)})(fn)
 
 
 @app.command("train")

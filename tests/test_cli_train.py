@@ -18,14 +18,7 @@ FAST = ["--batch-size", "4", "--lr", "1e-3", "--warmup-ratio", "0", "--max-seq-l
         "--logging-steps", "1", "--no-progress", "--eval-corpus", "16"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -69,15 +69,7 @@ def infonce(model, rows: list[dict], scale: float = 20.0) -> float:
     return float(torch.nn.functional.cross_entropy(logits, torch.arange(len(rows))))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models train ~10x faster on one thread when other jobs share the 2 cores; restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FAST = dict(batch_size=4, lr=1e-3, warmup_ratio=0.0, max_seq_length=32, logging_steps=1, show_progress=False)
