@@ -10,6 +10,7 @@ model's own max length (256 for MiniLM). Rows:
   bm25-top        BM25 top-k (naive)                     dense-top     dense top-k (naive)
   default         hardneg's default policy: dense window 10:100 + percent 0.95, top-k
   hybrid-percent  RRF(BM25, dense) ranks, percent 0.95 on the dense score, top-k
+  auto            window (and percent) calibrated by the label audit (``window = "auto"``), top-k
   default+round   ``default`` re-mined once with its own trained model, trained again from base
   st-default      sentence-transformers' ``mine_hard_negatives`` defaults (top-k, n-tuple)
   st-margin       the same with ``relative_margin=0.05`` (its documented positive-aware recipe)
@@ -35,7 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
-ALL_ROWS = ["base", "bm25", "in-batch", "random", "bm25-top", "dense-top", "default", "hybrid-percent",
+ALL_ROWS = ["base", "bm25", "in-batch", "random", "bm25-top", "dense-top", "default", "hybrid-percent", "auto",
             "default+round", "st-default", "st-margin"]
 REDUCED_ROWS = ["base", "bm25", "st-default", "default", "st-margin", "hybrid-percent"]
 UNTRAINED = {"base", "bm25"}
@@ -113,6 +114,14 @@ class Bench:
             cand_file.parent.mkdir(parents=True, exist_ok=True)
             cands.write(cand_file)
         policy = SelectionPolicy(num_negatives=self.args.k, seed=seed, on_short="keep", **POLICIES.get(row, {}))
+        if row == "auto":
+            from dataclasses import replace
+
+            from hardneg.audit import auto_window
+
+            cal, _ = auto_window(cands)
+            print(f"  auto: window {cal.window}, percent {cal.percent} ({cal.reason})", file=sys.stderr)
+            policy = replace(policy, window=cal.window, percent=cal.percent)
         mined = select(cands, policy, corpus_doc_ids=self.ds.doc_ids)
         out = self.work / "negatives" / f"{row}-s{seed}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)

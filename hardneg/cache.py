@@ -4,7 +4,7 @@ Use it so that re-running a stage (mining, evaluation) does not re-encode a corp
 the same model already encoded. The key covers everything that changes the vectors: a
 fingerprint of the model's *weights* (never its name or path, so a fine-tuned model can
 never reuse its base model's vectors), the prompt, the max length, normalisation, the
-backend, the precision and the texts in order.
+backend, the precision, the storage dtype (float32 or float16) and the texts in order.
 """
 from __future__ import annotations
 
@@ -115,10 +115,14 @@ class CacheKey:
     backend: str
     precision: str
     texts: str  # texts_hash(...)
+    storage: str = "float32"  # dtype of the stored vectors: float32 or float16
 
     @property
     def digest(self) -> str:
-        payload = json.dumps({"format": CACHE_FORMAT, **asdict(self)}, sort_keys=True)
+        fields = asdict(self)
+        if fields["storage"] == "float32":  # left out, so entries written before the field keep their digest
+            del fields["storage"]
+        payload = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -170,13 +174,18 @@ class EmbeddingCache:
     def get_or_compute(
         self, key: CacheKey, compute: Callable[[], np.ndarray], extra: dict[str, Any] | None = None
     ) -> np.ndarray:
-        """Return the cached array, or run ``compute``, store its result and return it."""
+        """Return the cached array, or run ``compute``, store its result and return it.
+
+        Either way the result is the stored file, memory-mapped: the computed array is freed,
+        and the first run sees the very same (read-only) array as later cache hits.
+        """
         cached = self.get(key)
         if cached is not None:
             return cached
         array = compute()
         self.put(key, array, extra)
-        return array
+        stored = self._load(key)
+        return stored if stored is not None else array
 
     def _load(self, key: CacheKey) -> np.ndarray | None:
         """Read an entry if it is complete and consistent with its sidecar; otherwise None."""

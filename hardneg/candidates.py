@@ -16,7 +16,9 @@ Columns (one row per (query, candidate doc)):
 
 The JSON metadata sits under the Parquet schema key ``b"hardneg"``; it names the scorers,
 ``rank_by``, ``score_by``, ``depth``, ``negative_scores`` (can that scorer's scores be
-negative?) and ``corpus_size``.
+negative?), ``corpus_size`` and, from :func:`hardneg.mine.mine_candidates`, ``search``: per
+scorer how it searched (``kind``, ``params``; for ANN kinds also ``recall_at_depth`` against
+exact search on ``recall_sample`` queries, see :mod:`hardneg.retrieve.ann`).
 
 Use :meth:`CandidateSet.from_frame` to build one from a DataFrame (it fills the optional
 flag columns), :meth:`CandidateSet.write` / :class:`CandidateWriter` to store it and
@@ -93,6 +95,9 @@ class CandidateSet:
 
     table: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
+    #: Facts about the run that built the set which vary between runs (search timings, resumed
+    #: chunks). Never written: the stored file stays byte-identical for the same inputs.
+    run: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ---- construction ----------------------------------------------------------------------
     @classmethod

@@ -289,23 +289,82 @@ def mine(
     skip_unknown: bool = SkipUnknownOpt,
     cache_dir: Optional[Path] = CacheOpt,
     batch_size: int = typer.Option(64, help="Encoding batch size."),
+    search: str = typer.Option("auto", "--search", help="Dense search: exact | faiss | ivf | hnsw | ivf-sq8 | "
+                               "auto (exact below 200k passages, else ivf). ANN recall@depth is measured against "
+                               "exact search on a query sample and stored in the candidates' metadata."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF lists (default ~4 sqrt(corpus size))."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF lists searched (default: tuned to "
+                                         "--target-recall on a query sample)."),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW efSearch (default: tuned)."),
+    recall_sample: int = typer.Option(200, "--recall-sample", help="Queries sampled (seeded) to measure ANN "
+                                      "recall; as many again tune nprobe/efSearch."),
+    target_recall: float = typer.Option(0.95, "--target-recall", help="Recall@depth that tuning aims for."),
+    query_chunk: int = typer.Option(4096, "--query-chunk", help="Queries mined per chunk: the unit of memory "
+                                    "and of checkpoints (OUT/.mine-checkpoint; a rerun resumes)."),
+    float16: bool = typer.Option(False, "--float16", help="Store passage embeddings as float16 (half the "
+                                 "disk and page cache; part of the cache key)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard a checkpoint left in OUT by an earlier, "
+                                 "different mining run instead of refusing it."),
     policy=None,
     fmt=None,
 ):
     """Retrieve candidates once (candidates.parquet), then select negatives with the policy options."""
     from hardneg.encode import EncoderConfig
-    from hardneg.mine import MineConfig, mine_candidates
+    from hardneg.mine import MineConfig
 
     ds = _load(data, corpus, skip_unknown)
     config = MineConfig(retriever=retriever, teachers=list(teacher), depth=depth, split=split,
-                        rank_by=policy.rank_by, score_by=policy.score_by)
-    encoder = EncoderConfig(model=str(model) if model else None, batch_size=batch_size)
+                        rank_by=policy.rank_by, score_by=policy.score_by, search=search, nlist=nlist,
+                        nprobe=nprobe, ef_search=ef_search, recall_sample=recall_sample,
+                        target_recall=target_recall, query_chunk=query_chunk)
+    encoder = EncoderConfig(model=str(model) if model else None, batch_size=batch_size, float16=float16)
     start = time.perf_counter()
-    cands = mine_candidates(ds, config, encoder, cache=cache_dir)
-    cands.write(out / "candidates.parquet")
+    cands = _mine_resumable(ds, config, encoder, cache_dir, out, restart)
+    _report_search(cands, out)
     console.print(f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
                   f"in {time.perf_counter() - start:.1f}s -> {out / 'candidates.parquet'}")
     _select_and_write(cands, policy, fmt, out, ds)
+
+
+def _mine_resumable(ds, config, encoder, cache_dir, out: Path, restart: bool):
+    """Mine to OUT/candidates.parquet with a checkpoint in OUT/.mine-checkpoint (resumed if there,
+    deleted once the candidates are written)."""
+    import shutil
+
+    from hardneg.checkpoint import CHECKPOINT_DIRNAME
+    from hardneg.mine import mine_candidates
+
+    ckpt = out / CHECKPOINT_DIRNAME
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            console.print(f"query chunk {done}/{total} mined (checkpoint: {ckpt})")
+
+    cands = mine_candidates(ds, config, encoder, cache=cache_dir, checkpoint_dir=ckpt, restart=restart,
+                            progress=progress)
+    if cands.run.get("resumed_chunks"):
+        console.print(f"resumed {cands.run['resumed_chunks']} of {cands.run['chunks']} query chunks from {ckpt}")
+    cands.write(out / "candidates.parquet")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return cands
+
+
+def _report_search(cands, out: Path) -> None:
+    """Print each dense scorer's search (kind, params, measured recall, seconds); write OUT/search.json."""
+    from hardneg.io import atomic_write_json
+
+    searches = {n: s | cands.run.get("search", {}).get(n, {}) for n, s in cands.meta.get("search", {}).items()
+                if s.get("kind") != "bm25s"}
+    for name, s in searches.items():
+        recall = (f", recall@{s['depth']} {s['recall_at_depth']:.3f} on {s['recall_sample']} sampled queries"
+                  if s.get("recall_at_depth") is not None else "")
+        params = ", ".join(f"{k}={v}" for k, v in s.get("params", {}).items())
+        built = (f"build {s.get('build_seconds', 0):.1f}s, recall check {s.get('recall_seconds', 0):.1f}s, "
+                 if s["kind"] not in ("exact", "auto") else "")
+        console.print(f"search {name}: {s['kind']}{f' ({params})' if params else ''}{recall}; "
+                      f"{built}search {s.get('search_seconds', 0):.1f}s")
+    if searches:
+        atomic_write_json(out / "search.json", searches)
 
 
 @app.command("select")
@@ -458,7 +517,7 @@ def _run_and_print(config, out: Path, title: str) -> None:
         console.print("note: no round beat the base model on dev; 'tuned' is round r0, shown for the record")
     for note in result.metrics["notes"]:
         console.print(f"note: {note}")
-    console.print(f"wrote {out}/report.md, metrics.json, recipe.toml, eval/, rounds/"
+    console.print(f"wrote {out}/report.html, report.md, metrics.json, recipe.toml, eval/, rounds/"
                   f"{', model/' if result.metrics['tuned_kept_on_dev'] else ''} ({result.seconds:.0f}s)")
 
 
@@ -530,6 +589,441 @@ def recipe_cmd(
     else:
         atomic_write_text(out, text)
         console.print(f"wrote {out}")
+
+
+@app.command()
+@friendly
+def audit(
+    candidates: Path = typer.Argument(..., help="candidates.parquet of a TRAIN split mine (never an eval split)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="The dataset (texts for the judge); needed with "
+                                        "--cross-encoder."),
+    out: Path = typer.Option(..., "--out", help="Output folder: audit.json."),
+    hide: float = typer.Option(0.5, help="Fraction of the positives hidden, per query with two or more."),
+    draws: int = typer.Option(5, help="Seeded hiding draws, averaged."),
+    seed: int = typer.Option(0, help="Seed of the hiding draws and of the judge's sample."),
+    cross_encoder: Optional[Path] = typer.Option(None, "--cross-encoder", help="A CrossEncoder folder (or a "
+                                                 "cross-fitted one from `hardneg train-reranker --folds`) "
+                                                 "to judge a sample of unlabeled candidates per bucket."),
+    judge_threshold: float = typer.Option(0.0, help="Judged relevant when the cross-encoder score is above this "
+                                          "(a logit of 0 is p = 0.5)."),
+    judge_sample: int = typer.Option(100, help="Unlabeled candidates judged per rank bucket."),
+    corpus: Optional[Path] = CorpusOpt,
+):
+    """The false-negative curve: per original-rank bucket, how often an unlabeled candidate is relevant.
+
+    With labels: hide a fraction of the positives of queries that have several and count the
+    hidden ones per bucket (Wilson 95% intervals). With --cross-encoder: the share of a
+    sample of unlabeled candidates per bucket the judge calls relevant. Writes OUT/audit.json;
+    `hardneg calibrate OUT/audit.json` turns it into a window.
+    """
+    from hardneg.audit import judge_audit, label_audit
+    from hardneg.candidates import CandidateSet
+    from hardneg.io import atomic_write_json
+
+    cands = CandidateSet.read(candidates)
+    doc: dict = {"candidates": str(candidates), "labels": None, "judge": None}
+    try:
+        doc["labels"] = label_audit(cands, hide, draws, seed)
+    except HardnegError as e:
+        if cross_encoder is None:
+            raise
+        console.print(f"labels: {e}")
+    if cross_encoder is not None:
+        if data is None:
+            raise HardnegError("--cross-encoder needs --data (the texts it judges)")
+        from hardneg.rerank import load_judge
+
+        ds = _load(data, corpus, False)
+        doc["judge"] = judge_audit(cands, _DocTexts(ds), ds.queries, load_judge(cross_encoder),
+                                   judge_threshold, judge_sample, seed)
+    atomic_write_json(out / "audit.json", doc)
+    _print_audit(doc)
+    console.print(f"wrote {out / 'audit.json'}")
+
+
+class _DocTexts:
+    """doc id -> title + text, looked up lazily."""
+
+    def __init__(self, ds):
+        self.ds = ds
+
+    def __getitem__(self, doc_id: str) -> str:
+        return self.ds.doc_text(doc_id)
+
+
+def _print_audit(doc: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="false-negative curve (share of unlabeled candidates that are relevant)")
+    table.add_column("ranks")
+    kinds = [k for k in ("labels", "judge") if doc.get(k)]
+    for kind in kinds:
+        table.add_column(f"{kind}: rate [95% CI]", justify="right")
+        table.add_column("n", justify="right")
+    for i, b in enumerate(doc[kinds[0]]["buckets"]):
+        cells = [b["bucket"]]
+        for kind in kinds:
+            c = doc[kind]["buckets"][i]
+            ci = f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""
+            cells += ["-" if c["rate"] is None else f"{c['rate']:.3f}{ci}", f"{c['n']:.0f}"]
+        table.add_row(*cells)
+    console.print(table)
+
+
+@app.command()
+@friendly
+def calibrate(
+    audit_file: Path = typer.Argument(..., help="audit.json from `hardneg audit`."),
+    target: float = typer.Option(0.05, help="The false-negative rate the selected negatives must stay under."),
+    window_end: int = typer.Option(100, help="The window's end; the calibration chooses its start."),
+    use: str = typer.Option("auto", help="Curve: auto (the judge's when present, else the labels'), judge, labels."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the recipe keys to this TOML file."),
+):
+    """Pick the smallest window start (and a percent threshold) under the target false-negative rate.
+
+    Prints (or writes) recipe keys: `[select] window = "S:END"` and `percent`. In a recipe,
+    `window = "auto"` does this inside `hardneg run` for every round.
+    """
+    import json
+
+    from hardneg.audit import calibrate as calibrate_audit
+    from hardneg.io import atomic_write_text
+
+    try:
+        doc = json.loads(audit_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise HardnegError(f"{audit_file}: cannot read the audit ({e})") from None
+    cal = calibrate_audit(doc, target, window_end, use)
+    text = cal.recipe_toml()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out, text)
+        console.print(f"wrote {out}: window {cal.window[0]}:{cal.window[1]}, percent {cal.percent}")
+
+
+# ---- cross-encoder: rescore, train-reranker ------------------------------------------------------
+CrossEncoderOpt = typer.Option(..., "--cross-encoder", help="A CrossEncoder folder, or a cross-fit folder from "
+                               "`hardneg train-reranker --folds K` (each query scored by the model that never saw it).")
+CheckOpt = typer.Option(True, "--check/--no-check", help="Check that the cross-encoder reranks BM25's top 100 "
+                        "better than BM25 (its train-reranker record, else dev, else the candidates' queries).")
+CheckQueriesOpt = typer.Option(100, "--check-queries", help="Queries of that check (seeded sample).")
+
+
+def _check_cross_encoder(reranker, ds, cands, queries: int, batch_size: int, cache) -> None:
+    """Print how the cross-encoder reranks BM25's top 100 (its recorded check, else the dev split,
+    else the candidate set's queries); warn when it does not beat BM25."""
+    from hardneg.rerank import check_reranker, recorded_check, warn_if_worse
+
+    check = recorded_check(reranker)
+    if check is None:
+        split = "dev" if "dev" in ds.splits else str(cands.meta.get("split", "train"))
+        qids = None if split == "dev" else cands.query_ids()
+        source = f"the '{split}' split" if split == "dev" else (
+            f"'{split}' queries of the candidate set" + (", each scored by the fold model that never saw it"
+                                                         if reranker.folds else
+                                                         " (optimistic if the cross-encoder trained on them)"))
+        check = check_reranker(reranker, ds, split, query_ids=qids, max_queries=queries, batch_size=batch_size,
+                               cache=cache, source=source)
+    console.print(check.summary(), soft_wrap=True)
+    warn_if_worse(check)
+
+
+def _rescore(cands, ds, cross_encoder: Path, window: str, *, rank_by=None, batch_size: int = 32, cache_dir=None,
+             check: bool = True, check_queries: int = 100):
+    """Check the cross-encoder (unless told not to), then rescore; prints both."""
+    from hardneg.cache import EmbeddingCache
+    from hardneg.rerank import Reranker, rescore_with_report
+
+    reranker = Reranker.load(cross_encoder)
+    cache = EmbeddingCache(cache_dir)
+    if check:
+        _check_cross_encoder(reranker, ds, cands, check_queries, batch_size, cache)
+    out, report = rescore_with_report(cands, ds, reranker, window=window, rank_by=rank_by, batch_size=batch_size,
+                                      cache=cache)
+    console.print(f"cross-encoder: {report.summary()}")
+    return out
+
+
+@app.command("rescore")
+@friendly
+def rescore_cmd(
+    candidates: Path = typer.Argument(..., help="A candidates.parquet written by `hardneg mine`."),
+    cross_encoder: Path = CrossEncoderOpt,
+    out: Path = typer.Option(..., "--out", help="The rescored candidates file (a folder: OUT/candidates.parquet)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset for the texts (default: the one mined)."),
+    corpus: Optional[Path] = CorpusOpt,
+    window: str = typer.Option("1:100", "--window", help="MIN:MAX original ranks scored (both ends kept; 'off': "
+                               "all), plus every known positive."),
+    rank_by: Optional[str] = typer.Option(None, "--rank-by", help="Scorer whose ranks the window uses."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Cross-encoder batch size."),
+    cache_dir: Optional[Path] = CacheOpt,
+    check: bool = CheckOpt,
+    check_queries: int = CheckQueriesOpt,
+):
+    """Add cross-encoder scores (score_ce, logits) for the candidates in a rank window and all positives.
+
+    Then `hardneg select OUT --denoise-above T` drops candidates it scores above T (unscored
+    ones are kept), and the export carries its scores as teacher pos_scores/neg_scores for
+    `hardneg train --loss marginmse`.
+    """
+    from hardneg.candidates import CandidateSet
+
+    cands = CandidateSet.read(candidates)
+    source = data or cands.meta.get("data")
+    if not source:
+        raise HardnegError(f"{candidates}: no dataset recorded; pass --data")
+    ds = _load(Path(source), corpus, False)
+    target = out if out.suffix == ".parquet" else out / "candidates.parquet"
+    rescored = _rescore(cands, ds, cross_encoder, window, rank_by=rank_by, batch_size=batch_size,
+                        cache_dir=cache_dir, check=check, check_queries=check_queries)
+    rescored.write(target)
+    console.print(f"wrote {target}; e.g. `hardneg select {target} --denoise-above 0` (logits: 0 is p = 0.5)")
+
+
+@app.command("train-reranker")
+@friendly
+def train_reranker_cmd(
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", help="Folder of the CrossEncoder (fold_<i>/ + folds.json with --folds)."),
+    negatives: Optional[Path] = typer.Option(None, "--negatives", help="negatives.jsonl from `hardneg mine`/`select`."),
+    candidates: Optional[Path] = typer.Option(None, "--candidates", help="Or a candidates.parquet: negatives drawn "
+                                              "uniformly from original ranks --window."),
+    window: str = typer.Option("10:100", "--window", help="With --candidates: MIN:MAX ranks negatives come from."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Starting model folder (default: the bundled "
+                                         "all-MiniLM-L6-v2; a sentence-transformers folder gets a new head)."),
+    corpus: Optional[Path] = CorpusOpt,
+    skip_unknown: bool = SkipUnknownOpt,
+    dev_split: Optional[str] = typer.Option(None, "--dev-split", help="Split of its evaluation (default: dev if "
+                                            "present, else --holdout-fraction of the train queries)."),
+    folds: int = typer.Option(1, "--folds", help="K >= 2: cross-fit K models, each never trained on its fold's "
+                              "queries (for judging training queries); evaluated out of fold."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the pairs (--max-steps overrides)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Pairs per training batch."),
+    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
+    max_length: int = typer.Option(256, "--max-length", help="Max tokens of a (query, document) pair."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="A fixed budget of optimizer steps."),
+    seed: int = typer.Option(42, "--seed", help="Seed of training, folds, held-out queries and sampling."),
+    num_negatives: Optional[int] = typer.Option(None, "--num-negatives", help="Negatives per query (default: all "
+                                                "of --negatives; 7 from --candidates)."),
+    holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="Without a dev split (and --folds 1): "
+                                           "train queries held out for the evaluation."),
+    eval_queries: int = typer.Option(200, "--eval-queries", help="Queries of the evaluation (seeded sample)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
+):
+    """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25."""
+    from hardneg.rerank import warn_if_worse
+    from hardneg.train_reranker import RerankerConfig, rows_from_candidates, train_reranker
+
+    if (negatives is None) == (candidates is None):
+        raise HardnegError("give exactly one of --negatives and --candidates")
+    config = RerankerConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, max_steps=max_steps,
+                            seed=seed, folds=folds, num_negatives=num_negatives, holdout_fraction=holdout_fraction,
+                            eval_queries=eval_queries, show_progress=progress)
+    ds = _load(data, corpus, skip_unknown)
+    rows = negatives
+    if candidates is not None:
+        from hardneg.candidates import CandidateSet
+        from hardneg.select import parse_window
+
+        rows = rows_from_candidates(CandidateSet.read(candidates), ds, num_negatives=num_negatives or 7,
+                                    window=parse_window(window), seed=seed)
+    result = train_reranker(ds, rows, out, str(model) if model else None, config, dev_split)
+    d = result.data
+    console.print(f"trained on {d['pairs']:,} pairs ({d['positives']:,} positive, {d['negatives']:,} negative) "
+                  f"of {d['queries']:,} queries" + (f" in {folds} folds" if result.folds else "")
+                  + f" in {result.train_seconds:.1f}s")
+    if result.check is not None:
+        console.print(result.check.summary(), soft_wrap=True)
+        warn_if_worse(result.check)
+    console.print(f"wrote {out} ({'fold_<i>/, folds.json, ' if result.folds else ''}hardneg_reranker.json)")
+
+
+# ---- the HTML report ----------------------------------------------------------------------------
+@app.command("report")
+@friendly
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="Output folder of `hardneg run` (holds metrics.json)."),
+    progression: Optional[Path] = typer.Option(None, "--progression", help="A Markdown progression table "
+                                               "(benchmarks/progression.py's table.md); default RUN_DIR/progression.md."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="An audit.json (`hardneg audit`); default "
+                                         "RUN_DIR/audit.json, RUN_DIR/audit/audit.json or the tuned round's own."),
+    sample: int = typer.Option(20, "--sample", help="Train queries in the per-query view (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-query sample."),
+):
+    """Write RUN_DIR/report.html (self-contained: images embedded, no network) and RUN_DIR/plots/*.png."""
+    from hardneg.report import write_report
+
+    print(write_report(run_dir, progression=progression, audit=audit, sample=sample, seed=seed))
+
+
+# ---- positives from click logs and from an unlabeled corpus -------------------------------------
+@app.command("clicks")
+@friendly
+def clicks_cmd(
+    log: Path = typer.Argument(..., help="Click log: JSONL, CSV/TSV or Parquet; one impression per line with query, "
+                               "shown (ids in displayed order), clicked, optional query_id, dwell, timestamp, session."),
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus JSONL[.gz] (or a BEIR folder holding one)."),
+    out: Path = typer.Option(..., "--out", help="Output BEIR folder: corpus, queries.jsonl, qrels/train.tsv "
+                             "[qrels/test.tsv], skip_above.tsv, clicks_stats.json, position_bias.md."),
+    min_dwell: Optional[float] = typer.Option(None, "--min-dwell", help="A click counts only with dwell >= this "
+                                              "many seconds (clicks without a dwell time then never count)."),
+    last_click: bool = typer.Option(False, "--last-click/--all-clicks", help="Count only the last click of "
+                                    "each impression."),
+    min_clicks: int = typer.Option(1, "--min-clicks", help="Counted clicks a (query, doc) pair needs."),
+    min_ctr: float = typer.Option(0.0, "--min-ctr", help="Counted clicks / impressions showing the pair, at least."),
+    test_fraction: float = typer.Option(0.0, "--test-fraction", help="Fraction of queries held out as "
+                                        "qrels/test.tsv (seeded split by query)."),
+    seed: int = typer.Option(42, "--seed", help="Seed of the train/test split."),
+    min_skips: int = typer.Option(1, "--min-skips", help="Skips a skip-above negative needs."),
+    skip_unknown: bool = typer.Option(False, "--skip-unknown", help="Drop shown ids missing from the corpus "
+                                      "(counted) instead of failing."),
+    link: bool = typer.Option(False, "--link", help="Symlink the corpus instead of copying it."),
+):
+    """Positives from a click log (and skip-above negatives): a BEIR folder `mine` and `train` read."""
+    from rich.table import Table
+
+    from hardneg.clicks import ClickConfig, ClickPolicy, clicks_to_beir
+
+    config = ClickConfig(ClickPolicy(min_dwell, last_click, min_clicks, min_ctr), test_fraction, seed,
+                         min_skips, skip_unknown, link)
+    result = clicks_to_beir(log, corpus, out, config)
+    s, c = result.stats, result.stats["counts"]
+    table = Table(title="click-through rate by position")
+    for name in ("position", "impressions", "clicks", "CTR", "CTR / CTR@1", "counted CTR"):
+        table.add_column(name, justify="right")
+    for r in result.position_bias.itertuples(index=False):
+        rel = "-" if r.ctr_relative != r.ctr_relative else f"{r.ctr_relative:.3f}"
+        table.add_row(str(r.position), f"{r.impressions:,}", f"{r.clicks:,}", f"{r.ctr:.4f}", rel, f"{r.counted_ctr:.4f}")
+    console.print(table)
+    console.print(f"{s['impressions']:,} impressions of {s['queries']:,} queries; {c['clicks']:,} clicks, "
+                  f"{c['clicks_counted']:,} counted -> {c['positives']:,} positives for "
+                  f"{c['queries_with_positives']:,} queries ({s['train_queries']:,} train, {s['test_queries']:,} test); "
+                  f"{s['skip_above_pairs']:,} skip-above pairs", soft_wrap=True)
+    console.print(f"wrote {out} ({', '.join(result.files)})", soft_wrap=True)
+
+
+@app.command("skip-above")
+@friendly
+def skip_above_cmd(
+    candidates: Path = typer.Argument(..., help="A candidates.parquet written by `hardneg mine` on a "
+                                      "`hardneg clicks` folder."),
+    skips: Path = typer.Option(..., "--skips", help="skip_above.tsv written by `hardneg clicks`."),
+    out: Path = typer.Option(..., "--out", help="The new candidates.parquet (with rows of source clicks-skip-above)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset for the duplicate/query-text flags "
+                                        "(default: the one mined)."),
+    corpus: Optional[Path] = CorpusOpt,
+):
+    """Add skip-above negatives to a candidate set as a separate, flagged source.
+
+    They have no retriever rank: a --window drops them. Select them on purpose with
+    `hardneg select ... --rank-by clicks --score-by clicks --window 1:20 --percent off`
+    (the window is then on displayed positions; most-skipped first).
+    """
+    from hardneg.candidates import CandidateSet
+    from hardneg.clicks import add_skip_above, read_skip_above
+
+    cands = CandidateSet.read(candidates)
+    source = data or cands.meta.get("data")
+    ds = _load(Path(source), corpus, False) if source else None
+    result = add_skip_above(cands, read_skip_above(skips), ds)
+    result.write(out)
+    n = result.meta["skip_above"]
+    console.print(f"{n['pairs']:,} skip-above pairs: {n['added']:,} rows added, {n['flagged_retrieved']:,} "
+                  f"retrieved rows flagged, {n['not_mined']:,} for queries not in the set, "
+                  f"{n['positives_refused']:,} known positives refused -> {out}", soft_wrap=True)
+
+
+@app.command("synth")
+@friendly
+def synth_cmd(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus JSONL[.gz] (or a BEIR folder holding one)."),
+    method: str = typer.Option("ict", "--method", help="ict (sentence -> rest of its passage) | title (title -> "
+                               "body) | crop (two random spans) | llm (queries from --llm-url)."),
+    out: Path = typer.Option(..., "--out", help="Output BEIR folder: corpus.jsonl (the training corpus), "
+                             "queries.jsonl, qrels/train.tsv, pairs.jsonl, synth.json."),
+    per_doc: int = typer.Option(1, "--per-doc", help="Queries per document (title: at most 1)."),
+    seed: int = typer.Option(42, "--seed", help="Seed of every random choice."),
+    keep_prob: float = typer.Option(0.1, "--keep-prob", help="ict: probability the query sentence stays in its "
+                                    "positive (the ICT paper's 0.1)."),
+    min_query_words: int = typer.Option(4, "--min-query-words", help="Shorter queries (sentences, titles, "
+                                        "crops) are dropped; crop: the shortest query span."),
+    max_query_words: int = typer.Option(64, "--max-query-words", help="Longer queries are dropped; crop: the "
+                                        "longest query span."),
+    min_positive_words: int = typer.Option(16, "--min-positive-words", help="Shorter positives are skipped; "
+                                           "crop: the shortest positive span."),
+    max_positive_words: Optional[int] = typer.Option(None, "--max-positive-words", help="Longer positives are "
+                                                     "skipped (crop: the longest span; default 128)."),
+    min_alpha: float = typer.Option(0.5, "--min-alpha", help="Least share of letters among a query's "
+                                    "non-space characters."),
+    boilerplate_min_docs: int = typer.Option(3, "--boilerplate-min-docs", help="A sentence (title) found in this "
+                                             "many documents is boilerplate (0: off)."),
+    max_docs: Optional[int] = typer.Option(None, "--max-docs", help="Use a seeded sample of this many documents."),
+    llm_url: Optional[str] = typer.Option(None, "--llm-url", help="llm: OpenAI-compatible base URL, e.g. "
+                                          "http://localhost:8000/v1 (vLLM) or http://localhost:11434/v1 (Ollama)."),
+    llm_model: Optional[str] = typer.Option(None, "--llm-model", help="llm: model name (default: the server's first)."),
+    llm_timeout: float = typer.Option(30.0, "--llm-timeout", help="llm: seconds per request."),
+):
+    """Positives from an unlabeled corpus (no qrels, no model): a BEIR folder `mine` and `train` read."""
+    from hardneg.synth import SynthConfig, write_synth
+
+    config = SynthConfig(method, per_doc, seed, keep_prob, min_query_words, max_query_words, min_positive_words,
+                         max_positive_words, min_alpha, boilerplate_min_docs or None, max_docs, llm_url, llm_model,
+                         llm_timeout)
+    result = write_synth(corpus, out, config)
+    c = result.counts
+    dropped = ", ".join(f"{k} {v:,}" for k, v in c.items() if k not in ("pairs", "queries", "docs_used",
+                                                                         "docs_considered") and v)
+    console.print(f"{config.method.value}: {c['pairs']:,} pairs ({c['queries']:,} queries) from "
+                  f"{c.get('docs_used', 0):,} of {c['docs_considered']:,} documents"
+                  + (f"; {dropped}" if dropped else ""), soft_wrap=True)
+    console.print(f"wrote {out} (corpus.jsonl, queries.jsonl, qrels/train.tsv, pairs.jsonl, synth.json)",
+                  soft_wrap=True)
+
+
+# ---- before tuning: diagnose -------------------------------------------------------------------
+@app.command("diagnose")
+@friendly
+def diagnose_cmd(
+    data: Path = DataOpt,
+    out: Path = typer.Option(..., "--out", help="Output folder: diagnosis.md/.html/.json/.png, "
+                             "suspicious_positives.tsv, positive_pairs.tsv."),
+    model: Optional[Path] = ModelOpt,
+    split: str = typer.Option("test", "--split", help="Held-out split the gap is measured on."),
+    corpus: Optional[Path] = CorpusOpt,
+    skip_unknown: bool = SkipUnknownOpt,
+    cache_dir: Optional[Path] = CacheOpt,
+    batch_size: int = typer.Option(64, help="Encoding batch size."),
+    query_prompt: str = typer.Option("", help="Prompt prepended to queries (e.g. 'query: ' for E5)."),
+    passage_prompt: str = typer.Option("", help="Prompt prepended to passages (e.g. 'passage: ')."),
+    low_rank: int = typer.Option(100, "--low-rank", help="A positive both BM25 and the model rank worse than "
+                                 "this is suspicious (a tenth of the corpus on corpora under 10x this)."),
+    near_dup: float = typer.Option(0.98, "--near-dup", help="Cosine above which two documents are near duplicates."),
+    max_pairs: int = typer.Option(5000, "--max-pairs", help="Pairs analysed for overlap and ranks (seeded sample)."),
+    seed: int = typer.Option(0, help="Seed of the significance test, intervals and samples."),
+):
+    """Before spending money: BM25 vs the untuned model, vocabulary fit, overlap, suspicious positives, a verdict."""
+    from hardneg.diagnose import DiagnoseConfig, diagnose
+    from hardneg.diagnose_report import write_diagnosis
+    from hardneg.encode import Encoder
+
+    start = time.perf_counter()
+    config = DiagnoseConfig(split=split, low_rank=low_rank, near_dup=near_dup, max_pairs=max_pairs, seed=seed)
+    ds = _load(data, corpus, skip_unknown)
+    ds.split_qrels(split)  # a missing split fails before the model loads
+    enc_cfg = _encoder_config(model, batch_size, None, None, query_prompt, passage_prompt)
+    encoder = Encoder(enc_cfg) if cache_dir is None else Encoder(enc_cfg, cache=cache_dir)
+    diag = diagnose(ds, encoder, config)
+    write_diagnosis(diag, out, ds)
+    m = diag.gap["means"]
+    console.print(f"NDCG@10 on {split} ({diag.gap['n_queries']} queries): bm25 {m['bm25']['ndcg@10']:.4f}, "
+                  f"untuned {m['dense']['ndcg@10']:.4f}, hybrid {m['hybrid']['ndcg@10']:.4f}", soft_wrap=True)
+    console.print(f"verdict: tuning {diag.verdict.outlook.phrase}. {diag.verdict.headline}", soft_wrap=True,
+                  markup=False)
+    for reason in diag.verdict.reasons:
+        console.print(f"  - {reason}", soft_wrap=True, markup=False)
+    console.print(f"wrote {out}/diagnosis.md, diagnosis.html, diagnosis.json, suspicious_positives.tsv "
+                  f"({time.perf_counter() - start:.1f}s)", soft_wrap=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -42,7 +42,10 @@ class EncoderConfig:
     ``model`` is a local folder (None: the bundled MiniLM). Prompts are prepended to each
     text (e5 wants ``"query: "`` / ``"passage: "``, bge a query instruction). A max length
     of None means the model's own ``max_seq_length``. ``precision`` is one of fp32, fp16,
-    bf16 (the last two with the torch backend only).
+    bf16 (the last two with the torch backend only). ``float16`` stores passage embeddings as
+    float16: half the disk, page cache and index-building traffic of a big corpus, at about
+    3 significant digits per component (scores are still computed in float64 from them);
+    query embeddings stay float32.
     """
 
     model: str | None = None
@@ -55,6 +58,7 @@ class EncoderConfig:
     backend: str = "torch"
     precision: str = "fp32"
     device: str | None = None
+    float16: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -104,8 +108,8 @@ class Encoder:
     Pass ``model`` to wrap an already loaded SentenceTransformer (``config.model`` is then
     ignored). ``cache`` is an :class:`EmbeddingCache`, a folder for one, or None to
     disable caching; left out, the default folder is used (``$HARDNEG_CACHE`` or
-    ``~/.cache/hardneg``). Outputs are float32 arrays of shape (n, dim); cached ones are
-    read-only memory maps.
+    ``~/.cache/hardneg``). Outputs are float32 arrays of shape (n, dim) (passages float16 with
+    ``config.float16``); cached ones are read-only memory maps.
     """
 
     def __init__(
@@ -152,10 +156,13 @@ class Encoder:
         return self._encode(texts, self.config.query_prompt, self.config.query_max_length)
 
     def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed passages (documents) with ``passage_prompt`` and ``passage_max_length``."""
-        return self._encode(texts, self.config.passage_prompt, self.config.passage_max_length)
+        """Embed passages (documents) with ``passage_prompt`` and ``passage_max_length``
+        (float16 when ``config.float16``)."""
+        storage = "float16" if self.config.float16 else "float32"
+        return self._encode(texts, self.config.passage_prompt, self.config.passage_max_length, storage)
 
-    def cache_key(self, texts: Sequence[str], prompt: str, max_length: int | None) -> CacheKey:
+    def cache_key(self, texts: Sequence[str], prompt: str, max_length: int | None,
+                  storage: str = "float32") -> CacheKey:
         """The cache key of one encode call (exposed so callers can record it)."""
         return CacheKey(
             model=self.fingerprint,
@@ -165,17 +172,20 @@ class Encoder:
             backend=self.config.backend,
             precision=self.config.precision,
             texts=texts_hash(texts),
+            storage=storage,
         )
 
-    def _encode(self, texts: Sequence[str], prompt: str, max_length: int | None) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], prompt: str, max_length: int | None,
+                storage: str = "float32") -> np.ndarray:
         texts = _as_text_list(texts)
         if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=storage)
+        compute = lambda: self._run_model(texts, prompt, max_length).astype(storage, copy=False)  # noqa: E731
         if self.cache is None:
-            return self._run_model(texts, prompt, max_length)
-        key = self.cache_key(texts, prompt, max_length)
+            return compute()
+        key = self.cache_key(texts, prompt, max_length, storage)
         extra = {"n_texts": len(texts), "model_max_length": self.model_max_length}
-        return self.cache.get_or_compute(key, lambda: self._run_model(texts, prompt, max_length), extra)
+        return self.cache.get_or_compute(key, compute, extra)
 
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
         """Call sentence-transformers (which sorts by length and batches) and return float32."""

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hardneg.audit import AuditConfig
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
@@ -138,6 +139,8 @@ class RunConfig:
 
     ``encoder`` embeds for mining and evaluation (its ``model`` is the base model);
     ``policy.rank_by`` / ``policy.score_by`` also name the mining scorers, as on the CLI.
+    ``auto_window``: each round audits its candidates and takes the window (and percent)
+    that :func:`hardneg.audit.calibrate` picks under ``audit.target`` (recipe ``window = "auto"``).
     """
 
     data: DataConfig = field(default_factory=DataConfig)
@@ -149,6 +152,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    auto_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         def plain(x: Any) -> Any:
@@ -160,9 +165,10 @@ class RunConfig:
                 return {k: plain(v) for k, v in x.items()}
             return x
 
-        out = {name: plain(asdict(getattr(self, name))) for name in ("data", "encoder", "mine", "loop", "eval")}
+        names = ("data", "encoder", "mine", "loop", "eval", "audit")
+        out = {name: plain(asdict(getattr(self, name))) for name in names}
         out |= {"policy": self.policy.to_dict(), "train": self.train.to_dict(), "cache_dir": self.cache_dir,
-                "fmt": self.fmt}
+                "fmt": self.fmt, "auto_window": self.auto_window}
         return out
 
 
@@ -362,7 +368,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
         data: Dataset | None = None) -> RunResult:
     """Run the recipe into ``out``; return the final evaluation, the rounds and the metrics.
 
-    Writes ``out/metrics.json`` and ``out/report.md`` (lift over base and BM25 with
+    Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (lift over base and BM25 with
     Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
     TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
     model, dev verdict) and ``out/model`` (the kept model; absent when none beat the base).
@@ -421,6 +427,12 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
                            metrics, seconds)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", report_markdown(run_result))
+    try:  # the HTML report is a view of the files above: its failure must not fail the run
+        from hardneg.report import write_report
+
+        write_report(out, data=data)
+    except Exception as e:  # noqa: BLE001 - any plotting/rendering error becomes a warning
+        log.warning(f"report.html not written: {type(e).__name__}: {e} (retry with `hardneg report {out}`)")
     return run_result
 
 
@@ -494,6 +506,8 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     cands = mine_candidates(view, mine_cfg, config.encoder, cache=cache, model=model)
     delta = {"hits": cache.hits - hits, "misses": cache.misses - misses}
     cands.write(rdir / "candidates.parquet")
+    if config.auto_window:
+        policy = _calibrated(cands, policy, config.audit, rdir)
     mined = select(cands, policy, corpus_doc_ids=view.doc_ids)
     files = export(mined, _Texts(view), view.queries, rdir, config.fmt)
     atomic_write_json(rdir / "stats.json", mined.stats | {"files": files, "policy": policy.to_dict()})
@@ -505,6 +519,17 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     fingerprints = cands.meta.get("models") or {}  # scorer name -> weights fingerprint (dense scorers)
     fp = fingerprints.get(spec.name) or fingerprints.get("dense") or next(iter(fingerprints.values()), None)
     return rdir / "negatives.jsonl", stats, fp, delta
+
+
+def _calibrated(cands, policy: SelectionPolicy, audit: AuditConfig, rdir: Path) -> SelectionPolicy:
+    """``window = "auto"``: audit the round's candidates, write ``audit.json``, take the calibrated
+    window and percent."""
+    from hardneg.audit import auto_window
+
+    cal, doc = auto_window(cands, audit)
+    atomic_write_json(rdir / "audit.json", doc)
+    log.info(f"window auto: {cal.window[0]}:{cal.window[1]}, percent {cal.percent} ({cal.reason})")
+    return replace(policy, window=cal.window, percent=cal.percent)
 
 
 def _train_round(view: Dataset, negatives: Path, init: str | None, model_dir: Path, config: TrainConfig,

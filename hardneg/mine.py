@@ -3,17 +3,28 @@ every scorer, and store ranks, scores and the flags selection needs ("score once
 
 Use :func:`mine_candidates` once per (data, model) and then try as many selection policies as
 you like with :func:`hardneg.select.select` on the stored ``candidates.parquet``.
+
+Queries are mined in chunks (``MineConfig.query_chunk``): search, scores and flags of one chunk
+at a time, so memory follows the chunk, not the query set. With a checkpoint folder every finished
+chunk is stored (:mod:`hardneg.checkpoint`) and a killed run resumes; :func:`write_candidates`
+streams the chunks straight into the Parquet file.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
 import numpy as np
 import pandas as pd
 
-from hardneg.candidates import CandidateSet, rank_col, score_col
+from hardneg.cache import texts_hash
+from hardneg.candidates import CandidateSet, CandidateWriter, rank_col, score_col
+from hardneg.checkpoint import MineCheckpoint, digest
 from hardneg.data import Dataset, normalize_text
 from hardneg.errors import HardnegError
 from hardneg.retrieve import Kind, RetrieverSpec, build_retrievers
+from hardneg.retrieve.ann import SearchConfig
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.dense import pair_scores
 from hardneg.retrieve.fusion import rrf
@@ -24,7 +35,13 @@ DEFAULT_DEPTH = 200
 @dataclass
 class MineConfig:
     """What to retrieve: the retriever that proposes candidates, extra teachers that add score
-    columns (and their own top-``depth`` candidates), and which scorer ranks / scores."""
+    columns (and their own top-``depth`` candidates), and which scorer ranks / scores.
+
+    ``search`` picks how dense scorers search (exact | faiss | ivf | hnsw | ivf-sq8 | auto:
+    exact below 200k passages, else IVF); ``nlist``/``nprobe``/``ef_search`` fix ANN parameters
+    (unset: scaled to the corpus, or tuned on ``recall_sample`` queries to ``target_recall``).
+    Queries are mined ``query_chunk`` at a time: the unit of memory and of checkpoints.
+    """
 
     retriever: str = "dense"
     teachers: list[str] = field(default_factory=list)
@@ -32,10 +49,25 @@ class MineConfig:
     rank_by: str | None = None
     score_by: str | None = None
     split: str = "train"
+    search: str = "auto"
+    nlist: int | None = None
+    nprobe: int | None = None
+    ef_search: int | None = None
+    recall_sample: int = 200
+    target_recall: float = 0.95
+    query_chunk: int = 4096
 
     def __post_init__(self) -> None:
         if self.depth < 1:
             raise HardnegError(f"--depth must be >= 1, got {self.depth}")
+        if self.query_chunk < 1:
+            raise HardnegError(f"--query-chunk must be >= 1, got {self.query_chunk}")
+        self.search_config()  # validates the search options
+
+    def search_config(self) -> SearchConfig:
+        """The dense scorers' search settings."""
+        return SearchConfig(kind=self.search, nlist=self.nlist, nprobe=self.nprobe, ef_search=self.ef_search,
+                            recall_sample=self.recall_sample, target_recall=self.target_recall)
 
 
 def scorer_specs(config: MineConfig) -> tuple[list[RetrieverSpec], bool]:
@@ -52,45 +84,179 @@ def scorer_specs(config: MineConfig) -> tuple[list[RetrieverSpec], bool]:
     return [unique[n] for n in dict.fromkeys(s.name for s in out)], fused
 
 
+@dataclass
+class _Job:
+    """Everything one mining run shares between its query chunks."""
+
+    ds: Dataset
+    config: MineConfig
+    qids: list[str]
+    qtexts: list[str]
+    positives: dict[str, list[str]]
+    retrievers: dict
+    fused: bool
+    doc_texts: list[str]
+    query_embs: dict[str, np.ndarray] = field(default_factory=dict)  # dense scorer -> (Q, dim)
+    meta: dict = field(default_factory=dict)
+
+    def chunks(self) -> list[tuple[int, int]]:
+        n, step = len(self.qids), self.config.query_chunk
+        return [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
+
+
 def mine_candidates(ds: Dataset, config: MineConfig = MineConfig(), encoder_config=None, cache=None,
-                    model=None) -> CandidateSet:
+                    model=None, *, checkpoint_dir: str | Path | None = None, restart: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> CandidateSet:
     """Retrieve and score candidates for every query of ``config.split`` that has positives.
 
     Every known positive gets a row (also one ranked below ``depth``: its rank is null, its
     scores are still computed), so positive-aware filters never miss a positive.
     ``model`` optionally passes an already loaded SentenceTransformer for the dense scorer.
+
+    Queries are mined ``config.query_chunk`` at a time. With ``checkpoint_dir`` each finished
+    chunk (and any ANN index) is stored there, and a rerun of the same mining resumes from the
+    last complete chunk with a byte-identical result; a checkpoint of different inputs is
+    refused unless ``restart``. ``progress(done, total)`` is called after each chunk.
+    ``result.run`` holds what varies between runs: search timings, resumed chunks.
     """
+    job, store, infos = _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart)
+    parts = [chunk.table for chunk in _iter_chunks(job, store, progress)]
+    table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    cands = CandidateSet(table, job.meta)
+    cands.validate()
+    cands.run = {"search": {n: i.timings() for n, i in infos.items()},
+                 "resumed_chunks": store.resumed if store else 0, "chunks": len(job.chunks())}
+    return cands
+
+
+def write_candidates(ds: Dataset, path: str | Path, config: MineConfig = MineConfig(), encoder_config=None,
+                     cache=None, model=None, *, checkpoint_dir: str | Path | None = None, restart: bool = False,
+                     progress: Callable[[int, int], None] | None = None) -> dict:
+    """Like :func:`mine_candidates`, but stream each chunk into ``path`` and return the metadata.
+
+    Use it for query sets too big to hold as one candidate table: memory stays at one chunk.
+    The file is byte-identical to ``mine_candidates(...).write(path)``.
+    """
+    job, store, _ = _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart)
+    with CandidateWriter(path, job.meta) as writer:
+        for chunk in _iter_chunks(job, store, progress):
+            writer.append(chunk.table)
+    return dict(job.meta)
+
+
+def _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart):
+    """The job, its checkpoint (or None) and the dense scorers' SearchInfo, indexes ready."""
+    job = _job(ds, config, encoder_config, cache, model)
+    store = None
+    if checkpoint_dir is not None:
+        store = MineCheckpoint(checkpoint_dir, _fingerprint_inputs(job, encoder_config), len(job.chunks()), restart)
+    return job, store, _prepare_search(job, store)
+
+
+def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
+    """Build the retrievers and the metadata; check the scorers before any heavy work."""
     specs, fused = scorer_specs(config)
     positives = ds.positives(config.split)
     qids = list(positives)
-    qtexts = [ds.queries[q] for q in qids]
     doc_texts = ds.doc_texts()
-    retrievers = build_retrievers(specs, ds.doc_ids, doc_texts, encoder_config, cache=cache)
+    retrievers = build_retrievers(specs, ds.doc_ids, doc_texts, encoder_config, cache=cache,
+                                  search=config.search_config())
     if model is not None:
         _use_model(retrievers, model)
-    rankings = {name: r.search(qids, qtexts, config.depth) for name, r in retrievers.items()}
-    names = list(rankings)
+    names = (["hybrid"] if fused else []) + list(retrievers)
     rank_by = config.rank_by or ("hybrid" if fused else names[0])
-    if fused:
-        rankings = {"hybrid": rrf([rankings["bm25"], rankings["dense"]], config.depth), **rankings}
     score_by = config.score_by or ("dense" if fused else names[0])
-    _check_scorers(rank_by, score_by, list(rankings), fused)
-    frame = _candidate_frame(ds, qids, positives, rankings)
-    _add_scores(frame, ds, qids, qtexts, retrievers)
-    if fused:
-        frame[score_col("hybrid")] = np.nan  # rank-only scorer: RRF values are not relevance scores
-    _add_flags(frame, ds, config.split, qids, positives, retrievers)
-    meta = {
+    _check_scorers(rank_by, score_by, names, fused)
+    job = _Job(ds, config, qids, [ds.queries[q] for q in qids], positives, retrievers, fused, doc_texts)
+    job.meta = {
+        "scorers": names, "rank_by": rank_by, "score_by": score_by,
+        "negative_scores": {n: n != "hybrid" and _can_be_negative(retrievers.get(n)) for n in names},
         "split": config.split, "depth": config.depth, "corpus_size": len(ds.doc_ids), "data": ds.source,
         "retriever": config.retriever, "teachers": list(config.teachers),
         "models": {n: _fingerprint(r) for n, r in retrievers.items() if _fingerprint(r)},
-        "search": {n: getattr(getattr(r, "search_mode", None), "value", "bm25s") for n, r in retrievers.items()},
         "rank_only": ["hybrid"] if fused else [],
     }
-    scorers = list(rankings)
-    negative = {n: _can_be_negative(retrievers.get(n)) for n in scorers}
-    return CandidateSet.from_frame(frame, scorers=scorers, rank_by=rank_by, score_by=score_by,
-                                   negative_scores=negative, **meta)
+    return job
+
+
+def _dense(retriever):
+    """The DenseRetriever behind a scorer, or None for BM25."""
+    inner = getattr(retriever, "inner", retriever)
+    return inner if hasattr(inner, "prepare") else None
+
+
+def _prepare_search(job: _Job, store: MineCheckpoint | None) -> dict:
+    """Embed all queries once per dense scorer and build (or load) their indexes; record the search."""
+    infos, search_meta = {}, {}
+    for name, r in job.retrievers.items():
+        dense = _dense(r)
+        if dense is None:
+            search_meta[name] = {"kind": "bm25s"}
+            continue
+        job.query_embs[name] = dense.encoder.encode_queries(job.qtexts) if job.qtexts else \
+            np.zeros((0, dense.encoder.dimension), dtype=np.float32)
+        index_path = store.index_path(name) if store is not None else None
+        if job.qtexts:
+            dense.prepare(job.query_embs[name], job.config.depth, index_path)
+        infos[name] = dense.search_info
+        search_meta[name] = dense.search_info.to_meta()
+    job.meta["search"] = search_meta
+    return infos
+
+
+def _iter_chunks(job: _Job, store: MineCheckpoint | None, progress) -> Iterator[CandidateSet]:
+    """Each query chunk's candidates, from the checkpoint when stored there, else mined (and stored)."""
+    chunks = job.chunks()
+    for i, (lo, hi) in enumerate(chunks):
+        if store is not None and store.has(i):
+            table = store.load(i)
+        else:
+            table = _mine_chunk(job, lo, hi).table
+            if store is not None:
+                store.save(i, table)
+        if progress is not None:
+            progress(i + 1, len(chunks))
+        yield CandidateSet(table, job.meta)
+
+
+def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
+    """Search, score and flag the queries ``lo:hi``; a validated CandidateSet of them."""
+    ds, depth = job.ds, job.config.depth
+    qids, qtexts = job.qids[lo:hi], job.qtexts[lo:hi]
+    q_embs = {n: e[lo:hi] for n, e in job.query_embs.items()}
+    rankings = {}
+    for name, r in job.retrievers.items():
+        dense = _dense(r)
+        rankings[name] = (dense.search_embeddings(qids, q_embs[name], depth) if dense is not None
+                          else r.search(qids, qtexts, depth))
+    if job.fused:
+        rankings = {"hybrid": rrf([rankings["bm25"], rankings["dense"]], depth), **rankings}
+    frame = _candidate_frame(ds, qids, job.positives, rankings)
+    _add_scores(frame, ds, qids, qtexts, job.retrievers, q_embs)
+    if job.fused:
+        frame[score_col("hybrid")] = np.nan  # rank-only scorer: RRF values are not relevance scores
+    _add_flags(frame, ds, job.config.split, qids, job.positives, job.retrievers)
+    meta = {k: v for k, v in job.meta.items() if k not in ("scorers", "rank_by", "score_by", "negative_scores")}
+    return CandidateSet.from_frame(frame, scorers=job.meta["scorers"], rank_by=job.meta["rank_by"],
+                                   score_by=job.meta["score_by"], negative_scores=job.meta["negative_scores"], **meta)
+
+
+def _fingerprint_inputs(job: _Job, encoder_config) -> dict[str, str]:
+    """Hashes of everything that decides the candidates, by component (named when one changes)."""
+    from hardneg import __version__
+    from hardneg.encode import EncoderConfig
+
+    ds, split = job.ds, job.config.split
+    labels = {"positives": job.positives, "known_negatives": ds.known_negatives(split)}
+    return {
+        "corpus": digest([texts_hash(ds.doc_ids), texts_hash(job.doc_texts)]),
+        "queries": digest([texts_hash(job.qids), texts_hash(job.qtexts)]),
+        "labels": digest(labels),
+        "mine options": digest(asdict(job.config)),
+        "encoder options": digest(asdict(encoder_config or EncoderConfig())),
+        "models": digest(job.meta["models"]),
+        "hardneg": __version__,
+    }
 
 
 def _check_scorers(rank_by: str, score_by: str, names: list[str], fused: bool) -> None:
@@ -109,7 +275,7 @@ def _use_model(retrievers, model) -> None:
         inner = getattr(r, "inner", r)
         if hasattr(inner, "encoder"):
             inner.encoder = Encoder(inner.encoder.config, model=model, cache=inner.encoder.cache)
-            inner._doc_embeddings = None
+            inner.reset()
 
 
 def _fingerprint(retriever) -> str | None:
@@ -152,14 +318,14 @@ def _candidate_frame(ds: Dataset, qids: list[str], positives: dict[str, list[str
     return frame
 
 
-def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers) -> None:
+def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers, query_embs) -> None:
     """Score every row under every scorer (also positives beyond the depth)."""
     qi, di = frame["qi"].to_numpy(), frame["di"].to_numpy()
     for name, r in retrievers.items():
         inner = getattr(r, "inner", r)
         scores = np.full(len(frame), np.nan, dtype=np.float32)
         if hasattr(inner, "score_pairs"):
-            q_embs = inner.encoder.encode_queries(list(qtexts))  # a cache hit after the search
+            q_embs = query_embs[name]
             for s in range(0, len(frame), 65536):  # chunks bound the gathered query vectors
                 scores[s:s + 65536] = pair_scores(q_embs[qi[s:s + 65536]], inner.doc_embeddings, di[s:s + 65536])
         else:

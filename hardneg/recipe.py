@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+from hardneg.audit import AuditConfig
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.loop import DataConfig, EvalConfig, LoopConfig, RunConfig
@@ -62,6 +63,7 @@ SECTIONS: dict[str, _Section] = {
     "train": _Section(TrainConfig, {}, {}, doc="fine-tuning"),
     "loop": _Section(LoopConfig, {}, {}, doc="re-mining rounds and the dev gate"),
     "eval": _Section(EvalConfig, {}, {}, doc="the final test evaluation"),
+    "audit": _Section(AuditConfig, {}, {}, doc='the false-negative audit behind window = "auto"'),
 }
 
 _POLICY_KEYS = {name: f"select.{name}" for name in (
@@ -73,7 +75,10 @@ _DATA_KEYS = {"data": "data.path", "corpus": "data.corpus", "skip_unknown": "dat
 CLI_KEYS: dict[str, dict[str, str]] = {
     "mine": {**_DATA_KEYS, "split": "mine.split", "retriever": "mine.retriever", "teacher": "mine.teachers",
              "depth": "mine.depth", "model": "model.path", "cache_dir": "model.cache_dir",
-             "batch_size": "model.batch_size", **_POLICY_KEYS},
+             "batch_size": "model.batch_size", "search": "mine.search", "nlist": "mine.nlist",
+             "nprobe": "mine.nprobe", "ef_search": "mine.ef_search", "recall_sample": "mine.recall_sample",
+             "target_recall": "mine.target_recall", "query_chunk": "mine.query_chunk", "float16": "model.float16",
+             **_POLICY_KEYS},
     "select": {"data": "data.path", "corpus": "data.corpus", **_POLICY_KEYS},
     "train": {**_DATA_KEYS, "model": "model.path", "dev_split": "data.dev_split", "split": "mine.split",
               **{f.name: f"train.{f.name}" for f in fields(TrainConfig)}},
@@ -83,6 +88,7 @@ FLOW_OPTIONS = {
     "out": "`hardneg run --out OUT` places every output under OUT",
     "candidates": "each round writes OUT/rounds/r<i>/candidates.parquet",
     "negatives": "each round writes OUT/rounds/r<i>/negatives.jsonl",
+    "restart": "`hardneg mine --restart` discards a stale OUT/.mine-checkpoint",
 }
 
 
@@ -265,6 +271,10 @@ def _make(section: str, values: Mapping[str, Any], sources: Mapping[str, str]):
 
 
 def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[str, str]]) -> RunConfig:
+    raw_window, source = values.get("select", {}).get("window", (None, ""))
+    auto = isinstance(raw_window, str) and raw_window.strip().lower() == "auto"
+    if auto:  # chosen per round by the audit (hardneg.audit.calibrate)
+        values = {**values, "select": {**values["select"], "window": ("none", source)}}
     typed = {s: _section_values(s, values.get(s, {})) for s in SECTIONS}
     sources = {s: {k: src for k, (_, src) in values.get(s, {}).items()} for s in SECTIONS}
     sel = typed["select"]
@@ -282,7 +292,7 @@ def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[st
     mine = replace(mine, rank_by=policy.rank_by, score_by=policy.score_by)  # as `hardneg mine` does
     return RunConfig(data=built["data"], encoder=built["model"], cache_dir=typed["model"]["cache_dir"],
                      mine=mine, policy=policy, fmt=sel["format"], train=built["train"], loop=built["loop"],
-                     eval=built["eval"])
+                     eval=built["eval"], audit=built["audit"], auto_window=auto)
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:
@@ -309,7 +319,7 @@ def merge_overrides(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
 # ---- writing a recipe back ----------------------------------------------------------------
 def _section_object(config: RunConfig, section: str) -> Any:
     return {"data": config.data, "model": config.encoder, "mine": config.mine, "select": config.policy,
-            "train": config.train, "loop": config.loop, "eval": config.eval}[section]
+            "train": config.train, "loop": config.loop, "eval": config.eval, "audit": config.audit}[section]
 
 
 def _toml_value(value: Any) -> str:
@@ -339,6 +349,8 @@ def dump_recipe(config: RunConfig) -> str:
                 value = config.cache_dir
             elif key == "format":
                 value = config.fmt
+            elif section == "select" and key == "window" and config.auto_window:
+                value = "auto"
             elif section == "select" and key == "window" and config.policy.window is not None:
                 value = "{}:{}".format(*config.policy.window)
             else:

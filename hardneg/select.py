@@ -18,7 +18,8 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
    ``pos - |pos| * (1 - percent)``, equal to ``percent * pos`` for the non-negative scores it
    is allowed on, and still below the positive should a cosine come out negative (counted
    in ``stats["percent_negative_reference"]``).
-4. denoise: drop candidates whose cross-encoder score exceeds ``denoise_above``.
+4. denoise: drop candidates whose cross-encoder score (``denoise_by``, default ``ce``, added by
+   :func:`hardneg.rerank.rescore`) exceeds ``denoise_above``; a score equal to it is kept.
 5. sampler (:mod:`hardneg.samplers`) picks ``num_negatives`` of the survivors; then
    ``on_short`` decides what happens to rows with fewer: ``drop`` the row, ``keep`` it short,
    or ``pad-random`` it with random corpus documents the query never retrieved.
@@ -178,6 +179,10 @@ class SelectionPolicy:
         for what, name in (("rank_by", rank_by), ("score_by", score_by)):
             if name not in scorers:
                 raise HardnegError(f"unknown scorer {name!r} for {what}; this candidate set has {scorers}")
+        score_only = cands.meta.get("score_only") or []
+        if rank_by in score_only:
+            raise HardnegError(f"scorer '{rank_by}' has no ranks (it rescored some candidates only); rank by one "
+                               f"of {[s for s in scorers if s not in score_only]}")
         if self.denoise_above is not None and self.denoise_by not in scorers:
             raise HardnegError(f"denoise needs a '{self.denoise_by}' scorer (rescore first); have {scorers}")
         if self.percent is not None:
@@ -408,7 +413,8 @@ def _filter(arr: _Arrays, units: _Units, policy: SelectionPolicy) -> _Trace:
             drop(~(s <= ref - np.abs(ref) * (1 - policy.percent)), ecode, "percent")
         if policy.denoise_above is not None:
             ce = arr.floats(score_col(policy.denoise_by))[entry_row]
-            drop(ce > policy.denoise_above, ecode, "denoise")
+            # at the stored precision: a score shown as exactly T (float32) is kept; NaN (unscored) is kept
+            drop(ce > np.float32(policy.denoise_above), ecode, "denoise")
     ref_negative = int((units.ref < 0).sum()) if policy.percent is not None else 0
     return _Trace(code, entry_row, entry_unit, ecode, removed, start, ref_negative)
 

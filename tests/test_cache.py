@@ -141,7 +141,7 @@ def test_entry_is_npy_plus_json_sidecar_without_pickle(tiny_model_dir, tmp_path)
 def test_damaged_entry_is_a_miss_and_is_rewritten(tiny_model_dir, tmp_path) -> None:
     cache = EmbeddingCache(tmp_path)
     enc = tiny(tiny_model_dir, cache)
-    good = enc.encode_passages(TEXTS)
+    good = np.array(enc.encode_passages(TEXTS))  # a copy: the result is a memmap of the file damaged below
     (npy,) = tmp_path.rglob("*.npy")
     npy.write_bytes(npy.read_bytes()[:40])
     again = enc.encode_passages(TEXTS)
@@ -215,3 +215,14 @@ def test_dense_scores_match_sentence_transformers_cos_sim(minilm) -> None:
     ours = np.take_along_axis(cos, ranking.indices, axis=1)
     np.testing.assert_allclose(ranking.scores, ours, atol=1e-5)
     assert ranking.indices[:, 0].tolist() == [0, 1]
+
+
+def test_retrievers_use_the_default_cache_when_none_is_given(tiny_model_dir, monkeypatch, tmp_path):
+    """`hardneg eval` / `mine` without --cache-dir must still cache (a second run never re-encodes)."""
+    from hardneg.encode import EncoderConfig
+    from hardneg.retrieve import build_retrievers
+
+    monkeypatch.setenv("HARDNEG_CACHE", str(tmp_path / "default-cache"))
+    r = build_retrievers(["dense"], ["d1"], ["some text"], EncoderConfig(model=str(tiny_model_dir)))["dense"]
+    encoder = getattr(r, "inner", r).encoder
+    assert encoder.cache is not None and str(tmp_path / "default-cache") in str(encoder.cache.root)

@@ -182,6 +182,6 @@ def test_dense_retriever_faiss_mode_agrees(tiny_encoder) -> None:
     flat = DenseRetriever(tiny_encoder, doc_ids, DOCS, search="faiss").search(["a", "b", "c", "d"], QUERIES, k=3)
     np.testing.assert_allclose(flat.scores, exact.scores, rtol=1e-5, atol=1e-6)
     with pytest.raises(HardnegError):
-        DenseRetriever(tiny_encoder, doc_ids, DOCS, search="hnsw")
+        DenseRetriever(tiny_encoder, doc_ids, DOCS, search="annoy")  # not a search kind
     with pytest.raises(HardnegError):
         DenseRetriever(tiny_encoder, doc_ids, DOCS[:-1])

@@ -38,8 +38,15 @@ class RetrieverSpec:
 
 
 def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str], doc_texts: Sequence[str],
-                     encoder_config=None, cache=None) -> dict[str, Retriever]:
-    """Build named retrievers over one corpus, sharing the BM25 index and encoders between them."""
+                     encoder_config=None, cache=None, search=None) -> dict[str, Retriever]:
+    """Build named retrievers over one corpus, sharing the BM25 index and encoders between them.
+
+    ``cache`` is an embedding cache (or its folder); None means the default one
+    (``$HARDNEG_CACHE`` or ``~/.cache/hardneg``), so a second run never re-encodes.
+
+    ``search`` (a :class:`~hardneg.retrieve.dense.Search` kind or a
+    :class:`~hardneg.retrieve.ann.SearchConfig`) sets how dense retrievers search; default exact.
+    """
     from hardneg.encode import Encoder, EncoderConfig
     from hardneg.retrieve.bm25 import BM25Retriever
     from hardneg.retrieve.dense import DenseRetriever
@@ -57,7 +64,8 @@ def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str
         key = ("dense", model)
         if key not in shared:
             cfg = replace(encoder_config, model=model) if model else encoder_config
-            shared[key] = DenseRetriever(Encoder(cfg, cache=cache), doc_ids, doc_texts)
+            encoder = Encoder(cfg) if cache is None else Encoder(cfg, cache=cache)
+            shared[key] = DenseRetriever(encoder, doc_ids, doc_texts, search=search or "exact")
         return shared[key]
 
     out: dict[str, Retriever] = {}

@@ -4,11 +4,15 @@
 queries and corpus, so memory is bounded by ``query_chunk x corpus_chunk`` scores and
 never grows with queries x corpus. Use :func:`faiss_flat_topk` (``search="faiss"``) when
 faiss's multithreaded BLAS is faster on your machine; it gives the same top-k on untied
-scores but does not promise an order among exactly tied ones.
+scores but does not promise an order among exactly tied ones. For big corpora the ANN kinds
+(``ivf``, ``hnsw``, ``ivf-sq8``, or ``auto``) live in :mod:`hardneg.retrieve.ann`.
 """
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
@@ -18,6 +22,7 @@ from hardneg.retrieve.base import Ranking
 
 if TYPE_CHECKING:
     from hardneg.encode import Encoder
+    from hardneg.retrieve.ann import SearchConfig
 
 __all__ = ["DenseRetriever", "Search", "exact_topk", "faiss_flat_topk", "pair_scores"]
 
@@ -27,6 +32,10 @@ class Search(str, Enum):
 
     EXACT = "exact"  # chunked numpy, deterministic ties
     FAISS = "faiss"  # faiss IndexFlatIP, exact scores
+    IVF = "ivf"  # faiss IVF-Flat: approximate, recall measured at build time
+    HNSW = "hnsw"  # faiss HNSW-Flat graph: approximate, recall measured
+    IVF_SQ8 = "ivf-sq8"  # IVF over 8-bit scalar-quantised codes: 1/4 of the memory
+    AUTO = "auto"  # exact below hardneg.retrieve.ann.AUTO_THRESHOLD documents, else IVF
 
 
 def _check_pair(queries: np.ndarray, corpus: np.ndarray, k: int) -> None:
@@ -146,7 +155,7 @@ def pair_scores(
 
     ``doc_indices`` is (Q,) for one document per query or (Q, m) for m per query. Use it to
     score given (query, candidate) pairs, e.g. a positive against mined negatives.
-    Chunked over queries, so memory stays near ``chunk x m x dim``.
+    Chunked over queries, so memory stays near ``min(chunk x m x dim, 2M)`` float64 values.
 
     Scores are computed like :func:`exact_topk` (float64, rounded to float32), so they equal
     the scores a ranking reported for the same pairs.
@@ -156,6 +165,8 @@ def pair_scores(
         raise HardnegError(f"doc_indices {doc_indices.shape} must be (Q,) or (Q, m) with Q={query_embs.shape[0]}")
     flat = doc_indices.reshape(doc_indices.shape[0], -1)  # (Q, m)
     out = np.empty(flat.shape, dtype=np.float32)
+    # at most ~2M gathered float64 values (16 MiB) at a time: big buffers are slower, not only bigger
+    chunk = max(1, min(chunk, (1 << 21) // max(1, flat.shape[1] * query_embs.shape[1])))
     for s in range(0, flat.shape[0], chunk):
         q = np.asarray(query_embs[s : s + chunk], dtype=np.float64)  # (c, d)
         d = np.asarray(doc_embs[flat[s : s + chunk]], dtype=np.float64)  # (c, m, d)
@@ -166,9 +177,12 @@ def pair_scores(
 class DenseRetriever:
     """Rank a fixed corpus by embedding dot product (cosine when the encoder normalises).
 
-    The corpus is embedded lazily on first use, once, through the encoder's cache. Use
-    ``doc_embeddings`` or :meth:`score_pairs` to score arbitrary (query, document) pairs
-    with the same vectors the ranking used.
+    The corpus is embedded lazily on first use, once, through the encoder's cache (a cached
+    corpus is a read-only memmap: search reads it block by block). Use ``doc_embeddings`` or
+    :meth:`score_pairs` to score arbitrary (query, document) pairs with the same vectors the
+    ranking used. ``search`` is a :class:`Search` kind or a
+    :class:`~hardneg.retrieve.ann.SearchConfig`; index kinds are built on the first search
+    (or by :meth:`prepare`) and ``search_info`` then says what they cost and their recall.
     """
 
     def __init__(
@@ -177,29 +191,61 @@ class DenseRetriever:
         doc_ids: Sequence[str],
         doc_texts: Sequence[str],
         name: str = "dense",
-        search: Search | str = Search.EXACT,
+        search: "Search | str | SearchConfig" = Search.EXACT,
         query_chunk: int = 1024,
         corpus_chunk: int = 65536,
     ):
+        from hardneg.retrieve.ann import SearchConfig, SearchInfo, resolve_kind
+
         if len(doc_ids) != len(doc_texts):
             raise HardnegError(f"{len(doc_ids)} doc ids but {len(doc_texts)} doc texts")
-        try:
-            self.search_mode = Search(search)
-        except ValueError:
-            raise HardnegError(f"search must be one of {[s.value for s in Search]}, not {search!r}") from None
+        self.search_config = search if isinstance(search, SearchConfig) else SearchConfig(kind=search)
+        self.search_mode = resolve_kind(self.search_config.kind, len(doc_ids), self.search_config.auto_threshold)
         self.encoder = encoder
         self.doc_ids = list(doc_ids)
         self.doc_texts = doc_texts
         self.name = name
         self.query_chunk, self.corpus_chunk = query_chunk, corpus_chunk
         self._doc_embeddings: np.ndarray | None = None
+        self.index = None  # an AnnIndex once built (index kinds only)
+        self.search_info = SearchInfo(kind=self.search_mode.value)
 
     @property
     def doc_embeddings(self) -> np.ndarray:
-        """(N, dim) float32 passage embeddings, row i for ``doc_ids[i]``; computed on first access."""
+        """(N, dim) passage embeddings (float32, or float16 when the encoder stores float16),
+        row i for ``doc_ids[i]``; computed on first access."""
         if self._doc_embeddings is None:
             self._doc_embeddings = self.encoder.encode_passages(list(self.doc_texts))
         return self._doc_embeddings
+
+    def reset(self) -> None:
+        """Forget the corpus vectors and the index (after the encoder's model changed)."""
+        from hardneg.retrieve.ann import SearchInfo
+
+        self._doc_embeddings, self.index = None, None
+        self.search_info = SearchInfo(kind=self.search_mode.value)
+
+    def prepare(self, query_embs: np.ndarray, k: int, index_path: "str | Path | None" = None):
+        """Build the index for an index kind and measure its recall@k on a sample of ``query_embs``.
+
+        With ``index_path``, an index saved there is loaded instead (with the recall it measured)
+        and a new one is saved there: a resumed mining run reuses the very same index. Exact
+        kinds need nothing. Returns :attr:`search_info`.
+        """
+        from hardneg.retrieve.ann import AnnIndex, build_index
+
+        if self.search_mode is Search.EXACT or self.index is not None:
+            return self.search_info
+        if index_path is not None and AnnIndex.exists(index_path):
+            self.index, info = AnnIndex.load(index_path, self.doc_embeddings)
+            self.search_info = info or self.search_info
+            self.search_info.build_seconds = self.search_info.recall_seconds = 0.0  # loaded, not built
+            return self.search_info
+        config = replace(self.search_config, kind=self.search_mode)
+        self.index, self.search_info = build_index(self.doc_embeddings, query_embs, k, config)
+        if index_path is not None:
+            self.index.save(index_path, self.search_info)
+        return self.search_info
 
     def search(self, query_ids: Sequence[str], query_texts: Sequence[str], k: int) -> Ranking:
         """Embed the queries and return their top-k documents."""
@@ -209,10 +255,13 @@ class DenseRetriever:
 
     def search_embeddings(self, query_ids: Sequence[str], query_embs: np.ndarray, k: int) -> Ranking:
         """Top-k for queries already embedded (e.g. shared between retrievers)."""
-        if self.search_mode is Search.FAISS:
-            indices, scores = faiss_flat_topk(query_embs, self.doc_embeddings, k)
-        else:
+        start = time.perf_counter()
+        if self.search_mode is Search.EXACT:
             indices, scores = exact_topk(query_embs, self.doc_embeddings, k, self.query_chunk, self.corpus_chunk)
+        else:
+            self.prepare(query_embs, k)
+            indices, scores = self.index.search(query_embs, k, self.search_config.query_chunk)
+        self.search_info.search_seconds += time.perf_counter() - start
         return Ranking([str(q) for q in query_ids], self.doc_ids, indices, scores)
 
     def score_pairs(self, queries: Sequence[str] | np.ndarray, doc_indices: np.ndarray) -> np.ndarray:

@@ -1,0 +1,292 @@
+"""The false-negative audit: how often is a mined "negative" actually relevant, by original rank?
+
+Use :func:`label_audit` on any candidate set of a split with queries that have several
+positives: it hides a fraction of each such query's positives (seeded, several draws) and
+counts, per original-rank bucket, how many of the candidates the miner would see as
+unlabeled are in fact hidden positives. That is the false-negative curve the labels can
+show: the "cliff" at the top of the ranking. Use :func:`judge_audit` when a judge (a
+cross-encoder) is available: for a seeded sample of unlabeled candidates per bucket, the
+share the judge calls relevant. :func:`calibrate` turns either curve into a window start
+and a percent threshold (``hardneg calibrate``).
+
+Ranks are the candidate set's ORIGINAL ranks (under its ``rank_by``, positives counted),
+the same ranks ``--window`` reads. Rates come with Wilson 95% intervals (scipy). Only the
+candidate set's own split is read, never an evaluation split's qrels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from hardneg.candidates import (DOC_ID, DUP_OF_POSITIVE, IS_POSITIVE, IS_QUERY_TEXT, QUERY_ID, CandidateSet,
+                                rank_col, score_col)
+from hardneg.errors import HardnegError
+
+__all__ = ["AuditConfig", "BUCKETS", "PERCENT_GRID", "Calibration", "auto_window", "calibrate", "judge_audit",
+           "label_audit", "wilson"]
+
+BUCKETS: tuple[tuple[int, int], ...] = ((1, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, 200))
+PERCENT_GRID: tuple[float, ...] = tuple(round(1.0 - 0.01 * i, 2) for i in range(21))  # 1.00 .. 0.80
+EVAL_SPLITS = ("test", "dev", "validation")
+
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """How ``hardneg run`` audits and calibrates when the recipe says ``window = "auto"``."""
+
+    target: float = 0.05  # the false-negative rate the chosen window must stay under
+    hide: float = 0.5  # fraction of a query's positives hidden by the label audit
+    draws: int = 5  # seeded hiding draws averaged
+    window_end: int = 100  # the window's end (the audit chooses its start)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target < 1:
+            raise HardnegError(f"target must be in (0, 1), not {self.target}")
+        if not 0 < self.hide < 1:
+            raise HardnegError(f"hide must be in (0, 1), not {self.hide}")
+        if self.draws < 1 or self.window_end < 1:
+            raise HardnegError("draws and window_end must be >= 1")
+
+
+# A judge maps (query text, doc text) pairs, with their query ids, to relevance scores.
+Judge = Callable[[Sequence[str], Sequence[str], Sequence[str]], np.ndarray]
+
+
+def wilson(k: int, n: int, level: float = 0.95) -> tuple[float, float] | None:
+    """Wilson score interval of k successes in n trials (None when n == 0)."""
+    if n == 0:
+        return None
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method="wilson")
+    return float(ci.low), float(ci.high)
+
+
+def _bucket(k: int | float, n: int | float, lo: int, hi: int) -> dict[str, Any]:
+    """One bucket entry of audit.json (``k``/``n`` may be per-draw averages)."""
+    ci = wilson(round(k), round(n))
+    return {"bucket": f"{lo}-{hi}", "lo": lo, "hi": hi, "n": float(n), "k": float(k),
+            "rate": (k / n) if n else None, "ci": list(ci) if ci else None}
+
+
+def bucket_of(ranks: np.ndarray, buckets: Sequence[tuple[int, int]] = BUCKETS) -> np.ndarray:
+    """Index into ``buckets`` per rank; -1 for a null rank or one outside every bucket."""
+    out = np.full(len(ranks), -1, dtype=np.int64)
+    for i, (lo, hi) in enumerate(buckets):
+        out[(ranks >= lo) & (ranks <= hi)] = i
+    return out
+
+
+def _check_split(cands: CandidateSet) -> None:
+    split = cands.meta.get("split")
+    if split in EVAL_SPLITS:
+        raise HardnegError(f"the candidate set was mined on the '{split}' split: the audit never reads an "
+                           "evaluation split's labels; mine the train split")
+
+
+def _frame(cands: CandidateSet) -> pd.DataFrame:
+    """query, doc, positive flag, original rank (NaN if unranked), score, of the rows an audit may see."""
+    df = cands.table
+    drop = df[IS_QUERY_TEXT].to_numpy() | (df[DUP_OF_POSITIVE].to_numpy() & ~df[IS_POSITIVE].to_numpy())
+    out = pd.DataFrame({
+        "q": df[QUERY_ID].to_numpy(), "doc": df[DOC_ID].to_numpy(), "pos": df[IS_POSITIVE].to_numpy(bool),
+        "rank": df[rank_col(cands.rank_by)].to_numpy("float64", na_value=np.nan),
+        "score": df[score_col(cands.score_by)].to_numpy("float64", na_value=np.nan)
+        if score_col(cands.score_by) in df else np.nan,
+    })
+    return out[~drop].reset_index(drop=True)
+
+
+def _hide(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Mask of positive rows hidden in this draw: per query with >= 2 positives, round(fraction * p)
+    of them, at least 1 and at most p - 1 (one always stays visible)."""
+    pos = frame[frame["pos"]]
+    n_pos = pos.groupby("q")["doc"].transform("size").to_numpy()
+    order = pd.Series(rng.random(len(pos)), index=pos.index).groupby(pos["q"]).rank(method="first").to_numpy()
+    n_hide = np.clip(np.rint(fraction * n_pos), 1, n_pos - 1)
+    hidden = np.zeros(len(frame), dtype=bool)
+    hidden[pos.index[(n_pos >= 2) & (order <= n_hide)]] = True
+    return hidden
+
+
+def label_audit(cands: CandidateSet, fraction: float = 0.5, draws: int = 5, seed: int = 0,
+                buckets: Sequence[tuple[int, int]] = BUCKETS,
+                percents: Sequence[float] = PERCENT_GRID) -> dict[str, Any]:
+    """The labels' false-negative curve: hide positives, count hidden ones per rank bucket.
+
+    Only queries with two or more positives take part. In each of ``draws`` seeded draws a
+    ``fraction`` of their positives is hidden; the unlabeled candidates are then the
+    non-positives plus the hidden positives, and a bucket's rate is hidden / unlabeled.
+    Counts are averaged over draws, so the Wilson intervals are those of one draw's sample
+    size (pooling draws would overstate it). ``percent_grid`` gives, per bucket and percent
+    P, the hidden and unlabeled counts among the candidates whose score is <= P x the query's
+    lowest VISIBLE positive score (what ``--percent`` would keep).
+    """
+    _check_split(cands)
+    if not 0 < fraction < 1:
+        raise HardnegError(f"--hide must be in (0, 1), got {fraction}")
+    if draws < 1:
+        raise HardnegError(f"--draws must be >= 1, got {draws}")
+    frame = _frame(cands)
+    multi = frame[frame["pos"]].groupby("q").size()
+    multi = set(multi[multi >= 2].index)
+    frame = frame[frame["q"].isin(multi)].reset_index(drop=True)
+    if frame.empty:
+        raise HardnegError("no query has two or more positives: the labels cannot show false negatives "
+                           "(use a judge: --cross-encoder)")
+    rng = np.random.default_rng(seed)
+    bidx = bucket_of(frame["rank"].to_numpy(), buckets)
+    k = np.zeros(len(buckets))
+    n = np.zeros(len(buckets))
+    grid = np.zeros((len(buckets), len(percents), 2))
+    hidden_total = hidden_ranked = 0
+    for _ in range(draws):
+        hidden = _hide(frame, fraction, rng)
+        unlabeled = ~frame["pos"].to_numpy() | hidden
+        hidden_total += int(hidden.sum())
+        hidden_ranked += int((hidden & (bidx >= 0)).sum())
+        in_b = unlabeled & (bidx >= 0)
+        n += np.bincount(bidx[in_b], minlength=len(buckets))
+        k += np.bincount(bidx[in_b & hidden], minlength=len(buckets))
+        grid += _percent_grid(frame, hidden, unlabeled, bidx, len(buckets), percents)
+    grid /= draws
+    return {
+        "kind": "labels", "queries": len(multi), "hidden_fraction": fraction, "draws": draws, "seed": seed,
+        "hidden_per_draw": hidden_total / draws, "hidden_ranked_per_draw": hidden_ranked / draws,
+        "rank_by": cands.rank_by, "score_by": cands.score_by,
+        "buckets": [_bucket(k[i] / draws, n[i] / draws, lo, hi) for i, (lo, hi) in enumerate(buckets)],
+        "percent_grid": {"percents": list(percents), "buckets": [f"{lo}-{hi}" for lo, hi in buckets],
+                         "k": grid[:, :, 0].round(4).tolist(), "n": grid[:, :, 1].round(4).tolist()},
+    }
+
+
+def _percent_grid(frame: pd.DataFrame, hidden: np.ndarray, unlabeled: np.ndarray, bidx: np.ndarray,
+                  n_buckets: int, percents: Sequence[float]) -> np.ndarray:
+    """(bucket, percent, [hidden, unlabeled]) counts of the candidates each percent keeps."""
+    visible_pos = frame["pos"].to_numpy() & ~hidden
+    ref = frame["score"].where(visible_pos).groupby(frame["q"]).transform("min").to_numpy()
+    ratio = frame["score"].to_numpy() / ref
+    out = np.zeros((n_buckets, len(percents), 2))
+    for b in range(n_buckets):
+        rows = unlabeled & (bidx == b)
+        for j, p in enumerate(percents):
+            keep = rows & (ratio <= p)  # NaN ratios (unscored) fail the filter, as in select
+            out[b, j] = (int((keep & hidden).sum()), int(keep.sum()))
+    return out
+
+
+def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[str, str], judge: Judge,
+                threshold: float = 0.0, sample: int = 100, seed: int = 0,
+                buckets: Sequence[tuple[int, int]] = BUCKETS) -> dict[str, Any]:
+    """The judge's curve: per bucket, the share of a seeded sample of unlabeled candidates that
+    ``judge`` scores above ``threshold`` (a cross-encoder logit > 0 means p > 0.5).
+
+    ``sample`` candidates per bucket keep the cost bounded (scoring all of them costs hours on
+    CPU); the Wilson interval is that of the sample.
+    """
+    _check_split(cands)
+    frame = _frame(cands)
+    frame = frame[~frame["pos"]].reset_index(drop=True)
+    bidx = bucket_of(frame["rank"].to_numpy(), buckets)
+    rng = np.random.default_rng(seed)
+    picked = [_sample_rows(np.flatnonzero(bidx == b), sample, rng) for b in range(len(buckets))]
+    rows = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+    qids, docs = frame["q"].to_numpy()[rows], frame["doc"].to_numpy()[rows]
+    scores = np.asarray(judge(list(qids), [queries[q] for q in qids], [texts[d] for d in docs]), dtype=np.float64)
+    relevant = scores > threshold
+    out, start = [], 0
+    for b, (lo, hi) in enumerate(buckets):
+        m = len(picked[b])
+        out.append(_bucket(int(relevant[start:start + m].sum()), m, lo, hi) | {"available": int((bidx == b).sum())})
+        start += m
+    return {"kind": "judge", "threshold": threshold, "sampled": int(len(rows)), "per_bucket": sample,
+            "seed": seed, "buckets": out}
+
+
+def _sample_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(rows) <= n:
+        return rows
+    return np.sort(rng.choice(rows, size=n, replace=False))
+
+
+# ---- calibration -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Calibration:
+    """The window and percent threshold chosen from an audit, and why."""
+
+    window: tuple[int, int]
+    percent: float | None
+    curve: str  # "judge" or "labels"
+    target: float
+    estimated_rate: float | None  # of the unlabeled candidates the chosen window keeps
+    reason: str
+
+    def recipe_toml(self) -> str:
+        """The choice as recipe keys, ready to paste into (or include in) a recipe."""
+        percent = "\"off\"" if self.percent is None else f"{self.percent}"
+        rate = "n/a" if self.estimated_rate is None else f"{self.estimated_rate:.4f}"
+        return (f"# hardneg calibrate: target false-negative rate {self.target} on the {self.curve} curve\n"
+                f"# {self.reason}\n# estimated false-negative rate of the kept candidates: {rate}\n"
+                f"[select]\nwindow = \"{self.window[0]}:{self.window[1]}\"\npercent = {percent}\n")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"window": list(self.window), "percent": self.percent, "curve": self.curve, "target": self.target,
+                "estimated_rate": self.estimated_rate, "reason": self.reason}
+
+
+def calibrate(audit: Mapping[str, Any], target: float = 0.05, window_end: int = 100,
+              use: str = "auto") -> Calibration:
+    """The smallest window start (a bucket start) at which every bucket up to ``window_end``
+    has a false-negative rate <= ``target``: with no percent filter if that suffices, else
+    with the largest percent (1.00 down to 0.80) that brings every such bucket under the
+    target (from the labels' percent grid). Empty buckets pass. ``use``: ``judge``,
+    ``labels`` or ``auto`` (the judge curve when the audit has one: it estimates the real
+    rate; else the labels curve). The percent grid exists for the labels curve only.
+    """
+    if not 0 < target < 1:
+        raise HardnegError(f"--target must be in (0, 1), got {target}")
+    name = _curve_name(audit, use)
+    buckets = [b for b in audit[name]["buckets"] if b["lo"] <= window_end]
+    grid = (audit.get("labels") or {}).get("percent_grid") if name == "labels" else None
+    options = [(None, [(b["k"], b["n"]) for b in buckets])]
+    if grid:
+        options += [(p, [(grid["k"][b][j], grid["n"][b][j]) for b in range(len(grid["k"]))])
+                    for j, p in enumerate(grid["percents"])]
+    for i, b in enumerate(buckets):
+        for percent, counts in options:
+            tail = counts[i:len(buckets)]
+            if all(n == 0 or k / n <= target for k, n in tail):
+                k, n = sum(c[0] for c in tail), sum(c[1] for c in tail)
+                how = "no percent filter needed" if percent is None else f"with percent {percent}"
+                return Calibration((b["lo"], window_end), percent, name, target, (k / n if n else None),
+                                   f"smallest bucket start whose buckets up to rank {window_end} are all "
+                                   f"<= {target} on the {name} curve, {how}")
+    last = buckets[-1]
+    return Calibration((last["lo"], window_end), None, name, target, last["rate"],
+                       f"no start up to rank {window_end} meets {target}, even with percent 0.80: the deepest "
+                       "bucket is used")
+
+
+def _curve_name(audit: Mapping[str, Any], use: str) -> str:
+    if use not in ("auto", "judge", "labels"):
+        raise HardnegError(f"--use must be auto, judge or labels, not {use!r}")
+    name = ("judge" if audit.get("judge") else "labels") if use == "auto" else use
+    if not audit.get(name):
+        raise HardnegError(f"the audit has no '{name}' curve")
+    return name
+
+
+def auto_window(cands: CandidateSet, config: AuditConfig = AuditConfig()) -> tuple[Calibration, dict[str, Any]]:
+    """Audit ``cands`` with its labels and calibrate: ``hardneg run``'s ``window = "auto"``.
+
+    Returns the calibration and the audit document (``audit.json``: the curve, the chosen
+    window and the calibration), ready to be written beside the round's candidates.
+    """
+    audit = {"labels": label_audit(cands, config.hide, config.draws, config.seed), "judge": None}
+    cal = calibrate(audit, config.target, config.window_end)
+    return cal, audit | {"window": list(cal.window), "calibration": cal.to_dict()}

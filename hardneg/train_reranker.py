@@ -1,0 +1,303 @@
+"""Train a cross-encoder (reranker) on the train positives and mined negatives.
+
+No cross-encoder ships offline, so, as RocketQA does, train one before denoising: a
+sentence-transformers ``CrossEncoder`` (one logit, ``num_labels=1``) from the bundled MiniLM
+or any local model, on (query, positive) = 1 and (query, mined negative) = 0 pairs with
+``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss`` (positives up-weighted by the
+negative:positive ratio, as sentence-transformers' reranker examples do). The result is a
+normal CrossEncoder folder plus ``hardneg_reranker.json`` holding its own evaluation:
+NDCG@10 of BM25's top 100 reranked by it, against BM25, on the dev split or on held-out
+train queries (:func:`hardneg.rerank.check_reranker`).
+
+Cross-fitting (``folds=K``, K >= 2): when the cross-encoder will judge the training queries
+themselves (denoising their candidates), a model trained on a query would vouch for its own
+training labels. So K models are trained, ``fold_<i>/`` on the queries outside fold i, with
+``folds.json`` mapping query id -> fold; :class:`hardneg.rerank.Reranker` scores each query
+with the fold model that never saw it, and the evaluation is out-of-fold on train queries.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
+
+import numpy as np
+
+from hardneg.data import Dataset, load_dataset
+from hardneg.errors import HardnegError
+from hardneg.io import atomic_write_json
+from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
+
+if TYPE_CHECKING:
+    import datasets
+    from sentence_transformers import CrossEncoder
+
+__all__ = ["RerankerConfig", "RerankerResult", "assign_folds", "pair_dataset", "rows_from_candidates",
+           "train_reranker", "reranker_config_from_dict"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    """Hyper-parameters of ``train-reranker``; defaults follow sentence-transformers' reranker examples.
+
+    ``folds`` 1 trains one model (evaluated on the dev split, else on ``holdout_fraction`` of
+    the train queries, which it then never trains on); K >= 2 cross-fits K models (evaluated
+    out of fold). ``num_negatives`` caps the mined negatives used per query (None: all).
+    ``max_steps`` fixes a budget (overrides ``epochs``). The evaluation reranks BM25's top
+    ``eval_depth`` for at most ``eval_queries`` queries (seeded sample).
+    """
+
+    epochs: float = 1
+    batch_size: int = 16
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    max_steps: int | None = None
+    seed: int = 42
+    folds: int = 1
+    num_negatives: int | None = None
+    holdout_fraction: float = 0.1
+    eval_queries: int = 200
+    eval_depth: int = 100
+    logging_steps: int = 10
+    show_progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "lr", "max_length", "eval_queries", "eval_depth", "logging_steps"):
+            if not getattr(self, name) > 0:
+                raise HardnegError(f"{name} must be positive, not {getattr(self, name)}")
+        if self.folds < 1:
+            raise HardnegError(f"folds must be 1 (one model) or K >= 2 (cross-fitting), not {self.folds}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise HardnegError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise HardnegError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise HardnegError(f"max_steps must be >= 1 or None, not {self.max_steps}")
+        if self.num_negatives is not None and self.num_negatives < 0:
+            raise HardnegError(f"num_negatives must be >= 0 or None, not {self.num_negatives}")
+
+
+def reranker_config_from_dict(values: Mapping[str, Any]) -> RerankerConfig:
+    """A RerankerConfig from plain values (a recipe table, CLI options); unknown keys are an error."""
+    known = {f.name for f in fields(RerankerConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise HardnegError(f"unknown reranker option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return RerankerConfig(**values)
+
+
+@dataclass
+class RerankerResult:
+    """What ``train_reranker`` wrote: the folder, the data used, the losses and its own check."""
+
+    model_dir: str
+    base_model: str
+    config: dict[str, Any]
+    data: dict[str, Any]
+    folds: dict[str, Any] | None
+    losses: list[list[list[float]]]  # per model: [[step, loss], ...]
+    check: RerankerCheck | None
+    train_seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["check"] = self.check.to_dict() if self.check else None
+        return out
+
+
+# ---- training rows ---------------------------------------------------------------------------
+def rows_from_candidates(cands, ds: Dataset, *, num_negatives: int = 7, window: tuple[int, int] = (10, 100),
+                         seed: int = 42) -> list[dict[str, Any]]:
+    """Training rows from a candidate set: per query its positives and ``num_negatives`` drawn
+    uniformly from original ranks ``window`` (RocketQA samples the retriever's top ranks; the
+    very top is skipped, where unlabeled positives crowd)."""
+    from hardneg.select import SelectionPolicy, select
+
+    mined = select(cands, SelectionPolicy(window=window, sampler="uniform", num_negatives=num_negatives, seed=seed))
+    view = mined.per_row()
+    return [{"query_id": r.query_id, "query": ds.queries[r.query_id], "pos": [ds.doc_text(d) for d in r.pos_ids],
+             "neg": [ds.doc_text(d) for d in r.neg_ids]} for r in view.itertuples(index=False)]
+
+
+def pair_dataset(rows: Sequence[Mapping[str, Any]], num_negatives: int | None = None,
+                 exclude: Collection[str] = ()) -> tuple["datasets.Dataset", dict[str, int]]:
+    """``(query, document, label)`` rows: 1 per positive, 0 per negative (the first
+    ``num_negatives`` of each query), each (query, document) once; queries in ``exclude`` left out."""
+    import datasets
+
+    skip = set(exclude)
+    cols: dict[str, list] = {"query": [], "document": [], "label": []}
+    seen: set[tuple[str, str]] = set()
+    n_queries = 0
+    for row in rows:
+        if str(row["query_id"]) in skip:
+            continue
+        n_queries += 1
+        negs = list(row["neg"])[:num_negatives] if num_negatives is not None else list(row["neg"])
+        for text, label in [(p, 1.0) for p in row["pos"]] + [(n, 0.0) for n in negs]:
+            if (row["query"], text) in seen:
+                continue
+            seen.add((row["query"], text))
+            cols["query"].append(row["query"])
+            cols["document"].append(text)
+            cols["label"].append(label)
+    n_pos = int(sum(cols["label"]))
+    counts = {"queries": n_queries, "pairs": len(cols["label"]), "positives": n_pos,
+              "negatives": len(cols["label"]) - n_pos}
+    return datasets.Dataset.from_dict(cols), counts
+
+
+def assign_folds(query_ids: Sequence[str], k: int, seed: int = 42) -> dict[str, int]:
+    """Query id -> fold in 0..k-1: a seeded shuffle of the sorted ids dealt round-robin (sizes differ by <= 1)."""
+    ids = sorted({str(q) for q in query_ids})
+    if k > len(ids):
+        raise HardnegError(f"{k} folds need at least {k} queries; have {len(ids)}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    return {ids[j]: int(pos % k) for pos, j in enumerate(order)}
+
+
+# ---- one model -------------------------------------------------------------------------------
+def _load_base(model: "str | Path | None", max_length: int, seed: int) -> "CrossEncoder":
+    """A CrossEncoder (one logit) from a local folder; a sentence-transformers folder gets a new,
+    seeded classification head."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    from hardneg.encode import default_model_path
+
+    path = Path(model).expanduser() if model else Path(default_model_path())
+    if not path.is_dir():
+        raise HardnegError(f"model {str(path)!r} is not a local folder; hardneg loads models from local folders only")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        ce = CrossEncoder(str(path), num_labels=1, max_length=max_length, local_files_only=True)
+    if ce.num_labels != 1:
+        raise HardnegError(f"{path} is a cross-encoder with {ce.num_labels} labels; start from one with 1 or a "
+                           "sentence-transformers / transformers model")
+    return ce
+
+
+def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, int],
+         config: RerankerConfig) -> list[list[float]]:
+    """Train in place with BCE; returns [[step, loss], ...]."""
+    import torch
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+    pos_weight = torch.tensor(max(1.0, counts["negatives"] / max(1, counts["positives"])))
+    with tempfile.TemporaryDirectory(prefix="hardneg-reranker-") as tmp:
+        args = CrossEncoderTrainingArguments(
+            output_dir=tmp, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
+            per_device_train_batch_size=config.batch_size, learning_rate=config.lr,
+            warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed, eval_strategy="no",
+            save_strategy="no", logging_steps=config.logging_steps, logging_first_step=True, report_to="none",
+            disable_tqdm=not config.show_progress, dataloader_num_workers=0,
+            dataloader_pin_memory=torch.cuda.is_available())
+        trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds,
+                                      loss=BinaryCrossEntropyLoss(ce, pos_weight=pos_weight))
+        trainer.train()
+    return [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h]
+
+
+def _train_one(model, rows, exclude: Collection[str], config: RerankerConfig, out: Path) -> tuple[list, dict]:
+    train_ds, counts = pair_dataset(rows, config.num_negatives, exclude)
+    if counts["positives"] == 0 or counts["negatives"] == 0:
+        raise HardnegError(f"a reranker needs positive and negative pairs; got {counts['positives']} positive and "
+                           f"{counts['negatives']} negative (mine negatives first)")
+    ce = _load_base(model, config.max_length, config.seed)
+    losses = _fit(ce, train_ds, counts, config)
+    ce.save(str(out), create_model_card=False)
+    return losses, counts
+
+
+# ---- the run ---------------------------------------------------------------------------------
+def train_reranker(data: Dataset | str | Path, negatives: "str | Path | Sequence[Mapping[str, Any]]",
+                   out_dir: str | Path, model: "str | Path | None" = None, config: RerankerConfig | None = None,
+                   dev_split: str | None = None) -> RerankerResult:
+    """Train a cross-encoder (or K cross-fit ones) into ``out_dir`` and check it against BM25.
+
+    ``negatives`` is a ``negatives.jsonl`` from ``hardneg mine``/``select``, or rows with
+    ``query_id, query, pos, neg`` (e.g. :func:`rows_from_candidates`). Writes the model
+    (``fold_<i>/`` + ``folds.json`` when cross-fitting) and ``hardneg_reranker.json``.
+    """
+    from hardneg.encode import default_model_path
+    from hardneg.train import read_negatives
+
+    config = config or RerankerConfig()
+    ds = data if isinstance(data, Dataset) else load_dataset(data)
+    rows = read_negatives(negatives)[0] if isinstance(negatives, (str, Path)) else list(negatives)
+    out = Path(out_dir)
+    start = time.perf_counter()
+    if config.folds >= 2:
+        losses, counts, folds, check = _train_folds(ds, rows, model, config, out)
+    else:
+        losses, counts, check = _train_single(ds, rows, model, config, out, dev_split)
+        folds = None
+    result = RerankerResult(str(out), str(model or default_model_path()), asdict(config), counts, folds, losses,
+                            check, time.perf_counter() - start)
+    atomic_write_json(out / REPORT_FILE, result.to_dict())
+    return result
+
+
+def _train_pool(ds: Dataset, rows) -> list[str]:
+    """Train queries of the rows that have train qrels (the ones an evaluation can judge)."""
+    train_pos = ds.positives("train") if "train" in ds.splits else {}
+    return sorted({str(r["query_id"]) for r in rows} & set(train_pos))
+
+
+def _train_single(ds, rows, model, config: RerankerConfig, out: Path, dev_split: str | None):
+    split = dev_split or ("dev" if "dev" in ds.splits else None)
+    holdout: list[str] = []
+    if split is not None:
+        ds.split_qrels(split)  # an unknown split fails now, not after training
+    else:
+        pool = _train_pool(ds, rows)
+        n = min(config.eval_queries, int(round(config.holdout_fraction * len(pool))))
+        if 1 <= n < len(pool):
+            rng = np.random.default_rng(config.seed)
+            holdout = [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
+    losses, counts = _train_one(model, rows, holdout, config, out)
+    counts = {**counts, "held_out_queries": len(holdout)}
+    if split is not None:
+        check = _check(out, ds, split, None, config, f"the '{split}' split")
+    elif holdout:
+        check = _check(out, ds, "train", holdout, config,
+                       f"{len(holdout)} train queries held out from training")
+    else:
+        log.warning("no dev split and too few train queries to hold out: the reranker is not evaluated")
+        check = None
+    return [losses], counts, check
+
+
+def _train_folds(ds, rows, model, config: RerankerConfig, out: Path):
+    fold_of = assign_folds([r["query_id"] for r in rows], config.folds, config.seed)
+    losses, counts = [], []
+    for i in range(config.folds):
+        log.info(f"training reranker fold {i + 1}/{config.folds}")
+        held = [q for q, f in fold_of.items() if f == i]
+        fold_losses, fold_counts = _train_one(model, rows, held, config, out / f"fold_{i}")
+        losses.append(fold_losses)
+        counts.append(fold_counts)
+    atomic_write_json(out / FOLDS_FILE, fold_of)
+    sizes = [sum(1 for f in fold_of.values() if f == i) for i in range(config.folds)]
+    folds = {"k": config.folds, "sizes": sizes, "file": FOLDS_FILE}
+    pool = _train_pool(ds, rows)
+    check = (_check(out, ds, "train", pool, config, f"{min(len(pool), config.eval_queries)} train queries, each "
+                    "reranked by the fold model that never trained on it") if pool else None)
+    total = {k: int(sum(c[k] for c in counts)) for k in ("pairs", "positives", "negatives")}
+    return losses, {**total, "queries": len(fold_of), "per_fold": counts}, folds, check
+
+
+def _check(out: Path, ds: Dataset, split: str, query_ids, config: RerankerConfig, source: str) -> RerankerCheck:
+    reranker = Reranker.load(out)
+    check = check_reranker(reranker, ds, split, query_ids=query_ids, depth=config.eval_depth,
+                           max_queries=config.eval_queries, batch_size=max(32, config.batch_size), cache=None,
+                           seed=config.seed, source=source)
+    log.info(check.summary())
+    return check
