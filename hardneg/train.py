@@ -760,7 +760,9 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
     """Run the trainer; the student ends up holding the best checkpoint's weights."""
     from sentence_transformers import SentenceTransformerTrainer
 
-    if evalset is None:
+    if evalset is None and config.holdout_fraction == 0:
+        log.info("no dev split and holdout_fraction 0: training without evaluation (the last step is kept)")
+    elif evalset is None:
         log.warning("no dev split and too few train queries to hold out: training without evaluation")
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else out_dir / "checkpoints"
     args = training_args(config, checkpoint_dir, train_ds.column_names, evalset is not None)
