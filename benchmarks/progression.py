@@ -125,7 +125,7 @@ class Bench:
         mined = select(cands, policy, corpus_doc_ids=self.ds.doc_ids)
         out = self.work / "negatives" / f"{row}-s{seed}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_flag_jsonl(mined, _Texts(self.ds), self.ds.queries, out, teacher=None)
+        write_flag_jsonl(mined, self.ds.doc_text_map(), self.ds.queries, out, teacher=None)
         return out
 
     def st_negatives(self, row: str) -> list[dict]:
@@ -190,14 +190,6 @@ class Bench:
         file.parent.mkdir(parents=True, exist_ok=True)
         file.write_text(json.dumps(res))
         return res
-
-
-class _Texts:
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __getitem__(self, doc_id: str) -> str:
-        return self.ds.doc_text(doc_id)
 
 
 # ---- the table ---------------------------------------------------------------------------------

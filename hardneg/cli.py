@@ -245,31 +245,11 @@ def _select_and_write(cands, policy, fmt, out: Path, ds) -> None:
     start = time.perf_counter()
     mined = select(cands, policy, corpus_doc_ids=ds.doc_ids)
     elapsed = time.perf_counter() - start
-    docs = _DocTexts(ds)
+    docs = ds.doc_text_map()
     report = export(mined, docs, ds.queries, out, fmt)
     atomic_write_json(out / "stats.json", mined.stats | {"files": report, "policy": policy.to_dict()})
     console.print(format_stats_table(mined.stats))
     console.print(f"selected in {elapsed:.3f}s; wrote {', '.join(sorted(report))} and stats.json to {out}")
-
-
-class _DocTexts:
-    """Read-only mapping doc id -> text that builds texts lazily (exports touch few docs)."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __getitem__(self, doc_id: str) -> str:
-        return self.ds.doc_text(doc_id)
-
-    def __contains__(self, doc_id: object) -> bool:
-        try:
-            self.ds.doc_index(doc_id)
-            return True
-        except KeyError:
-            return False
-
-    def get(self, doc_id, default=None):
-        return self[doc_id] if doc_id in self else default
 
 
 @app.command()
@@ -634,21 +614,11 @@ def audit(
         from hardneg.rerank import load_judge
 
         ds = _load(data, corpus, False)
-        doc["judge"] = judge_audit(cands, _DocTexts(ds), ds.queries, load_judge(cross_encoder),
+        doc["judge"] = judge_audit(cands, ds.doc_text_map(), ds.queries, load_judge(cross_encoder),
                                    judge_threshold, judge_sample, seed)
     atomic_write_json(out / "audit.json", doc)
     _print_audit(doc)
     console.print(f"wrote {out / 'audit.json'}")
-
-
-class _DocTexts:
-    """doc id -> title + text, looked up lazily."""
-
-    def __init__(self, ds):
-        self.ds = ds
-
-    def __getitem__(self, doc_id: str) -> str:
-        return self.ds.doc_text(doc_id)
 
 
 def _print_audit(doc: dict) -> None:

@@ -20,6 +20,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Iterator
 
 from hardneg.errors import DataError
@@ -32,6 +33,22 @@ SPLITS = ("train", "dev", "test")
 def normalize_text(text: str) -> str:
     """Case- and whitespace-insensitive form used to spot identical queries and documents."""
     return " ".join(text.lower().split())
+
+
+class DocTexts(Mapping):
+    """Read-only ``doc id -> title + " " + text`` over a :class:`Dataset`, built lazily."""
+
+    def __init__(self, ds: "Dataset"):
+        self.ds = ds
+
+    def __getitem__(self, doc_id: str) -> str:
+        return self.ds.doc_text(doc_id)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ds.doc_ids)
+
+    def __len__(self) -> int:
+        return len(self.ds.doc_ids)
 
 
 @dataclass
@@ -65,6 +82,11 @@ class Dataset:
 
     def doc_texts(self) -> list[str]:
         return [join_title(t, x) for t, x in zip(self.titles, self.texts)]
+
+    def doc_text_map(self) -> "DocTexts":
+        """doc id -> text as a read-only mapping that joins texts on demand (exports and judges
+        touch few documents: no need to build all of them)."""
+        return DocTexts(self)
 
     # ---- queries and qrels --------------------------------------------------------------
     @property

@@ -106,16 +106,17 @@ def dense_ranks(query_embs: np.ndarray, doc_embs: np.ndarray, doc_idx: np.ndarra
     Scores are float64 products rounded to float32, as :func:`hardneg.retrieve.dense.exact_topk`
     computes them; ties share their mean rank. Memory: ``query_chunk x corpus_chunk`` scores.
     """
+    from hardneg.retrieve.dense import pair_scores, scores_block
+
     doc_idx = np.asarray(doc_idx, dtype=np.int64)
     ranks = np.empty(doc_idx.size, dtype=np.float64)
     for q0 in range(0, doc_idx.size, query_chunk):
         q = np.asarray(query_embs[q0 : q0 + query_chunk], dtype=np.float64)  # (qc, d)
-        own = np.einsum("cd,cd->c", q, np.asarray(doc_embs[doc_idx[q0 : q0 + query_chunk]], dtype=np.float64))
-        own = own.astype(np.float32)[:, None]  # (qc, 1)
+        own = pair_scores(q, doc_embs, doc_idx[q0 : q0 + query_chunk])[:, None]  # (qc, 1) float32
         above = np.zeros(q.shape[0], dtype=np.int64)
         tied = np.zeros(q.shape[0], dtype=np.int64)
         for c0 in range(0, doc_embs.shape[0], corpus_chunk):
-            block = (q @ np.asarray(doc_embs[c0 : c0 + corpus_chunk], dtype=np.float64).T).astype(np.float32)
+            block = scores_block(q, doc_embs[c0 : c0 + corpus_chunk])
             above += np.count_nonzero(block > own, axis=1)
             tied += np.count_nonzero(block == own, axis=1)
         ranks[q0 : q0 + q.shape[0]] = 1.0 + above + (tied - 1) / 2.0

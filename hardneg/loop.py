@@ -509,7 +509,7 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     if config.auto_window:
         policy = _calibrated(cands, policy, config.audit, rdir)
     mined = select(cands, policy, corpus_doc_ids=view.doc_ids)
-    files = export(mined, _Texts(view), view.queries, rdir, config.fmt)
+    files = export(mined, view.doc_text_map(), view.queries, rdir, config.fmt)
     atomic_write_json(rdir / "stats.json", mined.stats | {"files": files, "policy": policy.to_dict()})
     out = mined.stats["output"]
     stats = {"rows": int(out["rows"]), "negatives": int(out["negatives"]),
@@ -543,16 +543,6 @@ def _train_round(view: Dataset, negatives: Path, init: str | None, model_dir: Pa
             "last_loss": res.losses[-1][1] if res.losses else None,
             "best_step": res.best["step"] if res.best else None, "seconds": res.train_seconds,
             "summary": res.data.summary()}
-
-
-class _Texts:
-    """doc id -> text, built lazily (exports touch few documents)."""
-
-    def __init__(self, ds: Dataset):
-        self.ds = ds
-
-    def __getitem__(self, doc_id: str) -> str:
-        return self.ds.doc_text(doc_id)
 
 
 def _clear_previous(out: Path) -> None:

@@ -145,18 +145,7 @@ class TrainConfig:
         self._check_ranges()
 
     def _check_ranges(self) -> None:
-        positive = ("epochs", "batch_size", "lr", "max_seq_length", "mini_batch_size", "logging_steps")
-        for name in positive:
-            if not getattr(self, name) > 0:
-                raise HardnegError(f"{name} must be positive, not {getattr(self, name)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise HardnegError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        if self.num_negatives is not None and self.num_negatives < 0:
-            raise HardnegError(f"num_negatives must be >= 0 or None, not {self.num_negatives}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise HardnegError(f"max_steps must be >= 1 or None, not {self.max_steps}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise HardnegError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction}")
+        check_schedule(self, ("epochs", "batch_size", "lr", "max_seq_length", "mini_batch_size", "logging_steps"))
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise HardnegError(f"mixed_precision must be auto, no, fp16 or bf16, not {self.mixed_precision!r}")
         lo, hi = self.student_range
@@ -171,6 +160,22 @@ class TrainConfig:
 
 
 # ---- reading the mined negatives --------------------------------------------------------------
+def check_schedule(config: Any, positive: Sequence[str]) -> None:
+    """The range checks every training config shares (bi-encoder and reranker): the ``positive``
+    fields > 0, ``warmup_ratio`` and ``holdout_fraction`` in [0, 1), ``max_steps`` >= 1 and
+    ``num_negatives`` >= 0 (each or None)."""
+    for name in positive:
+        if not getattr(config, name) > 0:
+            raise HardnegError(f"{name} must be positive, not {getattr(config, name)}")
+    for name in ("warmup_ratio", "holdout_fraction"):
+        if not 0 <= getattr(config, name) < 1:
+            raise HardnegError(f"{name} must be in [0, 1), not {getattr(config, name)}")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise HardnegError(f"max_steps must be >= 1 or None, not {config.max_steps}")
+    if config.num_negatives is not None and config.num_negatives < 0:
+        raise HardnegError(f"num_negatives must be >= 0 or None, not {config.num_negatives}")
+
+
 def sidecar_path(negatives_path: str | Path) -> Path:
     """``negatives.jsonl[.gz]`` -> ``negatives.meta.json`` beside it."""
     path = Path(negatives_path)

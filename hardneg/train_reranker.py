@@ -30,6 +30,7 @@ from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
 from hardneg.io import atomic_write_json
 from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
+from hardneg.train import check_schedule
 
 if TYPE_CHECKING:
     import datasets
@@ -68,19 +69,10 @@ class RerankerConfig:
     show_progress: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "lr", "max_length", "eval_queries", "eval_depth", "logging_steps"):
-            if not getattr(self, name) > 0:
-                raise HardnegError(f"{name} must be positive, not {getattr(self, name)}")
+        check_schedule(self, ("epochs", "batch_size", "lr", "max_length", "eval_queries", "eval_depth",
+                              "logging_steps"))
         if self.folds < 1:
             raise HardnegError(f"folds must be 1 (one model) or K >= 2 (cross-fitting), not {self.folds}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise HardnegError(f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise HardnegError(f"holdout_fraction must be in [0, 1), not {self.holdout_fraction}")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise HardnegError(f"max_steps must be >= 1 or None, not {self.max_steps}")
-        if self.num_negatives is not None and self.num_negatives < 0:
-            raise HardnegError(f"num_negatives must be >= 0 or None, not {self.num_negatives}")
 
 
 def reranker_config_from_dict(values: Mapping[str, Any]) -> RerankerConfig:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from hardneg.encode import Encoder
     from hardneg.retrieve.ann import SearchConfig
 
-__all__ = ["DenseRetriever", "Search", "exact_topk", "faiss_flat_topk", "pair_scores"]
+__all__ = ["DenseRetriever", "Search", "exact_topk", "faiss_flat_topk", "pair_scores", "scores_block"]
 
 
 class Search(str, Enum):
@@ -77,7 +77,7 @@ def _block_topk(scores: np.ndarray, k: int) -> np.ndarray:
     return picked
 
 
-def _scores_block(q64: np.ndarray, corpus_block: np.ndarray, sub: int = 8192) -> np.ndarray:
+def scores_block(q64: np.ndarray, corpus_block: np.ndarray, sub: int = 8192) -> np.ndarray:
     """``q64 @ corpus_block.T`` accumulated in float64, rounded to float32; (qc, cc).
 
     float32 BLAS results can depend on a column's position within the matrix (kernel
@@ -120,7 +120,7 @@ def exact_topk(
         best_i = np.empty((q.shape[0], 0), dtype=np.int64)
         best_s = np.empty((q.shape[0], 0), dtype=np.float32)
         for c0 in range(0, n_docs, corpus_chunk):
-            block = _scores_block(q, corpus[c0 : c0 + corpus_chunk])  # (qc, cc) float32
+            block = scores_block(q, corpus[c0 : c0 + corpus_chunk])  # (qc, cc) float32
             cols = _block_topk(block, k)  # (qc, <=k)
             cand_i = np.concatenate([best_i, cols + c0], axis=1)
             cand_s = np.concatenate([best_s, np.take_along_axis(block, cols, axis=1)], axis=1)
