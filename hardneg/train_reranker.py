@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
 __all__ = ["RerankerConfig", "RerankerResult", "assign_folds", "pair_dataset", "rows_from_candidates",
-           "train_reranker", "reranker_config_from_dict"]
+           "train_reranker"]
 
 log = logging.getLogger(__name__)
 
@@ -73,15 +73,6 @@ class RerankerConfig:
                               "logging_steps"))
         if self.folds < 1:
             raise HardnegError(f"folds must be 1 (one model) or K >= 2 (cross-fitting), not {self.folds}")
-
-
-def reranker_config_from_dict(values: Mapping[str, Any]) -> RerankerConfig:
-    """A RerankerConfig from plain values (a recipe table, CLI options); unknown keys are an error."""
-    known = {f.name for f in fields(RerankerConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise HardnegError(f"unknown reranker option(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return RerankerConfig(**values)
 
 
 @dataclass
