@@ -10,7 +10,8 @@ $(BIN)/hardneg: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# constraints.txt pins the CPU build of torch (an unpinned torch pulls a multi-GB CUDA build)
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# the ray extra too, so that the Ray engine's tests run (they start a local 2-CPU Ray)
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,ray]"
 	touch $@
 
 install: $(BIN)/hardneg

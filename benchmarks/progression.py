@@ -15,6 +15,15 @@ model's own max length (256 for MiniLM). Rows:
   st-default      sentence-transformers' ``mine_hard_negatives`` defaults (top-k, n-tuple)
   st-margin       the same with ``relative_margin=0.05`` (its documented positive-aware recipe)
 
+Rows with the ``default`` policy but other positives or a denoiser (issues 5 and 7):
+
+  ict             positives from the inverse cloze task on the corpus (``hardneg synth``): no qrels
+  clicks          positives from a click log simulated from the train qrels (benchmarks/clicks_sim.py,
+                  position-based model over BM25's top 10; ``hardneg clicks --min-dwell 30``)
+  ce-denoise      default + cross-encoder denoising: ``--reranker`` (a cross-fitted
+                  ``hardneg train-reranker --folds`` folder) scores window ranks ``--ce-window`` and
+                  candidates it scores above ``--denoise-above`` are dropped (RocketQA)
+
 Columns: NDCG@10 (mean and spread over seeds), Recall@100, MRR@10, NDCG@10 on the test
 queries whose positives were never train positives, paired randomization p-values (per-query
 NDCG@10 averaged over seeds) vs base and vs the better sentence-transformers row, train time.
@@ -38,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
 ALL_ROWS = ["base", "bm25", "in-batch", "random", "bm25-top", "dense-top", "default", "hybrid-percent", "auto",
             "default+round", "st-default", "st-margin"]
+EXTRA_ROWS = ["ict", "clicks", "ce-denoise"]  # run on request (--rows): other positives, or a trained reranker
 REDUCED_ROWS = ["base", "bm25", "st-default", "default", "st-margin", "hybrid-percent"]
 UNTRAINED = {"base", "bm25"}
 ST_ROWS = ("st-default", "st-margin")
@@ -51,6 +61,9 @@ POLICIES = {
     "default": dict(window=(10, 100), percent=0.95),
     "default+round": dict(window=(10, 100), percent=0.95),
     "hybrid-percent": dict(percent=0.95, score_by="dense"),
+    "ict": dict(window=(10, 100), percent=0.95),
+    "clicks": dict(window=(10, 100), percent=0.95),
+    "ce-denoise": dict(window=(10, 100), percent=0.95),
 }
 RETRIEVER = {"bm25-top": "bm25", "hybrid-percent": "hybrid", "random": "dense"}
 
@@ -92,8 +105,36 @@ class Bench:
         scores = per_query_scores(self.ds.split_qrels("test"), ranking.subset(self.test_ids), METRICS)
         return {m: [float(x) for x in v] for m, v in scores.items()}
 
+    # ---- positives ----------------------------------------------------------------------------
+    def train_data(self, row: str):
+        """The dataset a row trains on: SciFact's train qrels, or positives built without them."""
+        from hardneg.data import load_dataset
+
+        if row == "ict":
+            folder = self.work / "ict"
+            if not (folder / "synth.json").is_file():
+                from hardneg.synth import Method, SynthConfig, write_synth
+
+                write_synth(self.args.data, folder, SynthConfig(method=Method.ICT, seed=0))
+            return load_dataset(folder)
+        if row == "clicks":
+            folder = self.work / "clicks"
+            if not (folder / "clicks_stats.json").is_file():
+                sys.path.insert(0, str(Path(__file__).parent))
+                from clicks_sim import ClickModel, simulate, summarize
+
+                from hardneg.clicks import ClickConfig, ClickPolicy, clicks_to_beir
+                from hardneg.io import atomic_write_json, atomic_write_text
+
+                log = self.work / "clicks-log" / "log.jsonl"
+                atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in simulate(self.ds, "train", ClickModel())))
+                atomic_write_json(log.with_name("sim.json"), summarize(log, self.ds, "train", ClickModel()))
+                clicks_to_beir(log, self.args.data, folder, ClickConfig(ClickPolicy(min_dwell=30.0)))
+            return load_dataset(folder)
+        return self.ds
+
     # ---- negatives ----------------------------------------------------------------------------
-    def hardneg_negatives(self, row: str, seed: int, model_dir: str | None = None) -> Path | None:
+    def hardneg_negatives(self, row: str, seed: int, model_dir: str | None = None, ds=None) -> Path | None:
         """Mine with hardneg (candidates cached per retriever/model), select, export negatives.jsonl."""
         from hardneg.candidates import CandidateSet
         from hardneg.encode import EncoderConfig
@@ -103,13 +144,16 @@ class Bench:
 
         if row == "in-batch":
             return None
+        ds = ds or self.ds
         retriever = RETRIEVER.get(row, "dense")
         tag = f"{retriever}-{'base' if model_dir is None else Path(model_dir).name}"
+        if row in ("ict", "clicks"):
+            tag += f"-{row}"
         cand_file = self.work / "candidates" / f"{tag}.parquet"
         if cand_file.is_file():
             cands = CandidateSet.read(cand_file)
         else:
-            cands = mine_candidates(self.ds, MineConfig(retriever=retriever, depth=200),
+            cands = mine_candidates(ds, MineConfig(retriever=retriever, depth=200),
                                     EncoderConfig(model=model_dir or self.model), cache=self.cache)
             cand_file.parent.mkdir(parents=True, exist_ok=True)
             cands.write(cand_file)
@@ -122,11 +166,35 @@ class Bench:
             cal, _ = auto_window(cands)
             print(f"  auto: window {cal.window}, percent {cal.percent} ({cal.reason})", file=sys.stderr)
             policy = replace(policy, window=cal.window, percent=cal.percent)
-        mined = select(cands, policy, corpus_doc_ids=self.ds.doc_ids)
+        if row == "ce-denoise":
+            from dataclasses import replace
+
+            cands = self.ce_scores(cands)
+            policy = replace(policy, denoise_above=self.args.denoise_above)
+        mined = select(cands, policy, corpus_doc_ids=ds.doc_ids)
+        drops = ", ".join(f"{f['filter']} -{f['removed']:,}" for f in mined.stats["filters"] if f.get("removed"))
+        print(f"  {row}: {drops}; output {mined.stats['output']}", file=sys.stderr, flush=True)
         out = self.work / "negatives" / f"{row}-s{seed}.jsonl"
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_flag_jsonl(mined, self.ds.doc_text_map(), self.ds.queries, out, teacher=None)
+        write_flag_jsonl(mined, ds.doc_text_map(), ds.queries, out, teacher=None)
         return out
+
+    def ce_scores(self, cands):
+        """The dense candidates with ``score_ce`` from the cross-fitted reranker (cached file)."""
+        from hardneg.candidates import CandidateSet
+        from hardneg.rerank import rescore_with_report
+
+        if not self.args.reranker:
+            raise SystemExit("the ce-denoise row needs --reranker (a `hardneg train-reranker --folds` folder)")
+        lo, hi = self.args.ce_window
+        file = self.work / "candidates" / f"dense-base-ce-{lo}-{hi}.parquet"
+        if file.is_file():
+            return CandidateSet.read(file)
+        scored, report = rescore_with_report(cands, self.ds, self.args.reranker, window=(lo, hi), cache=self.cache,
+                                             batch_size=64)
+        print(f"  ce-denoise: {report.summary()}", file=sys.stderr, flush=True)
+        scored.write(file)
+        return scored
 
     def st_negatives(self, row: str) -> list[dict]:
         """sentence-transformers' mine_hard_negatives on the same pairs, corpus and model."""
@@ -160,7 +228,7 @@ class Bench:
                 raise RuntimeError("default+round needs the 'default' row of the same seed first")
             negatives = self.hardneg_negatives(row, seed, model_dir=str(first))
         else:
-            negatives = self.hardneg_negatives(row, seed)
+            negatives = self.hardneg_negatives(row, seed, ds=self.train_data(row))
         mine_s = time.perf_counter() - mine_start
         k = 0 if row == "in-batch" else self.args.k
         config = TrainConfig(max_seq_length=self.args.train_max_length, num_negatives=k,
@@ -168,7 +236,7 @@ class Bench:
                              holdout_fraction=0.0, show_progress=False, logging_steps=max(1, self.steps // 5))
         out_dir = self.work / "models" / f"{row}-s{seed}"
         t0 = time.perf_counter()
-        result = train(self.ds, negatives, start_model, out_dir, config)
+        result = train(self.train_data(row), negatives, start_model, out_dir, config)
         train_s = time.perf_counter() - t0
         return {"train_seconds": train_s, "mine_seconds": mine_s, "model": str(out_dir),
                 "train_rows": result.data.n_rows, "data": result.data.summary(),
@@ -235,11 +303,16 @@ def main() -> int:
     ap.add_argument("--train-max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of the train pairs")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--reranker", default=None, help="ce-denoise: a cross-fitted `hardneg train-reranker` folder")
+    ap.add_argument("--ce-window", default="10:25", help="ce-denoise: original ranks the cross-encoder scores")
+    ap.add_argument("--denoise-above", type=float, default=0.0, help="ce-denoise: drop candidates scored above "
+                    "this (a logit of 0 is p = 0.5)")
     args = ap.parse_args()
+    args.ce_window = tuple(int(x) for x in args.ce_window.split(":"))
     rows = args.rows.split(",") if args.rows else (REDUCED_ROWS if args.reduced else ALL_ROWS)
-    unknown = set(rows) - set(ALL_ROWS)
+    unknown = set(rows) - set(ALL_ROWS) - set(EXTRA_ROWS)
     if unknown:
-        ap.error(f"unknown rows {sorted(unknown)}; choose from {ALL_ROWS}")
+        ap.error(f"unknown rows {sorted(unknown)}; choose from {ALL_ROWS + EXTRA_ROWS}")
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
     print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, "

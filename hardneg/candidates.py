@@ -13,6 +13,8 @@ Columns (one row per (query, candidate doc)):
   ``is_known_negative`` (bool), ``pos_cosine`` (float32, NaN when unknown)
 * per scorer ``s`` in ``meta["scorers"]``: ``rank_<s>`` (nullable int32) and
   ``score_<s>`` (float32, NaN when not scored)
+* only when mined over chunks of long documents (:mod:`hardneg.chunking`): ``parent_id``
+  (string), the candidate chunk's document; ``meta["chunks"]`` holds the chunking settings
 
 The JSON metadata sits under the Parquet schema key ``b"hardneg"``; it names the scorers,
 ``rank_by``, ``score_by``, ``depth``, ``negative_scores`` (can that scorer's scores be
@@ -51,6 +53,7 @@ __all__ = [
     "IS_QUERY_TEXT",
     "POS_COSINE",
     "IS_KNOWN_NEGATIVE",
+    "PARENT_ID",
     "rank_col",
     "score_col",
     "write_parquet",
@@ -65,6 +68,7 @@ DUP_OF_POSITIVE = "dup_of_positive"
 IS_QUERY_TEXT = "is_query_text"
 POS_COSINE = "pos_cosine"
 IS_KNOWN_NEGATIVE = "is_known_negative"
+PARENT_ID = "parent_id"  # optional: a chunk's document (candidates mined over chunks)
 
 STRING_COLUMNS = (QUERY_ID, DOC_ID, SOURCE)
 FLAG_COLUMNS = (IS_POSITIVE, DUP_OF_POSITIVE, IS_QUERY_TEXT, IS_KNOWN_NEGATIVE)
@@ -304,7 +308,7 @@ def write_parquet(table: pa.Table, path: str | Path, row_group_size: int = ROW_G
 def _coerce(df: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
     """Cast the contract columns to their dtypes (strings, bools, Int32 ranks, float32)."""
     out = df.copy()
-    for c in STRING_COLUMNS:
+    for c in STRING_COLUMNS + (PARENT_ID,):
         if c in out.columns:
             out[c] = out[c].astype(str)
     for c in FLAG_COLUMNS:
@@ -337,7 +341,7 @@ def _sorted(df: pd.DataFrame, rank_column: str) -> pd.DataFrame:
 def _arrow_schema(df: pd.DataFrame, meta: dict[str, Any]) -> pa.Schema:
     """Explicit Arrow types for the contract columns; others as inferred. No pandas metadata."""
     scorers = list(meta["scorers"])
-    fixed: dict[str, pa.DataType] = {c: pa.string() for c in STRING_COLUMNS}
+    fixed: dict[str, pa.DataType] = {c: pa.string() for c in STRING_COLUMNS + (PARENT_ID,)}
     fixed |= {c: pa.bool_() for c in FLAG_COLUMNS}
     fixed[POS_COSINE] = pa.float32()
     for s in scorers:

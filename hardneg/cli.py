@@ -27,7 +27,14 @@ CorpusOpt = typer.Option(None, "--corpus", help="Corpus JSONL when --data is a p
 SkipUnknownOpt = typer.Option(False, "--skip-unknown", help="Drop qrels rows naming unknown queries/documents "
                                                            "(counted in a warning) instead of failing.")
 ModelOpt = typer.Option(None, "--model", help="Local sentence-transformers folder (default: the bundled all-MiniLM-L6-v2).")
+BackendOpt = typer.Option("torch", "--backend", help="Encoder backend: torch | onnx (ONNX Runtime fp32) | "
+                          "int8 (ONNX Runtime, dynamic int8: about 2x faster on CPU). Part of the cache key.")
 CacheOpt = typer.Option(None, "--cache-dir", help="Embedding cache folder (default: $HARDNEG_CACHE or ~/.cache/hardneg).")
+ChunkTokensOpt = typer.Option(None, "--chunk-tokens", help="Split documents longer than this many tokens of --model's "
+                              "tokenizer (title included, repeated in every chunk) into chunks; default: off. "
+                              "Keep it within the model's max length minus its special tokens.")
+ChunkOverlapOpt = typer.Option(0, "--chunk-overlap", help="Tokens a chunk repeats from the end of the one before "
+                               "(with --chunk-tokens; 10-20% of it keeps a passage cut at a boundary whole).")
 
 
 def _setup_logging() -> None:
@@ -61,12 +68,28 @@ def _load(data: Path, corpus: Optional[Path], skip_unknown: bool):
     return load_dataset(data, corpus=corpus, skip_unknown=skip_unknown)
 
 
-def _encoder_config(model, batch_size, query_max_length, passage_max_length, query_prompt, passage_prompt):
+def _chunk(ds, tokens: int | None, overlap: int, model, max_length: int | None = None):
+    """``ds`` chunked (:mod:`hardneg.chunking`), or as it is without ``--chunk-tokens``."""
+    from hardneg.chunking import ChunkConfig, chunk_dataset
+
+    if tokens is None:
+        if overlap:
+            raise HardnegError("--chunk-overlap needs --chunk-tokens (documents are not chunked without it)")
+        return ds
+    chunked = chunk_dataset(ds, ChunkConfig(tokens, overlap, str(model) if model else None), max_length=max_length)
+    info = chunked.chunking
+    console.print(f"chunked {info['documents_split']} of {info['documents']} documents longer than {tokens} tokens "
+                  f"(overlap {overlap}): {info['chunks']} chunks")
+    return chunked
+
+
+def _encoder_config(model, batch_size, query_max_length, passage_max_length, query_prompt, passage_prompt,
+                    backend="torch"):
     from hardneg.encode import EncoderConfig
 
     return EncoderConfig(model=str(model) if model else None, batch_size=batch_size,
                          query_max_length=query_max_length, passage_max_length=passage_max_length,
-                         query_prompt=query_prompt, passage_prompt=passage_prompt)
+                         query_prompt=query_prompt, passage_prompt=passage_prompt, backend=backend)
 
 
 @app.command()
@@ -107,14 +130,22 @@ def eval_cmd(
     skip_unknown: bool = SkipUnknownOpt,
     cache_dir: Optional[Path] = CacheOpt,
     batch_size: int = typer.Option(64, help="Encoding batch size."),
+    backend: str = BackendOpt,
     query_max_length: Optional[int] = typer.Option(None, help="Max tokens per query (default: the model's)."),
     passage_max_length: Optional[int] = typer.Option(None, help="Max tokens per passage (default: the model's)."),
     query_prompt: str = typer.Option("", help="Prompt prepended to queries (e.g. 'query: ' for E5)."),
     passage_prompt: str = typer.Option("", help="Prompt prepended to passages (e.g. 'passage: ')."),
     depth: int = typer.Option(100, help="Documents retrieved per query (metrics use @10 and @100)."),
     seed: int = typer.Option(0, help="Seed of the permutation test and bootstrap intervals."),
+    chunk_tokens: Optional[int] = ChunkTokensOpt,
+    chunk_overlap: int = ChunkOverlapOpt,
 ):
-    """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance."""
+    """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance.
+
+    With --chunk-tokens the retrievers rank chunks and a document scores its best chunk: the
+    metrics stay at document level.
+    """
+    from hardneg.chunking import search_documents
     from hardneg.evaluate import evaluate, format_table, write_eval
     from hardneg.retrieve import build_retrievers
 
@@ -122,12 +153,15 @@ def eval_cmd(
     ds = _load(data, corpus, skip_unknown)
     qids = list(ds.positives(split)) if split in ds.qrels else ds.split_qrels(split)
     texts = [ds.queries[q] for q in qids]
-    cfg = _encoder_config(model, batch_size, query_max_length, passage_max_length, query_prompt, passage_prompt)
-    retrievers = build_retrievers(retriever, ds.doc_ids, ds.doc_texts(), cfg, cache=cache_dir)
+    cfg = _encoder_config(model, batch_size, query_max_length, passage_max_length, query_prompt, passage_prompt,
+                          backend)
+    chunks = _chunk(ds, chunk_tokens, chunk_overlap, model, passage_max_length)
+    retrievers = build_retrievers(retriever, chunks.doc_ids, chunks.doc_texts(), cfg, cache=cache_dir)
     rankings = {}
     for name, r in retrievers.items():
         t = time.perf_counter()
-        rankings[name] = r.search(qids, texts, depth)
+        rankings[name] = (r.search(qids, texts, depth) if chunks is ds
+                          else search_documents(r, chunks, qids, texts, depth))
         console.print(f"[dim]{name}: retrieved in {time.perf_counter() - t:.1f}s[/dim]")
     result = evaluate(ds, split, rankings, seed=seed)
     write_eval(result, out, rankings)
@@ -283,12 +317,29 @@ def mine(
                                     "and of checkpoints (OUT/.mine-checkpoint; a rerun resumes)."),
     float16: bool = typer.Option(False, "--float16", help="Store passage embeddings as float16 (half the "
                                  "disk and page cache; part of the cache key)."),
+    backend: str = BackendOpt,
     restart: bool = typer.Option(False, "--restart", help="Discard a checkpoint left in OUT by an earlier, "
                                  "different mining run instead of refusing it."),
+    engine: str = typer.Option("local", "--engine", help="Where encoding and search run: local | ray (a Ray "
+                               "Data job embeds corpus shards, Ray tasks search them exactly, top-k merged: the "
+                               "local engine's exact candidates; needs pip install 'hardneg[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster of --engine ray "
+                                              "(default: $RAY_ADDRESS, a `ray start` cluster here, else a new "
+                                              "local Ray)."),
+    ray_shards: Optional[int] = typer.Option(None, "--ray-shards", help="Corpus shards of --engine ray "
+                                             "(default: one per CPU of the cluster)."),
+    ray_actors: Optional[int] = typer.Option(None, "--ray-actors", help="Encoding actors (model copies) of "
+                                             "--engine ray (default: one per GPU, else one per CPU)."),
+    chunk_tokens: Optional[int] = ChunkTokensOpt,
+    chunk_overlap: int = ChunkOverlapOpt,
     policy=None,
     fmt=None,
 ):
-    """Retrieve candidates once (candidates.parquet), then select negatives with the policy options."""
+    """Retrieve candidates once (candidates.parquet), then select negatives with the policy options.
+
+    With --chunk-tokens candidates and negatives are chunks of long documents; a positive
+    document's best-scoring chunk is its positive and its other chunks are never negatives.
+    """
     from hardneg.encode import EncoderConfig
     from hardneg.mine import MineConfig
 
@@ -296,8 +347,12 @@ def mine(
     config = MineConfig(retriever=retriever, teachers=list(teacher), depth=depth, split=split,
                         rank_by=policy.rank_by, score_by=policy.score_by, search=search, nlist=nlist,
                         nprobe=nprobe, ef_search=ef_search, recall_sample=recall_sample,
-                        target_recall=target_recall, query_chunk=query_chunk)
-    encoder = EncoderConfig(model=str(model) if model else None, batch_size=batch_size, float16=float16)
+                        target_recall=target_recall, query_chunk=query_chunk, chunk_tokens=chunk_tokens,
+                        chunk_overlap=chunk_overlap, engine=engine, ray_address=ray_address,
+                        ray_shards=ray_shards, ray_actors=ray_actors)
+    encoder = EncoderConfig(model=str(model) if model else None, batch_size=batch_size, float16=float16,
+                            backend=backend)
+    ds = _chunk(ds, chunk_tokens, chunk_overlap, model)
     start = time.perf_counter()
     cands = _mine_resumable(ds, config, encoder, cache_dir, out, restart)
     _report_search(cands, out)
@@ -361,11 +416,13 @@ def select_cmd(
     """Select negatives again from stored candidates: no retrieval, no encoding (seconds)."""
     from hardneg.candidates import CandidateSet
 
+    from hardneg.chunking import chunked_like
+
     cands = CandidateSet.read(candidates)
     source = data or cands.meta.get("data")
     if not source:
         raise HardnegError(f"{candidates}: no dataset recorded; pass --data")
-    _select_and_write(cands, policy, fmt, out, _load(Path(source), corpus, False))
+    _select_and_write(cands, policy, fmt, out, chunked_like(_load(Path(source), corpus, False), cands.meta))
 
 
 # ---- training, the whole loop, the demo ---------------------------------------------------------
@@ -396,9 +453,12 @@ _TRAIN_HELP = {
     "show_progress": "Progress bars.",
     "checkpoint_dir": "Checkpoint folder (default: inside --out, removed after training).",
     "keep_checkpoints": "Keep the checkpoints after training.",
+    "gather_across_devices": "Under torchrun / accelerate launch (several processes), in-batch losses use the "
+                             "other devices' texts as negatives too (the global batch).",
 }
 _TRAIN_FLAGS = {"no_duplicates": "--no-duplicates/--allow-duplicates", "show_progress": "--progress/--no-progress",
-                "keep_checkpoints": "--keep-checkpoints/--no-keep-checkpoints"}
+                "keep_checkpoints": "--keep-checkpoints/--no-keep-checkpoints",
+                "gather_across_devices": "--gather-across-devices/--no-gather-across-devices"}
 _TRAIN_TEXT = {"student_range": str, "eval_steps": Optional[str]}  # parsed by _train_config
 
 
@@ -739,11 +799,13 @@ def rescore_cmd(
     """
     from hardneg.candidates import CandidateSet
 
+    from hardneg.chunking import chunked_like
+
     cands = CandidateSet.read(candidates)
     source = data or cands.meta.get("data")
     if not source:
         raise HardnegError(f"{candidates}: no dataset recorded; pass --data")
-    ds = _load(Path(source), corpus, False)
+    ds = chunked_like(_load(Path(source), corpus, False), cands.meta)
     target = out if out.suffix == ".parquet" else out / "candidates.parquet"
     rescored = _rescore(cands, ds, cross_encoder, window, rank_by=rank_by, batch_size=batch_size,
                         cache_dir=cache_dir, check=check, check_queries=check_queries)
@@ -779,6 +841,7 @@ def train_reranker_cmd(
     holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="Without a dev split (and --folds 1): "
                                            "train queries held out for the evaluation."),
     eval_queries: int = typer.Option(200, "--eval-queries", help="Queries of the evaluation (seeded sample)."),
+    eval_depth: int = typer.Option(100, "--eval-depth", help="The evaluation reranks BM25's top this many."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bars."),
 ):
     """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25."""
@@ -789,7 +852,7 @@ def train_reranker_cmd(
         raise HardnegError("give exactly one of --negatives and --candidates")
     config = RerankerConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, max_steps=max_steps,
                             seed=seed, folds=folds, num_negatives=num_negatives, holdout_fraction=holdout_fraction,
-                            eval_queries=eval_queries, show_progress=progress)
+                            eval_queries=eval_queries, eval_depth=eval_depth, show_progress=progress)
     ds = _load(data, corpus, skip_unknown)
     rows = negatives
     if candidates is not None:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Encoder", "EncoderConfig", "default_model_path"]
 
-BACKENDS = ("torch", "onnx", "openvino")
+BACKENDS = ("torch", "onnx", "int8")  # onnx / int8: ONNX Runtime fp32 / int8, see hardneg.onnx_backend
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROGRESS_MIN_TEXTS = 1000  # show a tqdm bar for jobs at least this long
 _DEFAULT_CACHE: Any = object()  # sentinel: "use EmbeddingCache() at the default folder"
@@ -41,7 +41,9 @@ class EncoderConfig:
 
     ``model`` is a local folder (None: the bundled MiniLM). Prompts are prepended to each
     text (e5 wants ``"query: "`` / ``"passage: "``, bge a query instruction). A max length
-    of None means the model's own ``max_seq_length``. ``precision`` is one of fp32, fp16,
+    of None means the model's own ``max_seq_length``. ``backend``: ``torch`` (default),
+    ``onnx`` (ONNX Runtime, fp32) or ``int8`` (ONNX Runtime, dynamically quantised: about 2x
+    faster on CPU; see :mod:`hardneg.onnx_backend`). ``precision`` is one of fp32, fp16,
     bf16 (the last two with the torch backend only). ``float16`` stores passage embeddings as
     float16: half the disk, page cache and index-building traffic of a big corpus, at about
     3 significant digits per component (scores are still computed in float64 from them);
@@ -82,7 +84,7 @@ def load_model(config: EncoderConfig) -> "SentenceTransformer":
     path = Path(config.model).expanduser() if config.model else Path(default_model_path())
     if not path.is_dir():
         raise HardnegError(f"model {str(path)!r} is not a local folder; hardneg loads models from local folders only")
-    model = SentenceTransformer(str(path), device=config.device, backend=config.backend, local_files_only=True)
+    model = SentenceTransformer(str(path), device=config.device, local_files_only=True)
     if config.precision != "fp32":
         import torch
 
@@ -127,6 +129,7 @@ class Encoder:
             cache = EmbeddingCache(cache)
         self.cache: EmbeddingCache | None = cache
         self._fingerprint: tuple[tuple, str] | None = None
+        self._onnx: Any = None  # (fingerprint, OnnxRunner) of the onnx / int8 backends
 
     @property
     def fingerprint(self) -> str:
@@ -189,6 +192,11 @@ class Encoder:
 
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
         """Call sentence-transformers (which sorts by length and batches) and return float32."""
+        if self.config.backend != "torch":
+            with _max_seq_length(self.model, max_length):
+                return self._onnx_runner().encode(texts, prompt=prompt, batch_size=self.config.batch_size,
+                                                  normalize=self.config.normalize,
+                                                  progress=len(texts) >= PROGRESS_MIN_TEXTS)
         with _max_seq_length(self.model, max_length):
             out = self.model.encode(
                 texts,
@@ -200,6 +208,23 @@ class Encoder:
                 device=self.config.device,
             )
         return np.ascontiguousarray(out, dtype=np.float32)
+
+
+    def _onnx_runner(self) -> Any:
+        """The ONNX Runtime session of the current weights, exported into the cache folder once."""
+        from hardneg.onnx_backend import OnnxRunner, export_onnx
+
+        fingerprint = self.fingerprint
+        if self._onnx is None or self._onnx[0] != fingerprint:
+            if self.cache is not None:
+                folder = Path(self.cache.root) / "onnx" / fingerprint
+            else:
+                import tempfile
+
+                folder = Path(tempfile.mkdtemp(prefix="hardneg-onnx-"))
+            path = export_onnx(self.model, folder, quantize=self.config.backend == "int8")
+            self._onnx = (fingerprint, OnnxRunner(self.model, path))
+        return self._onnx[1]
 
 
 def _as_text_list(texts: Sequence[str]) -> list[str]:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hardneg.cache import texts_hash
-from hardneg.candidates import CandidateSet, CandidateWriter, rank_col, score_col
+from hardneg.candidates import PARENT_ID, CandidateSet, CandidateWriter, rank_col, score_col
 from hardneg.checkpoint import MineCheckpoint, digest
 from hardneg.data import Dataset, normalize_text
 from hardneg.errors import HardnegError
@@ -30,6 +30,8 @@ from hardneg.retrieve.dense import pair_scores
 from hardneg.retrieve.fusion import rrf
 
 DEFAULT_DEPTH = 200
+#: MineConfig fields that pick where mining runs, not what it finds (left out of checkpoint fingerprints)
+ENGINE_OPTIONS = ("engine", "ray_address", "ray_shards", "ray_actors")
 
 
 @dataclass
@@ -41,6 +43,12 @@ class MineConfig:
     exact below 200k passages, else IVF); ``nlist``/``nprobe``/``ef_search`` fix ANN parameters
     (unset: scaled to the corpus, or tuned on ``recall_sample`` queries to ``target_recall``).
     Queries are mined ``query_chunk`` at a time: the unit of memory and of checkpoints.
+    ``engine`` "ray" embeds the corpus and searches it (exactly, sharded) on a Ray cluster at
+    ``ray_address`` over ``ray_shards`` corpus shards with ``ray_actors`` model copies
+    (:mod:`hardneg.engine_ray`); the candidate set equals the local engine's exact one.
+    ``chunk_tokens`` mines over chunks of at most that many of the model's tokens, neighbours
+    sharing ``chunk_overlap`` (:mod:`hardneg.chunking`): candidates are chunks, with a
+    ``parent_id`` column naming their document.
     """
 
     retriever: str = "dense"
@@ -56,13 +64,28 @@ class MineConfig:
     recall_sample: int = 200
     target_recall: float = 0.95
     query_chunk: int = 4096
+    engine: str = "local"
+    ray_address: str | None = None
+    ray_shards: int | None = None
+    ray_actors: int | None = None
+    chunk_tokens: int | None = None
+    chunk_overlap: int = 0
 
     def __post_init__(self) -> None:
+        if self.chunk_tokens is not None:
+            from hardneg.chunking import ChunkConfig
+
+            ChunkConfig(self.chunk_tokens, self.chunk_overlap)  # validates them
+        elif self.chunk_overlap:
+            raise HardnegError("--chunk-overlap needs --chunk-tokens (documents are not chunked without it)")
         if self.depth < 1:
             raise HardnegError(f"--depth must be >= 1, got {self.depth}")
         if self.query_chunk < 1:
             raise HardnegError(f"--query-chunk must be >= 1, got {self.query_chunk}")
         self.search_config()  # validates the search options
+        from hardneg.engine_ray import check_options  # imports no Ray
+
+        check_options(self.engine, self.search, self.ray_shards, self.ray_actors)
 
     def search_config(self) -> SearchConfig:
         """The dense scorers' search settings."""
@@ -155,6 +178,7 @@ def _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart):
 
 def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
     """Build the retrievers and the metadata; check the scorers before any heavy work."""
+    ds = _chunked(ds, config, encoder_config)
     specs, fused = scorer_specs(config)
     positives = ds.positives(config.split)
     qids = list(positives)
@@ -163,6 +187,10 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
                                   search=config.search_config())
     if model is not None:
         _use_model(retrievers, model)
+    if config.engine == "ray":
+        from hardneg.engine_ray import RayEngine, use_ray
+
+        retrievers = use_ray(retrievers, RayEngine(config.ray_address, config.ray_shards, config.ray_actors), model)
     names = (["hybrid"] if fused else []) + list(retrievers)
     rank_by = config.rank_by or ("hybrid" if fused else names[0])
     score_by = config.score_by or ("dense" if fused else names[0])
@@ -176,7 +204,26 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
         "models": {n: _fingerprint(r) for n, r in retrievers.items() if _fingerprint(r)},
         "rank_only": ["hybrid"] if fused else [],
     }
+    if getattr(ds, "chunking", None):
+        job.meta["chunks"] = dict(ds.chunking)
     return job
+
+
+def _chunked(ds: Dataset, config: MineConfig, encoder_config) -> Dataset:
+    """``ds`` chunked as ``config`` asks (as given when it is chunked that way already)."""
+    from hardneg.chunking import ChunkConfig, ChunkedDataset, chunk_dataset
+
+    if config.chunk_tokens is None:
+        return ds
+    if isinstance(ds, ChunkedDataset):
+        have = (ds.chunking.get("max_tokens"), ds.chunking.get("overlap"))
+        if have != (config.chunk_tokens, config.chunk_overlap):
+            raise HardnegError(f"the dataset is chunked with {have[0]} tokens, overlap {have[1]}, but the mine "
+                               f"config asks for {config.chunk_tokens}, overlap {config.chunk_overlap}")
+        return ds
+    model = encoder_config.model if encoder_config is not None else None
+    max_length = encoder_config.passage_max_length if encoder_config is not None else None
+    return chunk_dataset(ds, ChunkConfig(config.chunk_tokens, config.chunk_overlap, model), max_length=max_length)
 
 
 def _dense(retriever):
@@ -236,6 +283,8 @@ def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
     if job.fused:
         frame[score_col("hybrid")] = np.nan  # rank-only scorer: RRF values are not relevance scores
     _add_flags(frame, ds, job.config.split, qids, job.positives, job.retrievers)
+    if getattr(ds, "parent", None):  # a ChunkedDataset: each chunk's document
+        frame[PARENT_ID] = frame["doc_id"].map(ds.parent)
     meta = {k: v for k, v in job.meta.items() if k not in ("scorers", "rank_by", "score_by", "negative_scores")}
     return CandidateSet.from_frame(frame, scorers=job.meta["scorers"], rank_by=job.meta["rank_by"],
                                    score_by=job.meta["score_by"], negative_scores=job.meta["negative_scores"], **meta)
@@ -252,7 +301,7 @@ def _fingerprint_inputs(job: _Job, encoder_config) -> dict[str, str]:
         "corpus": digest([texts_hash(ds.doc_ids), texts_hash(job.doc_texts)]),
         "queries": digest([texts_hash(job.qids), texts_hash(job.qtexts)]),
         "labels": digest(labels),
-        "mine options": digest(asdict(job.config)),
+        "mine options": digest({k: v for k, v in asdict(job.config).items() if k not in ENGINE_OPTIONS}),
         "encoder options": digest(asdict(encoder_config or EncoderConfig())),
         "models": digest(job.meta["models"]),
         "hardneg": __version__,

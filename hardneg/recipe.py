@@ -78,6 +78,10 @@ CLI_KEYS: dict[str, dict[str, str]] = {
              "batch_size": "model.batch_size", "search": "mine.search", "nlist": "mine.nlist",
              "nprobe": "mine.nprobe", "ef_search": "mine.ef_search", "recall_sample": "mine.recall_sample",
              "target_recall": "mine.target_recall", "query_chunk": "mine.query_chunk", "float16": "model.float16",
+             "backend": "model.backend",
+             "chunk_tokens": "mine.chunk_tokens", "chunk_overlap": "mine.chunk_overlap",
+             "engine": "mine.engine", "ray_address": "mine.ray_address", "ray_shards": "mine.ray_shards",
+             "ray_actors": "mine.ray_actors",
              **_POLICY_KEYS},
     "select": {"data": "data.path", "corpus": "data.corpus", **_POLICY_KEYS},
     "train": {**_DATA_KEYS, "model": "model.path", "dev_split": "data.dev_split", "split": "mine.split",
@@ -289,6 +293,10 @@ def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[st
     built = {s: _make(s, typed[s], sources[s]) for s in SECTIONS}
     policy: SelectionPolicy = built["select"]
     mine: MineConfig = built["mine"]
+    if mine.chunk_tokens is not None:  # the rounds would train and evaluate on whole documents
+        where = sources["mine"].get("chunk_tokens", "")
+        raise RecipeError(f"{where}: [mine] chunk_tokens: `hardneg run` does not chunk long documents yet; use "
+                          "`hardneg mine --chunk-tokens` and `hardneg eval --chunk-tokens`; keep it \"none\" here")
     mine = replace(mine, rank_by=policy.rank_by, score_by=policy.score_by)  # as `hardneg mine` does
     return RunConfig(data=built["data"], encoder=built["model"], cache_dir=typed["model"]["cache_dir"],
                      mine=mine, policy=policy, fmt=sel["format"], train=built["train"], loop=built["loop"],

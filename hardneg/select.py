@@ -5,7 +5,10 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
 1. exclusions: every known positive of the query (however many), exact duplicates of a
    positive (``dup_of_positive``), the query's own text (``is_query_text``), optionally
    near-duplicates (``pos_cosine > near_dup_cosine``). Known negatives (qrels grade 0) stay:
-   they are safe negatives.
+   they are safe negatives. Candidates mined over chunks of long documents (a ``parent_id``
+   column, :mod:`hardneg.chunking`): per query and positive document, the chunk scoring
+   highest under ``score_by`` is the positive (ties: the better-ranked row); every other
+   chunk of that document is dropped as ``sibling_of_positive``, never a negative.
 2. rank window on ORIGINAL ranks under ``rank_by``: ``window=(10, 100)`` keeps candidates
    ranked 10..100 inclusive in the retriever's list, positives counted in that list, before
    any other filtering. (sentence-transformers' ``range_min`` instead skips the first
@@ -47,6 +50,7 @@ from hardneg.candidates import (
     IS_KNOWN_NEGATIVE,
     IS_POSITIVE,
     IS_QUERY_TEXT,
+    PARENT_ID,
     POS_COSINE,
     QUERY_ID,
     SOURCE,
@@ -83,7 +87,7 @@ class PosRef(str, Enum):
 
 
 # Decisions a candidate can end with, in pipeline order (the first that applies wins).
-REASONS = ("selected", "not_sampled", "no_positive", "known_positive", "dup_of_positive",
+REASONS = ("selected", "not_sampled", "no_positive", "known_positive", "sibling_of_positive", "dup_of_positive",
            "query_text", "near_duplicate", "window", "max_score", "margin", "percent", "denoise")
 _CODE = {r: i for i, r in enumerate(REASONS)}
 
@@ -293,21 +297,26 @@ class _Arrays:
     scorers: list[str]
     q: np.ndarray  # (n,) query code, in order of first appearance
     queries: np.ndarray  # (nq,) query ids (object)
-    is_pos: np.ndarray  # (n,) bool
+    is_pos: np.ndarray  # (n,) bool; over chunks: the best chunk of each positive document
     rank: np.ndarray  # (n,) int64 original rank under rank_by, NO_RANK where null
     score: np.ndarray  # (n,) float64 under score_by, NaN where unscored
+    sibling: np.ndarray  # (n,) bool: another chunk of a positive document (all False without chunks)
+    chunked: bool = False
 
     @classmethod
     def build(cls, cands: CandidateSet, rank_by: str, score_by: str) -> "_Arrays":
         t = cands.table
         q, queries = pd.factorize(t[QUERY_ID], sort=False)
-        return cls(
-            table=t, scorers=cands.scorers, q=q.astype(np.int64),
-            queries=np.asarray(queries, dtype=object),
-            is_pos=t[IS_POSITIVE].to_numpy(dtype=bool),
-            rank=t[rank_col(rank_by)].to_numpy(dtype=np.int64, na_value=NO_RANK),
-            score=t[score_col(score_by)].to_numpy(dtype=np.float64, na_value=np.nan),
-        )
+        q = q.astype(np.int64)
+        is_pos = t[IS_POSITIVE].to_numpy(dtype=bool)
+        rank = t[rank_col(rank_by)].to_numpy(dtype=np.int64, na_value=NO_RANK)
+        score = t[score_col(score_by)].to_numpy(dtype=np.float64, na_value=np.nan)
+        chunked = PARENT_ID in t.columns
+        sibling = np.zeros(len(t), bool)
+        if chunked:
+            is_pos, sibling = _best_chunks(q, t[PARENT_ID].to_numpy(dtype=object), is_pos, rank, score)
+        return cls(table=t, scorers=cands.scorers, q=q, queries=np.asarray(queries, dtype=object), is_pos=is_pos,
+                   rank=rank, score=score, sibling=sibling, chunked=chunked)
 
     @property
     def nq(self) -> int:
@@ -322,6 +331,21 @@ class _Arrays:
 
     def floats(self, column: str) -> np.ndarray:
         return self.table[column].to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _best_chunks(q: np.ndarray, parent: np.ndarray, is_pos: np.ndarray, rank: np.ndarray,
+                 score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per (query, positive document) its best chunk under ``score`` (unscored last, then the
+    better rank, then table order): the positive. The document's other rows: siblings."""
+    pcode = pd.factorize(parent, sort=False)[0].astype(np.int64)
+    key = q * (int(pcode.max(initial=0)) + 1) + pcode
+    rows = np.flatnonzero(is_pos)
+    s = np.where(np.isnan(score[rows]), -np.inf, score[rows])
+    order = rows[np.lexsort((rows, rank[rows], -s, key[rows]))]
+    first = np.r_[True, key[order][1:] != key[order][:-1]] if len(order) else np.zeros(0, bool)
+    best = np.zeros(len(q), bool)
+    best[order[first]] = True
+    return best, np.isin(key, key[rows]) & ~best
 
 
 @dataclass
@@ -380,7 +404,7 @@ class _Trace:
 def _filter(arr: _Arrays, units: _Units, policy: SelectionPolicy) -> _Trace:
     """Stages 1-4 as boolean masks; each filter counts only what was still alive."""
     code = np.zeros(len(arr.q), np.int8)
-    code[arr.is_pos & (arr.rank == NO_RANK)] = -1  # unranked positives: reference rows only
+    code[(arr.is_pos | arr.sibling) & (arr.rank == NO_RANK)] = -1  # unranked positives: reference rows only
     start = int((code == 0).sum())
     removed: list[tuple[str, int, int]] = []
 
@@ -392,6 +416,7 @@ def _filter(arr: _Arrays, units: _Units, policy: SelectionPolicy) -> _Trace:
 
     drop(units.per_query[arr.q] == 0, code, "no_positive", always=False)
     drop(arr.is_pos, code, "known_positive")
+    drop(arr.sibling, code, "sibling_of_positive", always=arr.chunked)
     drop(arr.flag(DUP_OF_POSITIVE), code, "dup_of_positive")
     drop(arr.flag(IS_QUERY_TEXT), code, "query_text")
     with np.errstate(invalid="ignore"):
@@ -461,7 +486,7 @@ def _query_score_scale(arr: _Arrays) -> tuple[np.ndarray, np.ndarray]:
 
     Taken before filtering, so a tighter filter does not stretch the scale.
     """
-    ok = ~arr.is_pos & (arr.rank != NO_RANK) & np.isfinite(arr.score)
+    ok = ~(arr.is_pos | arr.sibling) & (arr.rank != NO_RANK) & np.isfinite(arr.score)
     qc, x = arr.q[ok], arr.score[ok]
     n = np.bincount(qc, minlength=arr.nq)
     mean = np.divide(np.bincount(qc, weights=x, minlength=arr.nq), n, out=np.zeros(arr.nq), where=n > 0)
@@ -521,7 +546,7 @@ def _random_picks(arr: _Arrays, units: _Units, k: int | np.ndarray, corpus: Sequ
     if corpus is None or not need.any():
         return _picks([], [], [], None, [])
     mask = np.ones(len(arr.q), bool) if exclude == "retrieved" else (
-        arr.is_pos | arr.flag(DUP_OF_POSITIVE) | arr.flag(IS_QUERY_TEXT))
+        arr.is_pos | arr.sibling | arr.flag(DUP_OF_POSITIVE) | arr.flag(IS_QUERY_TEXT))
     rows = np.flatnonzero(mask)
     rows = rows[np.argsort(arr.q[rows], kind="stable")]
     docs = arr.docs(rows)

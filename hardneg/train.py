@@ -105,6 +105,9 @@ class TrainConfig:
     that teacher margins are mapped onto (marginmse). ``mixed_precision``: auto (bf16/fp16
     on CUDA, off on CPU), no, fp16, bf16. ``checkpoint_dir`` None: ``OUT/checkpoints``,
     removed after training unless ``keep_checkpoints`` (a named ``checkpoint_dir`` is kept).
+    ``gather_across_devices``: under ``torchrun`` / ``accelerate launch`` (world size > 1), the
+    in-batch losses (mnrl, cached-mnrl, gist) gather every process's embeddings, so each query
+    sees the whole global batch as negatives, not only its own device's share.
     """
 
     loss: Loss = Loss.MNRL
@@ -132,6 +135,7 @@ class TrainConfig:
     show_progress: bool = True
     checkpoint_dir: str | None = None
     keep_checkpoints: bool = False
+    gather_across_devices: bool = True
 
     def __post_init__(self) -> None:
         for name, enum in (("loss", Loss), ("short_rows", ShortRows)):
@@ -526,24 +530,27 @@ def load_student(model: "str | Path | SentenceTransformer | None",
     return model
 
 
-def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: int):
+def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: int, world_size: int = 1):
     """The sentence-transformers loss object for ``config.loss`` on rows with ``n_negatives`` columns.
 
     GISTEmbedLoss takes at most one negative column; with more, its GradCache twin
     CachedGISTEmbedLoss (same objective, n-tuples, chunks of ``mini_batch_size``) is used.
+    With ``world_size`` > 1 (DDP) the in-batch losses gather negatives across devices
+    unless ``config.gather_across_devices`` is off.
     """
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.util import pairwise_cos_sim
 
+    gather = {"gather_across_devices": config.gather_across_devices and world_size > 1}
     if config.loss is Loss.MNRL:
-        return losses.MultipleNegativesRankingLoss(model)
+        return losses.MultipleNegativesRankingLoss(model, **gather)
     if config.loss is Loss.CACHED_MNRL:
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size)
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **gather)
     if config.loss is Loss.GIST:
         guide = _guide(model, config)
         if n_negatives <= 1:
-            return losses.GISTEmbedLoss(model, guide)
-        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=config.mini_batch_size)
+            return losses.GISTEmbedLoss(model, guide, **gather)
+        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=config.mini_batch_size, **gather)
     # cosine, not the default dot product: the margins were rescaled to a cosine range
     return losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
 
@@ -559,6 +566,14 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def _cpu_processes() -> bool:
+    """Several processes (torchrun sets WORLD_SIZE) and no GPU: DDP over gloo on CPUs, which
+    transformers only sets up when told ``use_cpu``."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda()
 
 
 def _precision_flags(mode: str) -> dict[str, bool]:
@@ -595,7 +610,7 @@ def training_args(config: TrainConfig, checkpoint_dir: Path, columns: Sequence[s
         load_best_model_at_end=with_eval, metric_for_best_model=BEST_METRIC if with_eval else None,
         greater_is_better=True, logging_steps=config.logging_steps, logging_first_step=True,
         report_to="none", disable_tqdm=not config.show_progress, dataloader_num_workers=0,
-        dataloader_pin_memory=_cuda(),
+        dataloader_pin_memory=_cuda(), use_cpu=_cpu_processes(),
         prompts=_prompts(columns, config), **_precision_flags(config.mixed_precision),
     )
 
@@ -619,6 +634,7 @@ class TrainResult:
     best: dict[str, float] | None
     train_seconds: float
     negatives_meta: dict[str, Any] = field(default_factory=dict)
+    world_size: int = 1  # training processes (DDP); the global batch is batch_size x world_size
 
     @property
     def before(self) -> dict[str, float] | None:
@@ -744,7 +760,9 @@ def train(
     out_dir = Path(out_dir)
     result = _fit(student, train_ds, evalset, config, out_dir, report, meta)
     student.max_seq_length = native_length  # trained at config.max_seq_length, saved at the model's own
-    _save(student, result, out_dir, base_name)
+    if _main_process():  # DDP: one writer; every process returns once the model is saved
+        _save(student, result, out_dir, base_name)
+    _barrier()
     return result
 
 
@@ -772,19 +790,40 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else out_dir / "checkpoints"
     args = training_args(config, checkpoint_dir, train_ds.column_names, evalset is not None)
     trainer = SentenceTransformerTrainer(
-        model=student, args=args, train_dataset=train_ds, loss=build_loss(student, config, report.num_negatives),
+        model=student, args=args, train_dataset=train_ds,
+        loss=build_loss(student, config, report.num_negatives, args.world_size),
         evaluator=build_evaluator(evalset, config) if evalset else None,
     )
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     losses, evals = _split_log(trainer.state.log_history)
-    if not (config.keep_checkpoints or config.checkpoint_dir):  # never delete a folder the user named
+    _barrier()  # DDP: every process has loaded the best checkpoint before it goes
+    if not (config.keep_checkpoints or config.checkpoint_dir) and _main_process():  # never delete a named folder
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(
         str(out_dir), config.to_dict(), report, evalset.description if evalset else None, losses, evals,
-        _best_eval(evals, trainer.state.best_model_checkpoint), seconds, dict(meta),
+        _best_eval(evals, trainer.state.best_model_checkpoint), seconds, dict(meta), args.world_size,
     )
+
+
+def _process_group():
+    """``torch.distributed`` while a process group runs (``torchrun`` / ``accelerate launch``), else None."""
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _main_process() -> bool:
+    """True outside DDP and on rank 0: the process that writes the shared outputs."""
+    group = _process_group()
+    return group is None or group.get_rank() == 0
+
+
+def _barrier() -> None:
+    group = _process_group()
+    if group is not None:
+        group.barrier()
 
 
 def _save(student, result: TrainResult, out_dir: Path, base_name: str) -> None:
