@@ -1015,6 +1015,22 @@ def synth_cmd(
 
 
 # ---- before tuning: diagnose -------------------------------------------------------------------
+def _click_bias(log: Optional[Path], data: Path, ds) -> Optional[dict]:
+    """Position bias for `diagnose`: from --clicks, else from a `hardneg clicks` folder's stats."""
+    import json
+
+    from hardneg.clicks import position_bias, read_click_log
+    from hardneg.diagnose import click_bias
+
+    if log is not None:
+        table = position_bias(read_click_log(log, set(ds.doc_ids), skip_unknown=True))
+        return click_bias(table.to_dict("records"), str(log))
+    stats = Path(data) / "clicks_stats.json"
+    if stats.is_file():
+        return click_bias(json.loads(stats.read_text())["position_bias"], str(stats))
+    return None
+
+
 @app.command("diagnose")
 @friendly
 def diagnose_cmd(
@@ -1034,6 +1050,9 @@ def diagnose_cmd(
     near_dup: float = typer.Option(0.98, "--near-dup", help="Cosine above which two documents are near duplicates."),
     max_pairs: int = typer.Option(5000, "--max-pairs", help="Pairs analysed for overlap and ranks (seeded sample)."),
     seed: int = typer.Option(0, help="Seed of the significance test, intervals and samples."),
+    clicks: Optional[Path] = typer.Option(None, "--clicks", help="A click log (as `hardneg clicks` reads): adds "
+                                          "its click-through rate by position. A folder written by `hardneg "
+                                          "clicks` is picked up without it (its clicks_stats.json)."),
 ):
     """Before spending money: BM25 vs the untuned model, vocabulary fit, overlap, suspicious positives, a verdict."""
     from hardneg.diagnose import DiagnoseConfig, diagnose
@@ -1047,6 +1066,7 @@ def diagnose_cmd(
     enc_cfg = _encoder_config(model, batch_size, None, None, query_prompt, passage_prompt)
     encoder = Encoder(enc_cfg) if cache_dir is None else Encoder(enc_cfg, cache=cache_dir)
     diag = diagnose(ds, encoder, config)
+    diag.clicks = _click_bias(clicks, data, ds)
     write_diagnosis(diag, out, ds)
     m = diag.gap["means"]
     console.print(f"NDCG@10 on {split} ({diag.gap['n_queries']} queries): bm25 {m['bm25']['ndcg@10']:.4f}, "
@@ -1055,6 +1075,8 @@ def diagnose_cmd(
                   markup=False)
     for reason in diag.verdict.reasons:
         console.print(f"  - {reason}", soft_wrap=True, markup=False)
+    if diag.clicks:
+        console.print(f"clicks: {diag.clicks['note']}", soft_wrap=True, markup=False)
     console.print(f"wrote {out}/diagnosis.md, diagnosis.html, diagnosis.json, suspicious_positives.tsv "
                   f"({time.perf_counter() - start:.1f}s)", soft_wrap=True)
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -262,6 +262,7 @@ class Diagnosis:
     near_dup_summary: dict[str, int]
     verdict: Verdict
     notes: list[str] = field(default_factory=list)
+    clicks: dict[str, Any] | None = None  # :func:`click_bias` of the team's click log, when given
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (NaN as null); per-pair rows stay in the TSV files."""
@@ -273,8 +274,33 @@ class Diagnosis:
             "verdict": {"outlook": self.verdict.outlook.value, "headline": self.verdict.headline,
                         "reasons": self.verdict.reasons},
             "notes": self.notes,
+            "clicks": self.clicks,
         }
         return _json_safe(out)
+
+
+def click_bias(rows: Sequence[Mapping[str, Any]], source: str) -> dict[str, Any]:
+    """Position bias of a click log for the diagnosis, from :func:`hardneg.clicks.position_bias` rows.
+
+    ``decay`` is CTR at the last shown position over CTR at position 1. Below 0.5 the log is
+    strongly position-biased: low positions get few clicks whatever their relevance, so a
+    missing click there says little (keep skip-above negatives to positions above a click, and
+    prefer dwell-filtered clicks as positives).
+    """
+    rows = [dict(r) for r in sorted(rows, key=lambda r: int(r["position"]))]
+    if not rows:
+        raise HardnegError(f"{source}: the click log has no impressions")
+    first, last = float(rows[0]["ctr"]), float(rows[-1]["ctr"])
+    decay = last / first if first > 0 else float("nan")
+    if not math.isfinite(decay):
+        note = "no clicks at position 1: the position bias cannot be measured"
+    elif decay < 0.5:
+        note = (f"strong position bias: CTR falls from {first:.3f} at position 1 to {last:.3f} at position "
+                f"{rows[-1]['position']} ({decay:.2f}x). Clicks follow position as much as relevance; an unclicked "
+                "low position is weak evidence of non-relevance")
+    else:
+        note = f"mild position bias: CTR at position {rows[-1]['position']} is {decay:.2f}x that at position 1"
+    return {"source": source, "positions": rows, "ctr_first": first, "ctr_last": last, "decay": decay, "note": note}
 
 
 def _json_safe(x: Any) -> Any:

@@ -120,6 +120,14 @@ def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[
     sus_blocks.append(("p", "All of them, with texts: suspicious_positives.tsv; every analysed pair: "
                             "positive_pairs.tsv."))
     sections.append(("suspicious", "Suspicious positives", sus_blocks))
+    if diag.clicks:
+        c = diag.clicks
+        sections.append(("clicks", "Click log: position bias", [
+            ("table", ["position", "impressions", "clicks", "CTR", "CTR / CTR@1"],
+             [[str(r["position"]), f"{r['impressions']:,}", f"{r['clicks']:,}", f"{r['ctr']:.4f}",
+               _num(r.get("ctr_relative"))] for r in c["positions"]], [0, 1, 2, 3, 4]),
+            ("p", f"{c['note'][0].upper()}{c['note'][1:]}. Source: {c['source']}."),
+        ]))
     return sections
 
 

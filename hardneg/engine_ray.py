@@ -251,7 +251,7 @@ class RayDenseRetriever(DenseRetriever):
                                 for lo, hi in shard_bounds(embs.shape[0], shards)]
             if self._task is None:
                 self._task = ray.remote(num_cpus=1)(_shard_topk)
-            queries = ray.put(np.ascontiguousarray(query_embs, dtype=np.float32))
+            queries = ray.put(np.ascontiguousarray(query_embs))
             parts = ray.get([self._task.remote(queries, ref, lo, k, self.query_chunk, self.corpus_chunk)
                              for ref, lo in self._shards])
             indices, scores = merge_topk(parts, k)

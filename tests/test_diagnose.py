@@ -227,3 +227,29 @@ def test_cli_bad_data_folder_exits_2_with_one_line(tmp_path):
     nosplit = runner.invoke(app, ["diagnose", "--data", str(write_toy_beir(tmp_path / "t2")), "--split", "dev",
                                   "--out", str(out)])
     assert nosplit.exit_code == 2 and "no 'dev' split (have: train, test)" in nosplit.output and not out.exists()
+
+
+def test_click_bias_decay_and_note():
+    from hardneg.diagnose import click_bias
+
+    rows = [{"position": p, "impressions": 100, "clicks": c, "ctr": c / 100} for p, c in [(2, 25), (1, 50), (3, 10)]]
+    bias = click_bias(rows, "log.jsonl")
+    assert [r["position"] for r in bias["positions"]] == [1, 2, 3]
+    assert bias["decay"] == pytest.approx(0.2) and bias["note"].startswith("strong position bias")
+    flat = click_bias([{"position": 1, "ctr": 0.3}, {"position": 2, "ctr": 0.25}], "x")
+    assert flat["note"].startswith("mild position bias")
+
+
+def test_cli_reports_the_position_bias_of_a_click_log(tmp_path, tiny_model_dir):
+    data, out = bm25_wins_toy(tmp_path / "toy"), tmp_path / "diag"
+    # 4 impressions of d0..d2: position 1 clicked in all, position 2 in one, position 3 never
+    log = tmp_path / "log.jsonl"
+    log.write_text("".join(json.dumps({"query": "q", "shown": ["d0", "d1", "d2"],
+                                       "clicked": ["d0", "d1"] if i == 0 else ["d0"]}) + "\n" for i in range(4)))
+    result = runner.invoke(app, ["diagnose", "--data", str(data), "--model", str(tiny_model_dir), "--out", str(out),
+                                 "--cache-dir", str(tmp_path / "cache"), "--clicks", str(log)])
+    assert result.exit_code == 0, result.output
+    clicks = json.loads((out / "diagnosis.json").read_text())["clicks"]
+    assert [r["ctr"] for r in clicks["positions"]] == [1.0, 0.25, 0.0]
+    assert clicks["decay"] == 0.0 and "strong position bias" in result.output
+    assert "## Click log: position bias" in (out / "diagnosis.md").read_text()
