@@ -187,6 +187,38 @@ class EmbeddingCache:
         stored = self._load(key)
         return stored if stored is not None else array
 
+    def get_or_compute_blocks(self, key: CacheKey, blocks: Sequence[tuple[CacheKey, Callable[[], np.ndarray]]],
+                              extra: dict[str, Any] | None = None) -> np.ndarray:
+        """:meth:`get_or_compute` for a long job cut into blocks (rows in order), so it resumes.
+
+        Each block is cached as soon as it is computed; a run killed part-way and started again
+        recomputes only the blocks that are missing. The blocks are then copied into the entry
+        of ``key`` through a memory map (never all in memory at once) and removed.
+        """
+        cached = self.get(key)
+        if cached is not None:
+            return cached
+        parts = [self.get_or_compute(block_key, compute) for block_key, compute in blocks]
+        n = sum(p.shape[0] for p in parts)
+        dtype = parts[0].dtype if parts else np.dtype("float32")
+        shape = (n, *parts[0].shape[1:]) if parts else (0, 0)
+        npy_path, json_path = self.paths(key)
+        with atomic_path(npy_path) as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
+            start = 0
+            for part in parts:
+                out[start:start + part.shape[0]] = part
+                start += part.shape[0]
+            out.flush()
+            del out
+        atomic_write_json(json_path, {"format": CACHE_FORMAT, "digest": key.digest, "key": asdict(key),
+                                      "shape": list(shape), "dtype": str(dtype), **(extra or {})})
+        del parts
+        for block_key, _ in blocks:
+            for path in self.paths(block_key):
+                path.unlink(missing_ok=True)
+        return self._load(key)
+
     def _load(self, key: CacheKey) -> np.ndarray | None:
         """Read an entry if it is complete and consistent with its sidecar; otherwise None."""
         npy_path, json_path = self.paths(key)

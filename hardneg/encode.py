@@ -25,6 +25,7 @@ __all__ = ["Encoder", "EncoderConfig", "default_model_path"]
 BACKENDS = ("torch", "onnx", "int8")  # onnx / int8: ONNX Runtime fp32 / int8, see hardneg.onnx_backend
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 PROGRESS_MIN_TEXTS = 1000  # show a tqdm bar for jobs at least this long
+ENCODE_BLOCK = 50_000  # texts per cached block of a long encode (~45 min for MiniLM on 2 CPU cores)
 _DEFAULT_CACHE: Any = object()  # sentinel: "use EmbeddingCache() at the default folder"
 
 
@@ -130,6 +131,8 @@ class Encoder:
         self.cache: EmbeddingCache | None = cache
         self._fingerprint: tuple[tuple, str] | None = None
         self._onnx: Any = None  # (fingerprint, OnnxRunner) of the onnx / int8 backends
+        #: texts per resumable block: a long encode is cached block by block, so a killed run resumes
+        self.block_size = ENCODE_BLOCK
 
     @property
     def fingerprint(self) -> str:
@@ -188,7 +191,14 @@ class Encoder:
             return compute()
         key = self.cache_key(texts, prompt, max_length, storage)
         extra = {"n_texts": len(texts), "model_max_length": self.model_max_length}
-        return self.cache.get_or_compute(key, compute, extra)
+        if len(texts) <= self.block_size:
+            return self.cache.get_or_compute(key, compute, extra)
+        blocks = []
+        for start in range(0, len(texts), self.block_size):
+            part = texts[start:start + self.block_size]
+            run = lambda part=part: self._run_model(part, prompt, max_length).astype(storage, copy=False)  # noqa: E731
+            blocks.append((self.cache_key(part, prompt, max_length, storage), run))
+        return self.cache.get_or_compute_blocks(key, blocks, extra)
 
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
         """Call sentence-transformers (which sorts by length and batches) and return float32."""

@@ -156,3 +156,36 @@ def test_cli_mine_reports_the_search_and_cleans_its_checkpoint(setup, tmp_path):
     run = json.loads((out / "search.json").read_text())
     assert run["dense"]["build_seconds"] >= 0
     assert run["dense"]["recall_at_depth"] == meta["search"]["dense"]["recall_at_depth"]
+
+
+def test_corpus_encoding_resumes_block_by_block(tiny_model_dir, tmp_path):
+    """A long encode is cached in blocks: a crash in block 3 costs only block 3 on the rerun."""
+    from hardneg.encode import Encoder
+
+    texts = [f"passage number {i} about topic {i % 3}" for i in range(10)]
+    reference = Encoder(EncoderConfig(model=str(tiny_model_dir)), cache=None).encode_passages(texts)
+    enc = Encoder(EncoderConfig(model=str(tiny_model_dir)), cache=tmp_path / "cache")
+    enc.block_size = 4  # blocks of 4, 4, 2 texts
+    calls, real = [], enc._run_model
+
+    def crash_on_third(part, prompt, max_length):
+        calls.append(len(part))
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(part, prompt, max_length)
+
+    enc._run_model = crash_on_third
+    with pytest.raises(KeyboardInterrupt):
+        enc.encode_passages(texts)
+    assert calls == [4, 4, 2]
+    calls.clear()
+    enc._run_model = lambda part, prompt, max_length: (calls.append(len(part)), real(part, prompt, max_length))[1]
+    got = enc.encode_passages(texts)
+    assert calls == [2]  # only the block that never finished
+    np.testing.assert_array_equal(got, reference)
+    assert isinstance(got, np.memmap) or isinstance(got.base, np.memmap)
+    entries = sorted(p.name for p in (tmp_path / "cache").rglob("*.npy"))
+    assert len(entries) == 1  # the blocks were folded into one entry and removed
+    calls.clear()
+    np.testing.assert_array_equal(enc.encode_passages(texts), reference)
+    assert calls == []  # now a plain cache hit
