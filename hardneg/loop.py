@@ -32,6 +32,7 @@ from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, bootstrap_ci, evaluate, format_p, paired_randomization_test
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.mine import MineConfig
+from hardneg.rerank import DenoiseConfig
 from hardneg.retrieve.base import Ranking
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
@@ -153,6 +154,7 @@ class RunConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     auto_window: bool = False
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,7 +167,7 @@ class RunConfig:
                 return {k: plain(v) for k, v in x.items()}
             return x
 
-        names = ("data", "encoder", "mine", "loop", "eval", "audit")
+        names = ("data", "encoder", "mine", "loop", "eval", "audit", "denoise")
         out = {name: plain(asdict(getattr(self, name))) for name in names}
         out |= {"policy": self.policy.to_dict(), "train": self.train.to_dict(), "cache_dir": self.cache_dir,
                 "fmt": self.fmt, "auto_window": self.auto_window}
@@ -505,6 +507,8 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     hits, misses = cache.hits, cache.misses
     cands = mine_candidates(view, mine_cfg, config.encoder, cache=cache, model=model)
     delta = {"hits": cache.hits - hits, "misses": cache.misses - misses}
+    if config.denoise.cross_encoder:
+        cands = _rescored(cands, view, config.denoise, cache, rdir)
     cands.write(rdir / "candidates.parquet")
     if config.auto_window:
         policy = _calibrated(cands, policy, config.audit, rdir)
@@ -519,6 +523,22 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     fingerprints = cands.meta.get("models") or {}  # scorer name -> weights fingerprint (dense scorers)
     fp = fingerprints.get(spec.name) or fingerprints.get("dense") or next(iter(fingerprints.values()), None)
     return rdir / "negatives.jsonl", stats, fp, delta
+
+
+def _rescored(cands, view: Dataset, cfg: DenoiseConfig, cache, rdir: Path):
+    """``[denoise]``: add the cross-encoder's ``score_ce`` in its window; write ``rescore.json``
+    with the cost and the warning when the cross-encoder does not beat BM25 on its own check."""
+    from hardneg.rerank import recorded_check, rescore_with_report, warn_if_worse
+
+    check = recorded_check(cfg.cross_encoder)
+    warning = warn_if_worse(check) if check is not None else None
+    scored, report = rescore_with_report(cands, view, cfg.cross_encoder, window=cfg.window,
+                                         batch_size=cfg.batch_size, cache=cache)
+    atomic_write_json(rdir / "rescore.json", {"cross_encoder": cfg.cross_encoder, "window": cfg.window,
+                                              "report": asdict(report), "check": check.to_dict() if check else None,
+                                              "warning": warning})
+    log.info(report.summary())
+    return scored
 
 
 def _calibrated(cands, policy: SelectionPolicy, audit: AuditConfig, rdir: Path) -> SelectionPolicy:

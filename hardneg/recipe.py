@@ -26,6 +26,7 @@ from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.loop import DataConfig, EvalConfig, LoopConfig, RunConfig
 from hardneg.mine import MineConfig
+from hardneg.rerank import DenoiseConfig
 from hardneg.select import Sampler, SelectionPolicy
 from hardneg.train import TrainConfig
 
@@ -64,6 +65,7 @@ SECTIONS: dict[str, _Section] = {
     "loop": _Section(LoopConfig, {}, {}, doc="re-mining rounds and the dev gate"),
     "eval": _Section(EvalConfig, {}, {}, doc="the final test evaluation"),
     "audit": _Section(AuditConfig, {}, {}, doc='the false-negative audit behind window = "auto"'),
+    "denoise": _Section(DenoiseConfig, {}, {}, doc="cross-encoder scores of the candidates (select.denoise_above)"),
 }
 
 _POLICY_KEYS = {name: f"select.{name}" for name in (
@@ -297,10 +299,14 @@ def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[st
         where = sources["mine"].get("chunk_tokens", "")
         raise RecipeError(f"{where}: [mine] chunk_tokens: `hardneg run` does not chunk long documents yet; use "
                           "`hardneg mine --chunk-tokens` and `hardneg eval --chunk-tokens`; keep it \"none\" here")
+    if policy.denoise_above is not None and not built["denoise"].cross_encoder:
+        where = sources["select"].get("denoise_above", "")
+        raise RecipeError(f"{where}: [select] denoise_above needs [denoise] cross_encoder (the model whose "
+                          "scores it thresholds)")
     mine = replace(mine, rank_by=policy.rank_by, score_by=policy.score_by)  # as `hardneg mine` does
     return RunConfig(data=built["data"], encoder=built["model"], cache_dir=typed["model"]["cache_dir"],
                      mine=mine, policy=policy, fmt=sel["format"], train=built["train"], loop=built["loop"],
-                     eval=built["eval"], audit=built["audit"], auto_window=auto)
+                     eval=built["eval"], audit=built["audit"], denoise=built["denoise"], auto_window=auto)
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:
@@ -327,7 +333,8 @@ def merge_overrides(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
 # ---- writing a recipe back ----------------------------------------------------------------
 def _section_object(config: RunConfig, section: str) -> Any:
     return {"data": config.data, "model": config.encoder, "mine": config.mine, "select": config.policy,
-            "train": config.train, "loop": config.loop, "eval": config.eval, "audit": config.audit}[section]
+            "train": config.train, "loop": config.loop, "eval": config.eval, "audit": config.audit,
+            "denoise": config.denoise}[section]
 
 
 def _toml_value(value: Any) -> str:

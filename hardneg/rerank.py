@@ -50,6 +50,27 @@ __all__ = ["Reranker", "RescoreReport", "RerankerCheck", "rescore", "rescore_wit
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = (1, 100)
+
+
+@dataclass(frozen=True)
+class DenoiseConfig:
+    """Cross-encoder scores inside ``hardneg run`` (recipe section ``[denoise]``).
+
+    With ``cross_encoder`` (a CrossEncoder folder, or a cross-fitted ``train-reranker --folds``
+    one for training queries) every round adds ``score_ce`` to its candidates for the original
+    ranks in ``window``, before selection; ``select.denoise_above`` then drops the candidates it
+    scores above that threshold, and the scores travel to MarginMSE. Keep the window to the ranks
+    the sampler can reach: a cross-encoder costs about as much per pair as encoding a passage.
+    """
+
+    cross_encoder: str | None = None
+    window: str = "10:30"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        _parse_window(self.window)
+        if self.batch_size < 1:
+            raise HardnegError(f"batch_size must be at least 1, not {self.batch_size}")
 FOLDS_FILE = "folds.json"  # {query_id: fold} of a cross-fit folder
 REPORT_FILE = "hardneg_reranker.json"  # written by train-reranker: its own dev check
 CHUNK_BATCHES = 16  # batches per model call: the progress bar advances per chunk

@@ -214,3 +214,37 @@ def test_run_and_demo_options_fail_fast(tmp_path):
     assert "command line: [loop] round_gate: expected one of 'gain', 'significant', got \"maybe\"" in result.output
     result = runner.invoke(app, ["demo", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "d")])
     assert result.exit_code == 2 and "not found; the demo reads the repository's examples/" in result.output
+
+
+def test_run_denoises_with_a_cross_encoder(tiny_model_dir, tmp_path):
+    """[denoise] cross_encoder + [select] denoise_above: each round scores its window with the
+    cross-encoder before selecting, and the denoise filter drops what it scores above T."""
+    from hardneg.candidates import CandidateSet
+    from test_rerank import build_tiny_cross_encoder
+
+    ce = build_tiny_cross_encoder(tmp_path / "ce", tiny_model_dir)
+    data = write_toy_beir(tmp_path / "toy")
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(RECIPE.format(data=data, model=tiny_model_dir, cache=tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(out), "--set", "loop.rounds=0",
+                                 "--set", f'denoise.cross_encoder="{ce}"', "--set", 'denoise.window="1:5"',
+                                 "--set", "select.denoise_above=0.0"])
+    assert result.exit_code == 0, result.output
+    r0 = out / "rounds" / "r0"
+    report = json.loads((r0 / "rescore.json").read_text())
+    assert report["report"]["pairs"] > 0 and report["check"] is None  # a hand-built CE has no recorded check
+    table = CandidateSet.read(r0 / "candidates.parquet").table
+    scored = table["score_ce"].notna()
+    assert scored.any() and (table.loc[scored & ~table["is_positive"], "rank_dense"] <= 5).all()
+    stats = json.loads((r0 / "stats.json").read_text())
+    denoise = next(f for f in stats["filters"] if f["filter"] == "denoise")
+    above = int(((table["score_ce"] > 0) & ~table["is_positive"]).sum())
+    assert 0 < denoise["removed"] <= above
+
+
+def test_denoise_above_without_a_cross_encoder_is_a_recipe_error(tmp_path, tiny_model_dir):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(RECIPE.format(data=tmp_path, model=tiny_model_dir, cache=tmp_path / "cache"))
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "o"), "--set", "select.denoise_above=1"])
+    assert result.exit_code == 2 and "needs [denoise] cross_encoder" in result.output
