@@ -1,7 +1,7 @@
 """Encoder backends side by side on SciFact: passages/s and test NDCG@10 of each, in one run.
 
 Rows (``--rows``, default all): ``torch`` (fp32, the reference), ``onnx`` (ONNX Runtime fp32),
-``int8`` (ONNX Runtime, dynamic int8), and the same at fewer passage tokens (``torch@128``,
+``int8`` (ONNX Runtime, dynamic int8), and the same at fewer passage tokens (``int8@224``, ``torch@128``,
 ``int8@128``: the other route to speed the issue names). To keep the comparison fair on a
 shared machine, the corpus is cut into ``--slices`` slices and every backend encodes each slice
 in turn (rotating who goes first), so a noisy neighbour slows all of them alike. The one-off ONNX
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["torch", "onnx", "int8", "torch@128", "int8@128"]
+ROWS = ["torch", "onnx", "int8", "int8@224", "int8@192", "torch@128", "int8@128"]
 
 
 def parse_row(row: str) -> tuple[str, int | None]:

@@ -318,6 +318,8 @@ def mine(
     float16: bool = typer.Option(False, "--float16", help="Store passage embeddings as float16 (half the "
                                  "disk and page cache; part of the cache key)."),
     backend: str = BackendOpt,
+    passage_max_length: Optional[int] = typer.Option(None, "--passage-max-length", help="Max tokens per passage "
+                                                     "(default: the model's; fewer is faster)."),
     restart: bool = typer.Option(False, "--restart", help="Discard a checkpoint left in OUT by an earlier, "
                                  "different mining run instead of refusing it."),
     engine: str = typer.Option("local", "--engine", help="Where encoding and search run: local | ray (a Ray "
@@ -351,7 +353,7 @@ def mine(
                         chunk_overlap=chunk_overlap, engine=engine, ray_address=ray_address,
                         ray_shards=ray_shards, ray_actors=ray_actors)
     encoder = EncoderConfig(model=str(model) if model else None, batch_size=batch_size, float16=float16,
-                            backend=backend)
+                            backend=backend, passage_max_length=passage_max_length)
     ds = _chunk(ds, chunk_tokens, chunk_overlap, model)
     start = time.perf_counter()
     cands = _mine_resumable(ds, config, encoder, cache_dir, out, restart)

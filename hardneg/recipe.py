@@ -80,7 +80,7 @@ CLI_KEYS: dict[str, dict[str, str]] = {
              "batch_size": "model.batch_size", "search": "mine.search", "nlist": "mine.nlist",
              "nprobe": "mine.nprobe", "ef_search": "mine.ef_search", "recall_sample": "mine.recall_sample",
              "target_recall": "mine.target_recall", "query_chunk": "mine.query_chunk", "float16": "model.float16",
-             "backend": "model.backend",
+             "backend": "model.backend", "passage_max_length": "model.passage_max_length",
              "chunk_tokens": "mine.chunk_tokens", "chunk_overlap": "mine.chunk_overlap",
              "engine": "mine.engine", "ray_address": "mine.ray_address", "ray_shards": "mine.ray_shards",
              "ray_actors": "mine.ray_actors",
