@@ -10,7 +10,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -161,11 +161,14 @@ class Encoder:
         """Embed queries with ``query_prompt`` and ``query_max_length``."""
         return self._encode(texts, self.config.query_prompt, self.config.query_max_length)
 
-    def encode_passages(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_passages(self, texts: Sequence[str], run: Callable[[list[str]], np.ndarray] | None = None
+                        ) -> np.ndarray:
         """Embed passages (documents) with ``passage_prompt`` and ``passage_max_length``
-        (float16 when ``config.float16``)."""
+        (float16 when ``config.float16``). ``run`` computes the vectors of a list of texts in
+        place of this process's model (the Ray engine embeds on a cluster); caching, blocks and
+        keys stay the same, so either way of computing reuses the other's vectors."""
         storage = "float16" if self.config.float16 else "float32"
-        return self._encode(texts, self.config.passage_prompt, self.config.passage_max_length, storage)
+        return self._encode(texts, self.config.passage_prompt, self.config.passage_max_length, storage, run)
 
     def cache_key(self, texts: Sequence[str], prompt: str, max_length: int | None,
                   storage: str = "float32") -> CacheKey:
@@ -182,43 +185,43 @@ class Encoder:
         )
 
     def _encode(self, texts: Sequence[str], prompt: str, max_length: int | None,
-                storage: str = "float32") -> np.ndarray:
+                storage: str = "float32", run: Callable[[list[str]], np.ndarray] | None = None) -> np.ndarray:
         texts = _as_text_list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=storage)
-        compute = lambda: self._run_model(texts, prompt, max_length).astype(storage, copy=False)  # noqa: E731
+        run = run or (lambda part: self._run_model(part, prompt, max_length))
+
+        def compute(part: list[str]) -> Callable[[], np.ndarray]:
+            return lambda: run(part).astype(storage, copy=False)
+
         if self.cache is None:
-            return compute()
+            return compute(texts)()
         key = self.cache_key(texts, prompt, max_length, storage)
         extra = {"n_texts": len(texts), "model_max_length": self.model_max_length}
         if len(texts) <= self.block_size:
-            return self.cache.get_or_compute(key, compute, extra)
-        blocks = []
-        for start in range(0, len(texts), self.block_size):
-            part = texts[start:start + self.block_size]
-            run = lambda part=part: self._run_model(part, prompt, max_length).astype(storage, copy=False)  # noqa: E731
-            blocks.append((self.cache_key(part, prompt, max_length, storage), run))
+            return self.cache.get_or_compute(key, compute(texts), extra)
+        parts = [texts[start:start + self.block_size] for start in range(0, len(texts), self.block_size)]
+        blocks = [(self.cache_key(part, prompt, max_length, storage), compute(part)) for part in parts]
         return self.cache.get_or_compute_blocks(key, blocks, extra)
 
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
-        """Call sentence-transformers (which sorts by length and batches) and return float32."""
-        if self.config.backend != "torch":
-            with _max_seq_length(self.model, max_length):
-                return self._onnx_runner().encode(texts, prompt=prompt, batch_size=self.config.batch_size,
-                                                  normalize=self.config.normalize,
-                                                  progress=len(texts) >= PROGRESS_MIN_TEXTS)
+        """Call sentence-transformers (which sorts by length and batches), or the ONNX Runtime
+        backends, and return float32."""
+        progress = len(texts) >= PROGRESS_MIN_TEXTS
         with _max_seq_length(self.model, max_length):
+            if self.config.backend != "torch":
+                return self._onnx_runner().encode(texts, prompt=prompt, batch_size=self.config.batch_size,
+                                                  normalize=self.config.normalize, progress=progress)
             out = self.model.encode(
                 texts,
                 prompt=prompt,  # an explicit "" also overrides a model's default prompt
                 batch_size=self.config.batch_size,
-                show_progress_bar=len(texts) >= PROGRESS_MIN_TEXTS,
+                show_progress_bar=progress,
                 normalize_embeddings=self.config.normalize,
                 convert_to_numpy=True,
                 device=self.config.device,
             )
         return np.ascontiguousarray(out, dtype=np.float32)
-
 
     def _onnx_runner(self) -> Any:
         """The ONNX Runtime session of the current weights, exported into the cache folder once."""

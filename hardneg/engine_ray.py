@@ -220,16 +220,9 @@ class RayDenseRetriever(DenseRetriever):
     def doc_embeddings(self) -> np.ndarray:
         """(N, dim) passage embeddings, from the cache or embedded on Ray; computed on first access."""
         if self._doc_embeddings is None:
-            enc, config = self.encoder, self.encoder.config
-            texts = list(self.doc_texts)
-            compute = lambda: encode_passages(enc, texts, self.engine, self.model)  # noqa: E731
-            if enc.cache is None or not texts:
-                self._doc_embeddings = compute()
-            else:
-                key = enc.cache_key(texts, config.passage_prompt, config.passage_max_length,
-                                    "float16" if config.float16 else "float32")
-                extra = {"n_texts": len(texts), "model_max_length": enc.model_max_length, "engine": "ray"}
-                self._doc_embeddings = enc.cache.get_or_compute(key, compute, extra)
+            enc = self.encoder
+            self._doc_embeddings = enc.encode_passages(
+                list(self.doc_texts), run=lambda texts: encode_passages(enc, texts, self.engine, self.model))
         return self._doc_embeddings
 
     def reset(self) -> None:
