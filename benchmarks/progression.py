@@ -39,6 +39,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -159,16 +160,12 @@ class Bench:
             cands.write(cand_file)
         policy = SelectionPolicy(num_negatives=self.args.k, seed=seed, on_short="keep", **POLICIES.get(row, {}))
         if row == "auto":
-            from dataclasses import replace
-
             from hardneg.audit import auto_window
 
             cal, _ = auto_window(cands)
             print(f"  auto: window {cal.window}, percent {cal.percent} ({cal.reason})", file=sys.stderr)
             policy = replace(policy, window=cal.window, percent=cal.percent)
         if row == "ce-denoise":
-            from dataclasses import replace
-
             cands = self.ce_scores(cands)
             policy = replace(policy, denoise_above=self.args.denoise_above)
         mined = select(cands, policy, corpus_doc_ids=ds.doc_ids)
@@ -220,6 +217,7 @@ class Bench:
 
         start_model = self.model
         mine_start = time.perf_counter()
+        data = self.train_data(row)
         if row in ST_ROWS:
             negatives = self.st_negatives(row)
         elif row == "default+round":
@@ -228,7 +226,7 @@ class Bench:
                 raise RuntimeError("default+round needs the 'default' row of the same seed first")
             negatives = self.hardneg_negatives(row, seed, model_dir=str(first))
         else:
-            negatives = self.hardneg_negatives(row, seed, ds=self.train_data(row))
+            negatives = self.hardneg_negatives(row, seed, ds=data)
         mine_s = time.perf_counter() - mine_start
         k = 0 if row == "in-batch" else self.args.k
         config = TrainConfig(max_seq_length=self.args.train_max_length, num_negatives=k,
@@ -236,7 +234,7 @@ class Bench:
                              holdout_fraction=0.0, show_progress=False, logging_steps=max(1, self.steps // 5))
         out_dir = self.work / "models" / f"{row}-s{seed}"
         t0 = time.perf_counter()
-        result = train(self.train_data(row), negatives, start_model, out_dir, config)
+        result = train(data, negatives, start_model, out_dir, config)
         train_s = time.perf_counter() - t0
         return {"train_seconds": train_s, "mine_seconds": mine_s, "model": str(out_dir),
                 "train_rows": result.data.n_rows, "data": result.data.summary(),

@@ -44,7 +44,7 @@ import numpy as np
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
 
-__all__ = ["ChunkConfig", "ChunkedDataset", "chunk_dataset", "chunked_like", "collapse_to_docs",
+__all__ = ["ChunkConfig", "ChunkedDataset", "chunk_config", "chunk_dataset", "chunked_like", "collapse_to_docs",
            "load_tokenizer", "model_max_length", "search_documents"]
 
 SEP = "#c"  # chunk id = f"{doc_id}{SEP}{i}"
@@ -69,6 +69,16 @@ class ChunkConfig:
         if not 0 <= self.overlap < self.max_tokens:
             raise HardnegError(f"--chunk-overlap must be >= 0 and below --chunk-tokens ({self.max_tokens}), "
                                f"got {self.overlap}")
+
+
+def chunk_config(tokens: int | None, overlap: int = 0, tokenizer: str | None = None) -> ChunkConfig | None:
+    """The ChunkConfig of the ``--chunk-tokens`` / ``--chunk-overlap`` options; None when chunking
+    is off (an overlap without a chunk size is refused)."""
+    if tokens is None:
+        if overlap:
+            raise HardnegError("--chunk-overlap needs --chunk-tokens (documents are not chunked without it)")
+        return None
+    return ChunkConfig(tokens, overlap, tokenizer)
 
 
 @dataclass

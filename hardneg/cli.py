@@ -70,13 +70,12 @@ def _load(data: Path, corpus: Optional[Path], skip_unknown: bool):
 
 def _chunk(ds, tokens: int | None, overlap: int, model, max_length: int | None = None):
     """``ds`` chunked (:mod:`hardneg.chunking`), or as it is without ``--chunk-tokens``."""
-    from hardneg.chunking import ChunkConfig, chunk_dataset
+    from hardneg.chunking import chunk_config, chunk_dataset
 
-    if tokens is None:
-        if overlap:
-            raise HardnegError("--chunk-overlap needs --chunk-tokens (documents are not chunked without it)")
+    config = chunk_config(tokens, overlap, str(model) if model else None)
+    if config is None:
         return ds
-    chunked = chunk_dataset(ds, ChunkConfig(tokens, overlap, str(model) if model else None), max_length=max_length)
+    chunked = chunk_dataset(ds, config, max_length=max_length)
     info = chunked.chunking
     console.print(f"chunked {info['documents_split']} of {info['documents']} documents longer than {tokens} tokens "
                   f"(overlap {overlap}): {info['chunks']} chunks")
@@ -354,7 +353,7 @@ def mine(
                         ray_shards=ray_shards, ray_actors=ray_actors)
     encoder = EncoderConfig(model=str(model) if model else None, batch_size=batch_size, float16=float16,
                             backend=backend, passage_max_length=passage_max_length)
-    ds = _chunk(ds, chunk_tokens, chunk_overlap, model)
+    ds = _chunk(ds, chunk_tokens, chunk_overlap, model, passage_max_length)
     start = time.perf_counter()
     cands = _mine_resumable(ds, config, encoder, cache_dir, out, restart)
     _report_search(cands, out)
@@ -417,7 +416,6 @@ def select_cmd(
 ):
     """Select negatives again from stored candidates: no retrieval, no encoding (seconds)."""
     from hardneg.candidates import CandidateSet
-
     from hardneg.chunking import chunked_like
 
     cands = CandidateSet.read(candidates)
@@ -800,7 +798,6 @@ def rescore_cmd(
     `hardneg train --loss marginmse`.
     """
     from hardneg.candidates import CandidateSet
-
     from hardneg.chunking import chunked_like
 
     cands = CandidateSet.read(candidates)

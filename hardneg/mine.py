@@ -72,12 +72,9 @@ class MineConfig:
     chunk_overlap: int = 0
 
     def __post_init__(self) -> None:
-        if self.chunk_tokens is not None:
-            from hardneg.chunking import ChunkConfig
+        from hardneg.chunking import chunk_config
 
-            ChunkConfig(self.chunk_tokens, self.chunk_overlap)  # validates them
-        elif self.chunk_overlap:
-            raise HardnegError("--chunk-overlap needs --chunk-tokens (documents are not chunked without it)")
+        chunk_config(self.chunk_tokens, self.chunk_overlap)  # validates them
         if self.depth < 1:
             raise HardnegError(f"--depth must be >= 1, got {self.depth}")
         if self.query_chunk < 1:

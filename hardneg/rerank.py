@@ -43,13 +43,17 @@ from hardneg.candidates import IS_POSITIVE, QUERY_ID, DOC_ID, CandidateSet, rank
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
 
-__all__ = ["Reranker", "RescoreReport", "RerankerCheck", "rescore", "rescore_with_report", "rows_to_score",
+__all__ = ["DenoiseConfig", "Reranker", "RescoreReport", "RerankerCheck", "rescore", "rescore_with_report", "rows_to_score",
            "check_reranker", "warn_if_worse", "recorded_check", "load_judge", "DEFAULT_WINDOW", "FOLDS_FILE",
            "REPORT_FILE"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW = (1, 100)
+FOLDS_FILE = "folds.json"  # {query_id: fold} of a cross-fit folder
+REPORT_FILE = "hardneg_reranker.json"  # written by train-reranker: its own dev check
+CHUNK_BATCHES = 16  # batches per model call: the progress bar advances per chunk
+_DEFAULT_CACHE: Any = object()  # sentinel: "use EmbeddingCache() at the default folder"
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,6 @@ class DenoiseConfig:
         _parse_window(self.window)
         if self.batch_size < 1:
             raise HardnegError(f"batch_size must be at least 1, not {self.batch_size}")
-FOLDS_FILE = "folds.json"  # {query_id: fold} of a cross-fit folder
-REPORT_FILE = "hardneg_reranker.json"  # written by train-reranker: its own dev check
-CHUNK_BATCHES = 16  # batches per model call: the progress bar advances per chunk
-_DEFAULT_CACHE: Any = object()  # sentinel: "use EmbeddingCache() at the default folder"
 
 
 # ---- the model(s) ----------------------------------------------------------------------------

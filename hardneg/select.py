@@ -319,6 +319,11 @@ class _Arrays:
                    rank=rank, score=score, sibling=sibling, chunked=chunked)
 
     @property
+    def positive_doc(self) -> np.ndarray:
+        """Rows of a positive document: the positive itself or, over chunks, a sibling chunk."""
+        return self.is_pos | self.sibling
+
+    @property
     def nq(self) -> int:
         return len(self.queries)
 
@@ -404,7 +409,7 @@ class _Trace:
 def _filter(arr: _Arrays, units: _Units, policy: SelectionPolicy) -> _Trace:
     """Stages 1-4 as boolean masks; each filter counts only what was still alive."""
     code = np.zeros(len(arr.q), np.int8)
-    code[(arr.is_pos | arr.sibling) & (arr.rank == NO_RANK)] = -1  # unranked positives: reference rows only
+    code[arr.positive_doc & (arr.rank == NO_RANK)] = -1  # unranked positives: reference rows only
     start = int((code == 0).sum())
     removed: list[tuple[str, int, int]] = []
 
@@ -486,7 +491,7 @@ def _query_score_scale(arr: _Arrays) -> tuple[np.ndarray, np.ndarray]:
 
     Taken before filtering, so a tighter filter does not stretch the scale.
     """
-    ok = ~(arr.is_pos | arr.sibling) & (arr.rank != NO_RANK) & np.isfinite(arr.score)
+    ok = ~arr.positive_doc & (arr.rank != NO_RANK) & np.isfinite(arr.score)
     qc, x = arr.q[ok], arr.score[ok]
     n = np.bincount(qc, minlength=arr.nq)
     mean = np.divide(np.bincount(qc, weights=x, minlength=arr.nq), n, out=np.zeros(arr.nq), where=n > 0)
@@ -546,7 +551,7 @@ def _random_picks(arr: _Arrays, units: _Units, k: int | np.ndarray, corpus: Sequ
     if corpus is None or not need.any():
         return _picks([], [], [], None, [])
     mask = np.ones(len(arr.q), bool) if exclude == "retrieved" else (
-        arr.is_pos | arr.sibling | arr.flag(DUP_OF_POSITIVE) | arr.flag(IS_QUERY_TEXT))
+        arr.positive_doc | arr.flag(DUP_OF_POSITIVE) | arr.flag(IS_QUERY_TEXT))
     rows = np.flatnonzero(mask)
     rows = rows[np.argsort(arr.q[rows], kind="stable")]
     docs = arr.docs(rows)
