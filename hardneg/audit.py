@@ -187,25 +187,29 @@ def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[
     ``judge`` scores above ``threshold`` (a cross-encoder logit > 0 means p > 0.5).
 
     ``sample`` candidates per bucket keep the cost bounded (scoring all of them costs hours on
-    CPU); the Wilson interval is that of the sample.
+    CPU); the Wilson interval is that of the sample. ``positives`` is the same share on a sample
+    of the labeled positives: the judge's recall, so a reader can tell a low curve from a judge
+    that calls little relevant at all.
     """
     _check_split(cands)
     frame = _frame(cands)
-    frame = frame[~frame["pos"]].reset_index(drop=True)
-    bidx = bucket_of(frame["rank"].to_numpy(), buckets)
+    is_pos = frame["pos"].to_numpy(bool)
+    bidx = np.where(is_pos, -1, bucket_of(frame["rank"].to_numpy(), buckets))
     rng = np.random.default_rng(seed)
     picked = [_sample_rows(np.flatnonzero(bidx == b), sample, rng) for b in range(len(buckets))]
-    rows = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
+    picked.append(_sample_rows(np.flatnonzero(is_pos), sample, rng))
+    rows = np.concatenate(picked)
     qids, docs = frame["q"].to_numpy()[rows], frame["doc"].to_numpy()[rows]
     scores = np.asarray(judge(list(qids), [queries[q] for q in qids], [texts[d] for d in docs]), dtype=np.float64)
     relevant = scores > threshold
-    out, start = [], 0
-    for b, (lo, hi) in enumerate(buckets):
-        m = len(picked[b])
-        out.append(_bucket(int(relevant[start:start + m].sum()), m, lo, hi) | {"available": int((bidx == b).sum())})
-        start += m
-    return {"kind": "judge", "threshold": threshold, "sampled": int(len(rows)), "per_bucket": sample,
-            "seed": seed, "buckets": out}
+    starts = np.cumsum([0] + [len(p) for p in picked])
+    out = [_bucket(int(relevant[starts[b]:starts[b + 1]].sum()), len(picked[b]), lo, hi)
+           | {"available": int((bidx == b).sum())} for b, (lo, hi) in enumerate(buckets)]
+    k_pos, n_pos = int(relevant[starts[-2]:].sum()), len(picked[-1])
+    ci = wilson(k_pos, n_pos)
+    positives = {"n": n_pos, "k": k_pos, "rate": k_pos / n_pos if n_pos else None, "ci": list(ci) if ci else None}
+    return {"kind": "judge", "threshold": threshold, "sampled": int(starts[-2]), "per_bucket": sample,
+            "seed": seed, "buckets": out, "positives": positives}
 
 
 def _sample_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -698,6 +698,10 @@ def _print_audit(doc: dict) -> None:
             cells += ["-" if c["rate"] is None else f"{c['rate']:.3f}{ci}", f"{c['n']:.0f}"]
         table.add_row(*cells)
     console.print(table)
+    pos = (doc.get("judge") or {}).get("positives") or {}
+    if pos.get("n"):
+        console.print(f"the judge calls {pos['rate']:.1%} of {pos['n']} sampled labeled positives relevant "
+                      f"[{pos['ci'][0]:.3f}, {pos['ci'][1]:.3f}]: its recall at this threshold")
 
 
 @app.command()
@@ -829,14 +833,18 @@ def train_reranker_cmd(
                                             "present, else --holdout-fraction of the train queries)."),
     folds: int = typer.Option(1, "--folds", help="K >= 2: cross-fit K models, each never trained on its fold's "
                               "queries (for judging training queries); evaluated out of fold."),
-    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the pairs (--max-steps overrides)."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Pairs per training batch."),
-    lr: float = typer.Option(2e-5, "--lr", help="Peak learning rate."),
+    loss: str = typer.Option("mnrl", "--loss", help="mnrl: listwise softmax over the positive, mined and in-batch "
+                             "negatives (learns within tens of steps); bce: binary labels per pair."),
+    in_batch_negatives: int = typer.Option(4, "--in-batch-negatives", help="mnrl: other queries' documents added "
+                                           "to each softmax."),
+    epochs: float = typer.Option(1.0, "--epochs", help="Passes over the data (--max-steps overrides)."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Queries (mnrl) or pairs (bce) per training batch."),
+    lr: float = typer.Option(1e-4, "--lr", help="Peak learning rate."),
     max_length: int = typer.Option(256, "--max-length", help="Max tokens of a (query, document) pair."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="A fixed budget of optimizer steps."),
     seed: int = typer.Option(42, "--seed", help="Seed of training, folds, held-out queries and sampling."),
-    num_negatives: Optional[int] = typer.Option(None, "--num-negatives", help="Negatives per query (default: all "
-                                                "of --negatives; 7 from --candidates)."),
+    num_negatives: Optional[int] = typer.Option(None, "--num-negatives", help="Mined negatives per query (default: "
+                                                "3 with mnrl; with bce all of --negatives, 7 from --candidates)."),
     holdout_fraction: float = typer.Option(0.1, "--holdout-fraction", help="Without a dev split (and --folds 1): "
                                            "train queries held out for the evaluation."),
     eval_queries: int = typer.Option(200, "--eval-queries", help="Queries of the evaluation (seeded sample)."),
@@ -845,11 +853,12 @@ def train_reranker_cmd(
 ):
     """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25."""
     from hardneg.rerank import warn_if_worse
-    from hardneg.train_reranker import RerankerConfig, rows_from_candidates, train_reranker
+    from hardneg.train_reranker import MNRL_NEGATIVES, RerankerConfig, rows_from_candidates, train_reranker
 
     if (negatives is None) == (candidates is None):
         raise HardnegError("give exactly one of --negatives and --candidates")
-    config = RerankerConfig(epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, max_steps=max_steps,
+    config = RerankerConfig(loss=loss, in_batch_negatives=in_batch_negatives, epochs=epochs, batch_size=batch_size,
+                            lr=lr, max_length=max_length, max_steps=max_steps,
                             seed=seed, folds=folds, num_negatives=num_negatives, holdout_fraction=holdout_fraction,
                             eval_queries=eval_queries, eval_depth=eval_depth, show_progress=progress)
     ds = _load(data, corpus, skip_unknown)
@@ -858,7 +867,8 @@ def train_reranker_cmd(
         from hardneg.candidates import CandidateSet
         from hardneg.select import parse_window
 
-        rows = rows_from_candidates(CandidateSet.read(candidates), ds, num_negatives=num_negatives or 7,
+        default_negatives = MNRL_NEGATIVES if config.loss == "mnrl" else 7
+        rows = rows_from_candidates(CandidateSet.read(candidates), ds, num_negatives=num_negatives or default_negatives,
                                     window=parse_window(window), seed=seed)
     result = train_reranker(ds, rows, out, str(model) if model else None, config, dev_split)
     d = result.data

@@ -551,6 +551,10 @@ def audit_section(run: RunFolder, file: Path | None, figures: _Plots) -> str:
     if curves["judge"]:
         parts.append(f"<h3>judge: relevant above {_f(judge.get('threshold'), 'g')}, {esc(judge.get('sampled', '?'))} "
                      "unlabeled candidates sampled</h3>" + _bucket_table(curves["judge"]))
+        pos = judge.get("positives") or {}
+        if pos.get("n"):
+            parts.append(_note(f"The judge calls {_f(pos['rate'], '.1%')} of {esc(pos['n'])} sampled labeled "
+                               "positives relevant (its recall at this threshold)."))
     reason = (audit.get("calibration") or {}).get("reason")
     if reason:
         parts.append(_note(f"Calibration: {reason}."))

@@ -2,9 +2,19 @@
 
 No cross-encoder ships offline, so, as RocketQA does, train one before denoising: a
 sentence-transformers ``CrossEncoder`` (one logit, ``num_labels=1``) from the bundled MiniLM
-or any local model, on (query, positive) = 1 and (query, mined negative) = 0 pairs with
-``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss`` (positives up-weighted by the
-negative:positive ratio, as sentence-transformers' reranker examples do). The result is a
+or any local model, with ``CrossEncoderTrainer`` and one of two losses:
+
+- ``mnrl`` (default): sentence-transformers' cross-encoder ``MultipleNegativesRankingLoss``, a
+  softmax over (query, positive), its mined negatives and ``in_batch_negatives`` positives of
+  other queries in the batch. The easy in-batch documents give the new classification head a
+  signal from the first steps; measured on SciFact on 2 CPU cores, it left chance level within
+  25 steps, while BCE on mined negatives alone stayed at chance for 100 steps at lr 2e-5 and 90
+  at 1e-4.
+- ``bce``: (query, positive) = 1 and (query, mined negative) = 0 pairs with
+  ``BinaryCrossEntropyLoss`` (positives up-weighted by the negative:positive ratio, as
+  sentence-transformers' reranker examples do).
+
+The result is a
 normal CrossEncoder folder plus ``hardneg_reranker.json`` holding its own evaluation:
 NDCG@10 of BM25's top 100 reranked by it, against BM25, on the dev split or on held-out
 train queries (:func:`hardneg.rerank.check_reranker`).
@@ -37,9 +47,12 @@ if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
 __all__ = ["RerankerConfig", "RerankerResult", "assign_folds", "pair_dataset", "rows_from_candidates",
-           "train_reranker"]
+           "train_reranker", "tuple_dataset"]
 
 log = logging.getLogger(__name__)
+
+LOSSES = ("mnrl", "bce")
+MNRL_NEGATIVES = 3  # mined negatives per (query, positive) tuple when num_negatives is not set
 
 
 @dataclass(frozen=True)
@@ -50,12 +63,16 @@ class RerankerConfig:
     the train queries, which it then never trains on); K >= 2 cross-fits K models (evaluated
     out of fold). ``num_negatives`` caps the mined negatives used per query (None: all).
     ``max_steps`` fixes a budget (overrides ``epochs``). The evaluation reranks BM25's top
-    ``eval_depth`` for at most ``eval_queries`` queries (seeded sample).
+    ``eval_depth`` for at most ``eval_queries`` queries (seeded sample). ``loss`` is ``mnrl``
+    (``batch_size`` queries per batch, each with one positive, ``num_negatives`` mined negatives,
+    default 3, and ``in_batch_negatives`` other queries' documents) or ``bce`` (``batch_size`` pairs).
     """
 
+    loss: str = "mnrl"
+    in_batch_negatives: int = 4
     epochs: float = 1
     batch_size: int = 16
-    lr: float = 2e-5
+    lr: float = 1e-4
     warmup_ratio: float = 0.1
     max_length: int = 256
     max_steps: int | None = None
@@ -71,6 +88,10 @@ class RerankerConfig:
     def __post_init__(self) -> None:
         check_schedule(self, ("epochs", "batch_size", "lr", "max_length", "eval_queries", "eval_depth",
                               "logging_steps"))
+        if self.loss not in LOSSES:
+            raise HardnegError(f"reranker loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.in_batch_negatives < 0:
+            raise HardnegError(f"in_batch_negatives must be >= 0, not {self.in_batch_negatives}")
         if self.folds < 1:
             raise HardnegError(f"folds must be 1 (one model) or K >= 2 (cross-fitting), not {self.folds}")
 
@@ -136,6 +157,35 @@ def pair_dataset(rows: Sequence[Mapping[str, Any]], num_negatives: int | None = 
     return datasets.Dataset.from_dict(cols), counts
 
 
+def tuple_dataset(rows: Sequence[Mapping[str, Any]], num_negatives: int,
+                  exclude: Collection[str] = ()) -> tuple["datasets.Dataset", dict[str, int]]:
+    """``(query, positive, negative_1..negative_n)`` rows for the listwise loss: one per positive,
+    with the query's first ``num_negatives`` negatives; queries with fewer are left out (counted
+    as ``short``) rather than padded with repeats; queries in ``exclude`` left out."""
+    import datasets
+
+    skip = set(exclude)
+    cols: dict[str, list] = {"query": [], "positive": [], **{f"negative_{i + 1}": [] for i in range(num_negatives)}}
+    n_queries = short = 0
+    for row in rows:
+        if str(row["query_id"]) in skip:
+            continue
+        negs = list(row["neg"])[:num_negatives]
+        if len(negs) < num_negatives or not row["pos"]:
+            short += 1
+            continue
+        n_queries += 1
+        for pos in row["pos"]:
+            cols["query"].append(row["query"])
+            cols["positive"].append(pos)
+            for i, neg in enumerate(negs):
+                cols[f"negative_{i + 1}"].append(neg)
+    n = len(cols["query"])
+    counts = {"queries": n_queries, "pairs": n * (1 + num_negatives), "positives": n, "negatives": n * num_negatives,
+              "short": short}
+    return datasets.Dataset.from_dict(cols), counts
+
+
 def assign_folds(query_ids: Sequence[str], k: int, seed: int = 42) -> dict[str, int]:
     """Query id -> fold in 0..k-1: a seeded shuffle of the sorted ids dealt round-robin (sizes differ by <= 1)."""
     ids = sorted({str(q) for q in query_ids})
@@ -168,12 +218,17 @@ def _load_base(model: "str | Path | None", max_length: int, seed: int) -> "Cross
 
 def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, int],
          config: RerankerConfig) -> list[list[float]]:
-    """Train in place with BCE; returns [[step, loss], ...]."""
+    """Train in place with the configured loss; returns [[step, loss], ...]."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
 
-    pos_weight = torch.tensor(max(1.0, counts["negatives"] / max(1, counts["positives"])))
+    if config.loss == "mnrl":
+        loss = MultipleNegativesRankingLoss(ce, num_negatives=config.in_batch_negatives or None)
+        sampler = "no_duplicates"  # an in-batch "negative" equal to the query's own positive would be a false one
+    else:
+        pos_weight = torch.tensor(max(1.0, counts["negatives"] / max(1, counts["positives"])))
+        loss, sampler = BinaryCrossEntropyLoss(ce, pos_weight=pos_weight), "batch_sampler"
     with tempfile.TemporaryDirectory(prefix="hardneg-reranker-") as tmp:
         args = CrossEncoderTrainingArguments(
             output_dir=tmp, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
@@ -181,15 +236,21 @@ def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, 
             warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed, eval_strategy="no",
             save_strategy="no", logging_steps=config.logging_steps, logging_first_step=True, report_to="none",
             disable_tqdm=not config.show_progress, dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available())
-        trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds,
-                                      loss=BinaryCrossEntropyLoss(ce, pos_weight=pos_weight))
+            dataloader_pin_memory=torch.cuda.is_available(), **({"batch_sampler": sampler} if
+                                                                 sampler != "batch_sampler" else {}))
+        trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds, loss=loss)
         trainer.train()
     return [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h]
 
 
 def _train_one(model, rows, exclude: Collection[str], config: RerankerConfig, out: Path) -> tuple[list, dict]:
-    train_ds, counts = pair_dataset(rows, config.num_negatives, exclude)
+    if config.loss == "mnrl":
+        train_ds, counts = tuple_dataset(rows, config.num_negatives or MNRL_NEGATIVES, exclude)
+        if counts["short"]:
+            log.warning(f"{counts['short']} queries have fewer than {config.num_negatives or MNRL_NEGATIVES} "
+                        "negatives and were left out of the reranker's training")
+    else:
+        train_ds, counts = pair_dataset(rows, config.num_negatives, exclude)
     if counts["positives"] == 0 or counts["negatives"] == 0:
         raise HardnegError(f"a reranker needs positive and negative pairs; got {counts['positives']} positive and "
                            f"{counts['negatives']} negative (mine negatives first)")

@@ -118,7 +118,8 @@ def test_judge_audit_shares_per_bucket():
     assert b["1-5"]["n"] == 6 and b["1-5"]["rate"] == 1.0  # 3 negatives per query in 1-5: 9 available, 6 sampled
     assert b["1-5"]["available"] == 9
     assert b["6-10"]["rate"] == 1.0 and b["11-20"]["rate"] == 0.0
-    assert len(seen) == audit["sampled"] == 6 * len(BUCKETS)
+    assert audit["sampled"] == 6 * len(BUCKETS) and len(seen) == audit["sampled"] + 6  # + 6 labeled positives
+    assert audit["positives"]["n"] == 6 and audit["positives"]["rate"] == 1.0  # all at ranks 3, 4: judged relevant
     again = judge_audit(cands, texts, queries, judge, sample=6, seed=0)
     assert again == audit
 

@@ -18,7 +18,7 @@ from hardneg.export import export
 from hardneg.rerank import Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
 from hardneg.select import SelectionPolicy, select
 from hardneg.train import build_train_dataset
-from hardneg.train_reranker import assign_folds, pair_dataset
+from hardneg.train_reranker import RerankerConfig, assign_folds, pair_dataset, tuple_dataset
 from toybeir import write_toy_beir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -281,6 +281,18 @@ def test_pair_dataset_and_folds_are_exact():
         assign_folds(["a", "b"], 3)
 
 
+def test_tuple_dataset_is_exact_and_leaves_short_queries_out():
+    rows = [{"query_id": "a", "query": "qa", "pos": ["p1", "p2"], "neg": ["n1", "n2", "n3"]},
+            {"query_id": "b", "query": "qb", "pos": ["p3"], "neg": ["n4"]},
+            {"query_id": "c", "query": "qc", "pos": ["p4"], "neg": ["n5", "n6"]}]
+    data, counts = tuple_dataset(rows, num_negatives=2, exclude={"c"})
+    assert data.column_names == ["query", "positive", "negative_1", "negative_2"]
+    assert [tuple(r.values()) for r in data] == [("qa", "p1", "n1", "n2"), ("qa", "p2", "n1", "n2")]
+    assert counts == {"queries": 1, "pairs": 6, "positives": 2, "negatives": 4, "short": 1}
+    with pytest.raises(HardnegError, match="reranker loss must be one of mnrl, bce"):
+        RerankerConfig(loss="hinge")
+
+
 def test_train_reranker_saves_a_cross_encoder_with_its_own_check(toy, mined_toy, tiny_model_dir, tmp_path):
     from sentence_transformers import CrossEncoder
 
@@ -293,6 +305,7 @@ def test_train_reranker_saves_a_cross_encoder_with_its_own_check(toy, mined_toy,
     assert log["data"]["held_out_queries"] == 2 and log["data"]["queries"] == 14  # 0.1 of 16 held out
     assert log["data"]["positives"] == 14 and log["data"]["negatives"] == 14 * 3
     assert log["config"]["max_steps"] == 2 and len(log["losses"]) == 1 and log["losses"][0]
+    assert log["config"]["loss"] == "mnrl" and log["data"]["short"] == 0
     check = log["check"]
     assert len(check["query_ids"]) == 2 and check["split"] == "train" and check["depth"] == 32
     assert "reranking BM25 top-32" in result.output
@@ -305,7 +318,8 @@ def test_train_reranker_cross_fit_then_rescore_uses_the_record(toy, mined_toy, t
     out = tmp_path / "xfit"
     result = runner.invoke(app, ["train-reranker", "--data", str(toy), "--candidates",
                                  str(mined_toy / "candidates.parquet"), "--window", "2:10", "--num-negatives", "2",
-                                 "--model", str(tiny_model_dir), "--out", str(out), "--folds", "2", *FAST])
+                                 "--model", str(tiny_model_dir), "--out", str(out), "--folds", "2", "--loss", "bce",
+                                 *FAST])
     assert result.exit_code == 0, result.output
     folds = json.loads((out / "folds.json").read_text())
     assert sorted(folds) == sorted(f"q{i}" for i in range(16)) and sorted(set(folds.values())) == [0, 1]
