@@ -316,20 +316,30 @@ class RunResult:
 
 # ---- helpers around models ----------------------------------------------------------------
 def _dense_ranking(model: "SentenceTransformer", ds: Dataset, split: str, encoder: EncoderConfig,
-                   cache: "EmbeddingCache", depth: int) -> Ranking:
+                   cache: "EmbeddingCache", depth: int, chunks: Dataset | None = None) -> Ranking:
+    """``split``'s queries ranked over ``ds``'s documents (over ``chunks``, a document scoring its best chunk)."""
     from hardneg.encode import Encoder
     from hardneg.retrieve.dense import DenseRetriever
 
-    retriever = DenseRetriever(Encoder(encoder, model=model, cache=cache), ds.doc_ids, ds.doc_texts())
-    qids = list(ds.positives(split))
-    return retriever.search(qids, [ds.queries[q] for q in qids], depth)
+    corpus = chunks or ds
+    retriever = DenseRetriever(Encoder(encoder, model=model, cache=cache), corpus.doc_ids, corpus.doc_texts())
+    return _search(retriever, ds, split, depth, chunks)
 
 
-def _bm25_ranking(ds: Dataset, split: str, depth: int) -> Ranking:
+def _bm25_ranking(ds: Dataset, split: str, depth: int, chunks: Dataset | None = None) -> Ranking:
     from hardneg.retrieve.bm25 import BM25Retriever
 
+    corpus = chunks or ds
+    return _search(BM25Retriever(corpus.doc_ids, corpus.doc_texts()), ds, split, depth, chunks)
+
+
+def _search(retriever, ds: Dataset, split: str, depth: int, chunks: Dataset | None) -> Ranking:
+    from hardneg.chunking import search_documents
+
     qids = list(ds.positives(split))
-    return BM25Retriever(ds.doc_ids, ds.doc_texts()).search(qids, [ds.queries[q] for q in qids], depth)
+    texts = [ds.queries[q] for q in qids]
+    return retriever.search(qids, texts, depth) if chunks is None else search_documents(retriever, chunks, qids,
+                                                                                         texts, depth)
 
 
 def _dev_scores(ds: Dataset, ranking: Ranking) -> dict[str, np.ndarray]:
@@ -392,6 +402,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     view, dev_description = split_dev(data, config.data, config.loop.seed)
     cache = EmbeddingCache(config.cache_dir) if config.cache_dir else EmbeddingCache()
     enc, depth = config.encoder, config.eval.depth
+    chunks = _chunked(view, config)
     say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
         f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
 
@@ -399,13 +410,14 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     with clock.time("baselines"):
         base_model = load_model(enc)
         base_fp = _fingerprint(base_model)
-        test_runs = {"bm25": _bm25_ranking(data, test, depth), "base": _dense_ranking(base_model, data, test, enc, cache, depth)}
-        dev_base = _dev_scores(view, _dense_ranking(base_model, view, "dev", enc, cache, depth))
+        test_runs = {"bm25": _bm25_ranking(data, test, depth, chunks),
+                     "base": _dense_ranking(base_model, data, test, enc, cache, depth, chunks)}
+        dev_base = _dev_scores(view, _dense_ranking(base_model, view, "dev", enc, cache, depth, chunks))
     say(f"baselines on {test}: " + ", ".join(
         f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in test_runs.items())
         + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({clock.timings['baselines']:.0f}s)")
 
-    rounds, models = _rounds(config, view, base_model, base_fp, dev_base, cache, out, say, clock)
+    rounds, models = _rounds(config, view, chunks, base_model, base_fp, dev_base, cache, out, say, clock)
     kept = [r for r in rounds if r.kept]
     selected = f"r{kept[-1].round}" if kept else "base"
     tuned_from = selected if kept else "r0"
@@ -416,7 +428,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
         say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
 
     with clock.time("test evaluation"):
-        test_runs["tuned"] = _dense_ranking(models[tuned_from], data, test, enc, cache, depth)
+        test_runs["tuned"] = _dense_ranking(models[tuned_from], data, test, enc, cache, depth, chunks)
         ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
         result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
     from hardneg.evaluate import write_eval
@@ -444,9 +456,21 @@ def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
     return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
 
 
-def _rounds(config: RunConfig, view: Dataset, base_model, base_fp: str, dev_base: dict[str, np.ndarray],
-            cache, out: Path, say, clock: _Clock) -> tuple[list[RoundResult], dict[str, Any]]:
-    """Round 0 and up to ``rounds`` re-mining rounds; stops at the first round not kept."""
+def _chunked(view: Dataset, config: RunConfig) -> Dataset | None:
+    """``[mine] chunk_tokens``: the view's documents as chunks (mined and trained on; evaluation
+    ranks documents by their best chunk), else None."""
+    from hardneg.chunking import chunk_config, chunk_dataset
+
+    mine, enc = config.mine, config.encoder
+    chunker = chunk_config(mine.chunk_tokens, mine.chunk_overlap, enc.model)
+    return None if chunker is None else chunk_dataset(view, chunker, max_length=enc.passage_max_length)
+
+
+def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base_model, base_fp: str,
+            dev_base: dict[str, np.ndarray], cache, out: Path, say,
+            clock: _Clock) -> tuple[list[RoundResult], dict[str, Any]]:
+    """Round 0 and up to ``rounds`` re-mining rounds; stops at the first round not kept. With
+    ``chunks`` the rounds mine and train on chunks and the dev gate ranks documents."""
     from hardneg.train import load_student
 
     models: dict[str, Any] = {"base": base_model}
@@ -461,17 +485,18 @@ def _rounds(config: RunConfig, view: Dataset, base_model, base_fp: str, dev_base
                             else (config.mine, config.policy))
         with clock.time("mining"):
             negatives, neg_stats, miner_fp, cache_delta = _mine_round(
-                view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan)
+                chunks or view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan)
         say(f"r{r}: mined with {plan.miner} ({mine_cfg.retriever}): {neg_stats['rows']} rows, "
             f"{neg_stats['negatives']} negatives; cache {cache_delta['hits']} hits, {cache_delta['misses']} misses")
         with clock.time("training"):
             card = {"policy": neg_stats["policy"], "mined_by": f"{plan.miner} ({mine_cfg.retriever})",
                     "round": f"r{r} of `hardneg run`, trained from {plan.init}"}
-            trained = _train_round(view, negatives, dirs[plan.init], rdir / "model", config.train, card)
+            trained = _train_round(chunks or view, negatives, dirs[plan.init], rdir / "model", config.train, card)
             student = load_student(rdir / "model")  # exactly the saved weights (the best checkpoint)
         models[f"r{r}"], dirs[f"r{r}"] = student, str(rdir / "model")
         with clock.time("dev evaluation"):
-            scores = _dev_scores(view, _dense_ranking(student, view, "dev", config.encoder, cache, config.eval.depth))
+            scores = _dev_scores(view, _dense_ranking(student, view, "dev", config.encoder, cache, config.eval.depth,
+                                                      chunks))
         loop = config.loop
         decision = gate(scores[GATE_METRIC], inc_scores[GATE_METRIC], loop.round_gate, loop.alpha, loop.min_gain,
                         loop.seed, config.eval.n_resamples)

@@ -295,10 +295,6 @@ def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[st
     built = {s: _make(s, typed[s], sources[s]) for s in SECTIONS}
     policy: SelectionPolicy = built["select"]
     mine: MineConfig = built["mine"]
-    if mine.chunk_tokens is not None:  # the rounds would train and evaluate on whole documents
-        where = sources["mine"].get("chunk_tokens", "")
-        raise RecipeError(f"{where}: [mine] chunk_tokens: `hardneg run` does not chunk long documents yet; use "
-                          "`hardneg mine --chunk-tokens` and `hardneg eval --chunk-tokens`; keep it \"none\" here")
     if policy.denoise_above is not None and not built["denoise"].cross_encoder:
         where = sources["select"].get("denoise_above", "")
         raise RecipeError(f"{where}: [select] denoise_above needs [denoise] cross_encoder (the model whose "

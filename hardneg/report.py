@@ -62,6 +62,7 @@ class RoundFiles:
     stats: dict[str, Any] | None  # rounds/r<i>/stats.json, None when absent
     cands: "CandidateSet | None" = None
     mined: "MinedSet | None" = None  # the selection re-run with the round's policy
+    ds: "Dataset | None" = None  # the run's dataset, chunked as the round's candidates were
     why_not: str = ""  # why ``mined`` is None
     _decisions: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -155,6 +156,7 @@ def _dataset(run: RunFolder, data: "Dataset | None") -> tuple["Dataset | None", 
 def _reselect(rnd: RoundFiles, ds: "Dataset | None") -> None:
     """Re-run the round's selection on its candidates (fills ``cands``/``mined`` or ``why_not``)."""
     from hardneg.candidates import CandidateSet
+    from hardneg.chunking import chunked_like
     from hardneg.select import SelectionPolicy, select
 
     file = rnd.path / "candidates.parquet"
@@ -168,7 +170,8 @@ def _reselect(rnd: RoundFiles, ds: "Dataset | None") -> None:
     try:
         policy = SelectionPolicy(**{k: v for k, v in rnd.stats["policy"].items() if k in known})
         rnd.cands = CandidateSet.read(file)
-        rnd.mined = select(rnd.cands, policy, corpus_doc_ids=ds.doc_ids if ds is not None else None)
+        rnd.ds = chunked_like(ds, rnd.cands.meta) if ds is not None else None  # chunk ids and texts when mined so
+        rnd.mined = select(rnd.cands, policy, corpus_doc_ids=rnd.ds.doc_ids if rnd.ds is not None else None)
     except (HardnegError, OSError, ValueError, KeyError) as e:
         rnd.why_not = f"the selection could not be re-run: {e}"
 
@@ -215,7 +218,7 @@ def write_report(run_dir: str | Path, *, progression: str | Path | None = None, 
         ("rounds", "Rounds", rounds_section(run)),
         ("filters", "Per-filter drop counts", filters_section(run, figures)),
         ("scores", "Scores: positives vs selected negatives", scores_section(run, figures)),
-        ("queries", "Per-query view", queries_section(run, ds, ds_note, sample, seed)),
+        ("queries", "Per-query view", queries_section(run, ds_note, sample, seed)),
         ("audit", "False negatives by rank", audit_section(run, audit_file, figures)),
         ("progression", "Progression", progression_section(progression_file)),
     ]
@@ -402,7 +405,7 @@ def sample_queries(query_ids: Sequence[str], n: int, seed: int) -> list[str]:
     return [ids[i] for i in picked]
 
 
-def queries_section(run: RunFolder, ds: "Dataset | None", ds_note: str, sample: int, seed: int) -> str:
+def queries_section(run: RunFolder, ds_note: str, sample: int, seed: int) -> str:
     """A seeded sample of the tuned round's train queries, each collapsible: positives, chosen
     negatives (rank, scores, sampler) and the candidates not chosen with the filter that dropped them."""
     rnd = run.tuned_round()
@@ -425,7 +428,7 @@ def queries_section(run: RunFolder, ds: "Dataset | None", ds_note: str, sample: 
     dec = dec[dec["query_id"].isin(wanted) & ~dec["decision"].isin(HIDDEN)]
     groups = {name: dict(tuple(frame.groupby("query_id", sort=False))) for name, frame in
               (("pos", pos), ("neg", negs), ("dec", dec))}
-    view = _QueryView(ds, rank_by, score_by, [s for s in mined.meta["scorers"] if s != score_by])
+    view = _QueryView(rnd.ds, rank_by, score_by, [s for s in mined.meta["scorers"] if s != score_by])
     blocks = [view.block(q, *(groups[k].get(q) for k in ("pos", "neg", "dec"))) for q in qids]
     intro = (f"<p>{len(qids)} of {len(cands.query_ids())} train queries of round {esc(rnd.name)} (seed {seed}), "
              f"the negatives that trained its model. Ranks are original ranks under {esc(rank_by)}; scores under "

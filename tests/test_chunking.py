@@ -187,13 +187,6 @@ def test_dense_mining_over_chunks_with_the_models_own_tokenizer(tiny_model_dir):
     assert scores[pos] == scores[kids].max()  # the positive is the chunk the dense scorer rates best
 
 
-def test_hardneg_run_refuses_chunking_until_the_loop_supports_it():
-    from hardneg.recipe import RecipeError, load_recipe
-
-    with pytest.raises(RecipeError, match=r"\[mine\] chunk_tokens: `hardneg run` does not chunk"):
-        load_recipe(None, {"mine": {"chunk_tokens": 200}}, override_source="command line")
-
-
 def test_random_baseline_never_draws_a_sibling():
     ds = long_positive_dataset()
     cands = mine_candidates(ds, MineConfig(retriever="bm25", depth=50, chunk_tokens=24))

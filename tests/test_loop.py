@@ -243,6 +243,35 @@ def test_run_denoises_with_a_cross_encoder(tiny_model_dir, tmp_path):
     assert 0 < denoise["removed"] <= above
 
 
+def test_run_mines_and_trains_on_chunks_and_evaluates_documents(tiny_model_dir, tmp_path):
+    """[mine] chunk_tokens: rounds mine and train on chunks (a positive's other chunks are never
+    negatives); dev and test rank whole documents by their best chunk."""
+    from hardneg.candidates import CandidateSet
+
+    data = write_toy_beir(tmp_path / "toy")
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(RECIPE.format(data=data, model=tiny_model_dir, cache=tmp_path / "cache"))
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(recipe), "--out", str(out), "--set", "loop.rounds=0",
+                                 "--set", "mine.chunk_tokens=6", "--set", "mine.chunk_overlap=2"])
+    assert result.exit_code == 0, result.output
+    r0 = out / "rounds" / "r0"
+    cands = CandidateSet.read(r0 / "candidates.parquet")
+    assert cands.meta["chunks"]["max_tokens"] == 6 and cands.meta["chunks"]["documents_split"] > 0
+    table = cands.table
+    assert table["doc_id"].str.contains("#c").any()
+    rows = [json.loads(line) for line in (r0 / "negatives.jsonl").read_text().splitlines()]
+    parents = dict(zip(table["doc_id"], table["parent_id"]))
+    for row in rows:  # no negative is a chunk of one of the query's positive documents
+        pos_docs = {parents[d] for d in row["pos_ids"]}
+        assert not pos_docs & {parents[d] for d in row["neg_ids"]}
+    docs = {json.loads(line)["_id"] for line in (data / "corpus.jsonl").read_text().splitlines()}
+    for name in ("tuned", "base", "bm25"):
+        ranked = {line.split()[2] for line in (out / "eval" / "runs" / f"{name}.trec").read_text().splitlines()}
+        assert ranked and ranked <= docs, name  # evaluation ranks documents, not chunks
+    assert (out / "report.html").is_file()
+
+
 def test_denoise_above_without_a_cross_encoder_is_a_recipe_error(tmp_path, tiny_model_dir):
     recipe = tmp_path / "r.toml"
     recipe.write_text(RECIPE.format(data=tmp_path, model=tiny_model_dir, cache=tmp_path / "cache"))
