@@ -190,6 +190,12 @@ def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[
     CPU); the Wilson interval is that of the sample. ``positives`` is the same share on a sample
     of the labeled positives: the judge's recall, so a reader can tell a low curve from a judge
     that calls little relevant at all.
+
+    A judge errs both ways, so each bucket also gets ``corrected``: the Rogan-Gladen estimate
+    (r - f) / (s - f) of the true share, clipped to [0, 1], with s the judge's recall on the
+    labeled positives and f its share in the deepest bucket, taken as its false-alarm rate
+    (deep candidates are almost never relevant: the labels' curve checks that). Its interval
+    maps the Wilson bounds through the same formula (the uncertainty of s and f is left out).
     """
     _check_split(cands)
     frame = _frame(cands)
@@ -208,8 +214,24 @@ def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[
     k_pos, n_pos = int(relevant[starts[-2]:].sum()), len(picked[-1])
     ci = wilson(k_pos, n_pos)
     positives = {"n": n_pos, "k": k_pos, "rate": k_pos / n_pos if n_pos else None, "ci": list(ci) if ci else None}
+    _correct(out, positives["rate"])
     return {"kind": "judge", "threshold": threshold, "sampled": int(starts[-2]), "per_bucket": sample,
             "seed": seed, "buckets": out, "positives": positives}
+
+
+def _correct(buckets: list[dict[str, Any]], recall: float | None) -> None:
+    """Add the Rogan-Gladen ``corrected`` rate to each judged bucket (see :func:`judge_audit`)."""
+    floor = buckets[-1]["rate"] if buckets else None
+    if recall is None or floor is None or recall <= floor:
+        return  # a judge no better on positives than on deep candidates cannot be corrected
+
+    def fix(r: float) -> float:
+        return float(min(1.0, max(0.0, (r - floor) / (recall - floor))))
+
+    for b in buckets:
+        if b["rate"] is not None:
+            b["corrected"] = {"rate": fix(b["rate"]), "ci": [fix(x) for x in b["ci"]] if b["ci"] else None,
+                              "recall": recall, "false_alarm": floor}
 
 
 def _sample_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -250,14 +272,17 @@ def calibrate(audit: Mapping[str, Any], target: float = 0.05, window_end: int = 
     with the largest percent (1.00 down to 0.80) that brings every such bucket under the
     target (from the labels' percent grid). Empty buckets pass. ``use``: ``judge``,
     ``labels`` or ``auto`` (the judge curve when the audit has one: it estimates the real
-    rate; else the labels curve). The percent grid exists for the labels curve only.
+    rate; else the labels curve). The judge curve is read through its ``corrected`` rates when
+    it has them (its raw share counts its false alarms too). The percent grid exists for the
+    labels curve only.
     """
     if not 0 < target < 1:
         raise HardnegError(f"--target must be in (0, 1), got {target}")
     name = _curve_name(audit, use)
     buckets = [b for b in audit[name]["buckets"] if b["lo"] <= window_end]
     grid = (audit.get("labels") or {}).get("percent_grid") if name == "labels" else None
-    options = [(None, [(b["k"], b["n"]) for b in buckets])]
+    corrected = name == "judge" and all("corrected" in b for b in buckets)
+    options = [(None, [(b["corrected"]["rate"] * b["n"] if corrected else b["k"], b["n"]) for b in buckets])]
     if grid:
         options += [(p, [(grid["k"][b][j], grid["n"][b][j]) for b in range(len(grid["k"]))])
                     for j, p in enumerate(grid["percents"])]
@@ -267,9 +292,10 @@ def calibrate(audit: Mapping[str, Any], target: float = 0.05, window_end: int = 
             if all(n == 0 or k / n <= target for k, n in tail):
                 k, n = sum(c[0] for c in tail), sum(c[1] for c in tail)
                 how = "no percent filter needed" if percent is None else f"with percent {percent}"
+                kind = f"{name} curve{' (corrected for its false alarms)' if corrected else ''}"
                 return Calibration((b["lo"], window_end), percent, name, target, (k / n if n else None),
                                    f"smallest bucket start whose buckets up to rank {window_end} are all "
-                                   f"<= {target} on the {name} curve, {how}")
+                                   f"<= {target} on the {kind}, {how}")
     last = buckets[-1]
     return Calibration((last["lo"], window_end), None, name, target, last["rate"],
                        f"no start up to rank {window_end} meets {target}, even with percent 0.80: the deepest "

@@ -702,6 +702,11 @@ def _print_audit(doc: dict) -> None:
     if pos.get("n"):
         console.print(f"the judge calls {pos['rate']:.1%} of {pos['n']} sampled labeled positives relevant "
                       f"[{pos['ci'][0]:.3f}, {pos['ci'][1]:.3f}]: its recall at this threshold")
+    fixed = [b.get("corrected") for b in (doc.get("judge") or {}).get("buckets", [])]
+    if fixed and all(fixed):
+        console.print(f"judge corrected for recall {fixed[0]['recall']:.3f} and false alarms "
+                      f"{fixed[0]['false_alarm']:.3f} (its deepest bucket): "
+                      + ", ".join(f"{b['bucket']} {c['rate']:.3f}" for b, c in zip(doc["judge"]["buckets"], fixed)))
 
 
 @app.command()

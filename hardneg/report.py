@@ -539,6 +539,9 @@ def audit_section(run: RunFolder, file: Path | None, figures: _Plots) -> str:
         return _note("No audit.json in this folder (run `hardneg audit`, or pass --audit FILE): no false-negative curve.")
     audit = _read_json(file)
     curves = {k: (audit.get(k) or {}).get("buckets") or [] for k in ("labels", "judge")}
+    corrected = [b | b["corrected"] for b in curves["judge"] if b.get("corrected")]
+    if corrected:  # the judge's share, corrected for its recall and false alarms (hardneg.audit.judge_audit)
+        curves["judge corrected"] = corrected
     if not any(curves.values()):
         return _note(f"{file} holds no buckets to plot.")
     window, source = audit_window(audit, run)
@@ -558,6 +561,9 @@ def audit_section(run: RunFolder, file: Path | None, figures: _Plots) -> str:
         if pos.get("n"):
             parts.append(_note(f"The judge calls {_f(pos['rate'], '.1%')} of {esc(pos['n'])} sampled labeled "
                                "positives relevant (its recall at this threshold)."))
+        if corrected:
+            parts.append("<h3>judge, corrected for its recall and for its false alarms (its share in the deepest "
+                         "bucket): (rate - false alarms) / (recall - false alarms)</h3>" + _bucket_table(corrected))
     reason = (audit.get("calibration") or {}).get("reason")
     if reason:
         parts.append(_note(f"Calibration: {reason}."))

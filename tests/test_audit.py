@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hardneg.audit import BUCKETS, calibrate, judge_audit, label_audit, wilson
+from hardneg.audit import BUCKETS, _correct, calibrate, judge_audit, label_audit, wilson
 from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
 
@@ -122,6 +122,23 @@ def test_judge_audit_shares_per_bucket():
     assert audit["positives"]["n"] == 6 and audit["positives"]["rate"] == 1.0  # all at ranks 3, 4: judged relevant
     again = judge_audit(cands, texts, queries, judge, sample=6, seed=0)
     assert again == audit
+
+
+def test_judge_curve_is_corrected_for_the_judges_recall_and_false_alarms():
+    # a judge that finds 80% of positives and calls 20% of the deepest bucket relevant: a raw
+    # share of 0.5 means (0.5 - 0.2) / (0.8 - 0.2) = 0.5 truly relevant, 0.2 means none
+    buckets = [{"bucket": "1-5", "lo": 1, "hi": 5, "k": 50, "n": 100, "rate": 0.5, "ci": [0.4, 0.6]},
+               {"bucket": "6-100", "lo": 6, "hi": 100, "k": 23, "n": 100, "rate": 0.23, "ci": [0.15, 0.3]},
+               {"bucket": "101-200", "lo": 101, "hi": 200, "k": 20, "n": 100, "rate": 0.2, "ci": [0.1, 0.3]}]
+    useless = [dict(b) for b in buckets]
+    _correct(buckets, 0.8)
+    assert [b["corrected"]["rate"] for b in buckets] == pytest.approx([0.5, 0.05, 0.0])
+    assert buckets[0]["corrected"]["ci"] == pytest.approx([1 / 3, 2 / 3]) and buckets[2]["corrected"]["ci"][0] == 0.0
+    audit = {"judge": {"buckets": buckets}}
+    assert calibrate(audit, target=0.05).window == (6, 100)  # raw 0.23 would fail; corrected 0.05 passes
+    assert calibrate(audit, target=0.04).reason.startswith("no start up to rank 100 meets 0.04")
+    _correct(useless, 0.2)  # recall no better than the false alarms: left uncorrected
+    assert not any("corrected" in b for b in useless)
 
 
 def test_audit_refuses_an_evaluation_split_and_single_positive_data():
