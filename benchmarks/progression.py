@@ -23,6 +23,8 @@ Rows with the ``default`` policy but other positives or a denoiser (issues 5 and
   ce-denoise      default + cross-encoder denoising: ``--reranker`` (a cross-fitted
                   ``hardneg train-reranker --folds`` folder) scores window ranks ``--ce-window`` and
                   candidates it scores above ``--denoise-above`` are dropped (RocketQA)
+  auto-judge      the window ``hardneg calibrate --use judge`` picks from ``--audit`` (an audit.json
+                  with a judge curve, from ``hardneg audit --cross-encoder``), top-k
 
 Columns: NDCG@10 (mean and spread over seeds), Recall@100, MRR@10, NDCG@10 on the test
 queries whose positives were never train positives, paired randomization p-values (per-query
@@ -48,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
 ALL_ROWS = ["base", "bm25", "in-batch", "random", "bm25-top", "dense-top", "default", "hybrid-percent", "auto",
             "default+round", "st-default", "st-margin"]
-EXTRA_ROWS = ["ict", "clicks", "ce-denoise"]  # run on request (--rows): other positives, or a trained reranker
+EXTRA_ROWS = ["ict", "clicks", "ce-denoise", "auto-judge"]  # run on request (--rows): other positives, or a trained reranker
 REDUCED_ROWS = ["base", "bm25", "st-default", "default", "st-margin", "hybrid-percent"]
 UNTRAINED = {"base", "bm25"}
 ST_ROWS = ("st-default", "st-margin")
@@ -164,6 +166,14 @@ class Bench:
 
             cal, _ = auto_window(cands)
             print(f"  auto: window {cal.window}, percent {cal.percent} ({cal.reason})", file=sys.stderr)
+            policy = replace(policy, window=cal.window, percent=cal.percent)
+        if row == "auto-judge":
+            from hardneg.audit import calibrate
+
+            if not self.args.audit:
+                raise SystemExit("the auto-judge row needs --audit (an audit.json with a judge curve)")
+            cal = calibrate(json.loads(Path(self.args.audit).read_text()), use="judge")
+            print(f"  auto-judge: window {cal.window}, percent {cal.percent} ({cal.reason})", file=sys.stderr)
             policy = replace(policy, window=cal.window, percent=cal.percent)
         if row == "ce-denoise":
             cands = self.ce_scores(cands)
@@ -302,6 +312,7 @@ def main() -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of the train pairs")
     ap.add_argument("--device", default=None)
     ap.add_argument("--reranker", default=None, help="ce-denoise: a cross-fitted `hardneg train-reranker` folder")
+    ap.add_argument("--audit", default=None, help="auto-judge: an audit.json with a judge curve")
     ap.add_argument("--ce-window", default="10:25", help="ce-denoise: original ranks the cross-encoder scores")
     ap.add_argument("--denoise-above", type=float, default=0.0, help="ce-denoise: drop candidates scored above "
                     "this (a logit of 0 is p = 0.5)")

@@ -46,7 +46,7 @@ case "$what" in
       --judge-sample 300 --out "$WORK/audit" 2>&1 | tee "$OUT/audit.log"
     cp "$WORK/audit/audit.json" "$OUT/" 2>/dev/null
     python3 benchmarks/progression.py --data .gpu/scifact --model /tmp/minilm --work "$WORK/prog" --device cuda \
-      --rows base,default,ce-denoise --seeds 1 --reranker "$WORK/ce" 2>&1 | tee "$OUT/ce-denoise.log"
+      --rows base,default,ce-denoise,auto-judge --seeds 1 --reranker "$WORK/ce" --audit "$WORK/audit/audit.json" 2>&1 | tee "$OUT/ce-denoise.log"
     cp "$WORK/prog/table.md" "$OUT/table-ce.md" 2>/dev/null ;;
   *) echo "usage: run.sh progression|reranker [args]"; exit 2 ;;
 esac
