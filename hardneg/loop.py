@@ -388,6 +388,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     """
     from hardneg.cache import EmbeddingCache
     from hardneg.encode import load_model
+    from hardneg.mine import chunked_for
 
     say = progress or log.info
     start = time.perf_counter()
@@ -402,7 +403,8 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     view, dev_description = split_dev(data, config.data, config.loop.seed)
     cache = EmbeddingCache(config.cache_dir) if config.cache_dir else EmbeddingCache()
     enc, depth = config.encoder, config.eval.depth
-    chunks = _chunked(view, config)
+    # [mine] chunk_tokens: rounds mine and train on chunks; evaluation ranks documents by their best chunk
+    chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, enc)
     say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
         f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
 
@@ -454,16 +456,6 @@ def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
     from hardneg.evaluate import per_query_scores
 
     return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
-
-
-def _chunked(view: Dataset, config: RunConfig) -> Dataset | None:
-    """``[mine] chunk_tokens``: the view's documents as chunks (mined and trained on; evaluation
-    ranks documents by their best chunk), else None."""
-    from hardneg.chunking import chunk_config, chunk_dataset
-
-    mine, enc = config.mine, config.encoder
-    chunker = chunk_config(mine.chunk_tokens, mine.chunk_overlap, enc.model)
-    return None if chunker is None else chunk_dataset(view, chunker, max_length=enc.passage_max_length)
 
 
 def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base_model, base_fp: str,

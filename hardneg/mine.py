@@ -175,7 +175,7 @@ def _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart):
 
 def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
     """Build the retrievers and the metadata; check the scorers before any heavy work."""
-    ds = _chunked(ds, config, encoder_config)
+    ds = chunked_for(ds, config, encoder_config)
     specs, fused = scorer_specs(config)
     positives = ds.positives(config.split)
     qids = list(positives)
@@ -206,7 +206,7 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
     return job
 
 
-def _chunked(ds: Dataset, config: MineConfig, encoder_config) -> Dataset:
+def chunked_for(ds: Dataset, config: MineConfig, encoder_config) -> Dataset:
     """``ds`` chunked as ``config`` asks (as given when it is chunked that way already)."""
     from hardneg.chunking import ChunkConfig, ChunkedDataset, chunk_dataset
 

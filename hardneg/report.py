@@ -539,7 +539,8 @@ def audit_section(run: RunFolder, file: Path | None, figures: _Plots) -> str:
         return _note("No audit.json in this folder (run `hardneg audit`, or pass --audit FILE): no false-negative curve.")
     audit = _read_json(file)
     curves = {k: (audit.get(k) or {}).get("buckets") or [] for k in ("labels", "judge")}
-    corrected = [b | b["corrected"] for b in curves["judge"] if b.get("corrected")]
+    # corrected rates are estimates, not counts: no "relevant" count beside them
+    corrected = [b | b["corrected"] | {"k": None} for b in curves["judge"] if b.get("corrected")]
     if corrected:  # the judge's share, corrected for its recall and false alarms (hardneg.audit.judge_audit)
         curves["judge corrected"] = corrected
     if not any(curves.values()):

@@ -225,10 +225,10 @@ def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, 
 
     if config.loss == "mnrl":
         loss = MultipleNegativesRankingLoss(ce, num_negatives=config.in_batch_negatives or None)
-        sampler = "no_duplicates"  # an in-batch "negative" equal to the query's own positive would be a false one
+        sampler = {"batch_sampler": "no_duplicates"}  # an in-batch "negative" equal to a query's positive is false
     else:
         pos_weight = torch.tensor(max(1.0, counts["negatives"] / max(1, counts["positives"])))
-        loss, sampler = BinaryCrossEntropyLoss(ce, pos_weight=pos_weight), "batch_sampler"
+        loss, sampler = BinaryCrossEntropyLoss(ce, pos_weight=pos_weight), {}
     with tempfile.TemporaryDirectory(prefix="hardneg-reranker-") as tmp:
         args = CrossEncoderTrainingArguments(
             output_dir=tmp, num_train_epochs=config.epochs, max_steps=config.max_steps or -1,
@@ -236,8 +236,7 @@ def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, 
             warmup_steps=config.warmup_ratio, seed=config.seed, data_seed=config.seed, eval_strategy="no",
             save_strategy="no", logging_steps=config.logging_steps, logging_first_step=True, report_to="none",
             disable_tqdm=not config.show_progress, dataloader_num_workers=0,
-            dataloader_pin_memory=torch.cuda.is_available(), **({"batch_sampler": sampler} if
-                                                                 sampler != "batch_sampler" else {}))
+            dataloader_pin_memory=torch.cuda.is_available(), **sampler)
         trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds, loss=loss)
         trainer.train()
     return [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h]
