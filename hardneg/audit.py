@@ -194,8 +194,9 @@ def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[
     A judge errs both ways, so each bucket also gets ``corrected``: the Rogan-Gladen estimate
     (r - f) / (s - f) of the true share, clipped to [0, 1], with s the judge's recall on the
     labeled positives and f its share in the deepest bucket, taken as its false-alarm rate
-    (deep candidates are almost never relevant: the labels' curve checks that). Its interval
-    maps the Wilson bounds through the same formula (the uncertainty of s and f is left out).
+    (deep candidates are almost never relevant: the labels' curve checks that). Its interval is a
+    seeded percentile bootstrap that resamples all three shares (the bucket's, the recall's and
+    the false alarms'), so a judge checked on few positives gets a wide corrected interval.
     """
     _check_split(cands)
     frame = _frame(cands)
@@ -214,24 +215,42 @@ def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[
     k_pos, n_pos = int(relevant[starts[-2]:].sum()), len(picked[-1])
     ci = wilson(k_pos, n_pos)
     positives = {"n": n_pos, "k": k_pos, "rate": k_pos / n_pos if n_pos else None, "ci": list(ci) if ci else None}
-    _correct(out, positives["rate"])
+    _correct(out, positives, seed=seed)
     return {"kind": "judge", "threshold": threshold, "sampled": int(starts[-2]), "per_bucket": sample,
             "seed": seed, "buckets": out, "positives": positives}
 
 
-def _correct(buckets: list[dict[str, Any]], recall: float | None) -> None:
-    """Add the Rogan-Gladen ``corrected`` rate to each judged bucket (see :func:`judge_audit`)."""
-    floor = buckets[-1]["rate"] if buckets else None
-    if recall is None or floor is None or recall <= floor:
+def _correct(buckets: list[dict[str, Any]], positives: Mapping[str, Any], seed: int = 0,
+             n_resamples: int = 2000) -> None:
+    """Add the Rogan-Gladen ``corrected`` rate and its bootstrap interval to each judged bucket
+    (see :func:`judge_audit`); ``positives`` holds the judge's hits ``k`` of ``n`` labeled positives."""
+    from scipy.stats import bootstrap
+
+    deep = buckets[-1] if buckets else None
+    if not positives.get("n") or deep is None or not deep["n"] or positives["k"] / positives["n"] <= deep["rate"]:
         return  # a judge no better on positives than on deep candidates cannot be corrected
+    recall, floor = positives["k"] / positives["n"], deep["rate"]
 
-    def fix(r: float) -> float:
-        return float(min(1.0, max(0.0, (r - floor) / (recall - floor))))
+    def fix(r, s, f):  # vectorised over bootstrap resamples; s <= f (a useless resampled judge) gives 0
+        gap = s - f
+        return np.clip(np.divide(r - f, gap, out=np.zeros(np.broadcast(r, gap).shape), where=gap > 0), 0.0, 1.0)
 
-    for b in buckets:
-        if b["rate"] is not None:
-            b["corrected"] = {"rate": fix(b["rate"]), "ci": [fix(x) for x in b["ci"]] if b["ci"] else None,
-                              "recall": recall, "false_alarm": floor}
+    def hits(b: Mapping[str, Any]) -> np.ndarray:  # the 0/1 judgements behind a count; order is immaterial
+        k, n = int(round(b["k"])), int(round(b["n"]))
+        return np.r_[np.ones(k), np.zeros(n - k)]
+
+    for i, b in enumerate(buckets):
+        if not b["n"]:
+            continue
+        rate = float(fix(np.float64(b["rate"]), np.float64(recall), np.float64(floor)))
+        if i == len(buckets) - 1:
+            ci = [0.0, 0.0]  # the false-alarm bucket is the reference: 0 by construction
+        else:
+            boot = bootstrap((hits(b), hits(positives), hits(deep)), lambda r, s, f, axis: fix(
+                r.mean(axis), s.mean(axis), f.mean(axis)), vectorized=True, n_resamples=n_resamples,
+                method="percentile", rng=np.random.default_rng(seed + i))
+            ci = [float(boot.confidence_interval.low), float(boot.confidence_interval.high)]
+        b["corrected"] = {"rate": rate, "ci": ci, "recall": recall, "false_alarm": floor}
 
 
 def _sample_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -131,13 +131,23 @@ def test_judge_curve_is_corrected_for_the_judges_recall_and_false_alarms():
                {"bucket": "6-100", "lo": 6, "hi": 100, "k": 23, "n": 100, "rate": 0.23, "ci": [0.15, 0.3]},
                {"bucket": "101-200", "lo": 101, "hi": 200, "k": 20, "n": 100, "rate": 0.2, "ci": [0.1, 0.3]}]
     useless = [dict(b) for b in buckets]
-    _correct(buckets, 0.8)
+    _correct(buckets, {"k": 80, "n": 100})
     assert [b["corrected"]["rate"] for b in buckets] == pytest.approx([0.5, 0.05, 0.0])
-    assert buckets[0]["corrected"]["ci"] == pytest.approx([1 / 3, 2 / 3]) and buckets[2]["corrected"]["ci"][0] == 0.0
+    # the bootstrap interval against the delta method's normal interval, worked by hand:
+    # d/dr = 1/0.6, d/ds = -0.3/0.36, d/df = -0.3/0.36; var = 2.778*.0025 + 2*0.694*.0016 = 0.00917
+    lo, hi = buckets[0]["corrected"]["ci"]
+    assert lo == pytest.approx(0.5 - 1.96 * 0.0957, abs=0.03) and hi == pytest.approx(0.5 + 1.96 * 0.0957, abs=0.03)
+    assert buckets[2]["corrected"]["ci"] == [0.0, 0.0]
+    few = [dict(b) for b in buckets]  # the same recall measured on 10 positives: a wider interval
+    _correct(few, {"k": 8, "n": 10})
+    assert np.diff(few[0]["corrected"]["ci"])[0] > np.diff(buckets[0]["corrected"]["ci"])[0] + 0.1
+    again = [dict(b) for b in useless]
+    _correct(again, {"k": 80, "n": 100})
+    assert again[0]["corrected"] == buckets[0]["corrected"]  # seeded
     audit = {"judge": {"buckets": buckets}}
     assert calibrate(audit, target=0.05).window == (6, 100)  # raw 0.23 would fail; corrected 0.05 passes
     assert calibrate(audit, target=0.04).reason.startswith("no start up to rank 100 meets 0.04")
-    _correct(useless, 0.2)  # recall no better than the false alarms: left uncorrected
+    _correct(useless, {"k": 20, "n": 100})  # recall no better than the false alarms: left uncorrected
     assert not any("corrected" in b for b in useless)
 
 
