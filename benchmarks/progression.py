@@ -240,7 +240,7 @@ class Bench:
         mine_s = time.perf_counter() - mine_start
         k = 0 if row == "in-batch" else self.args.k
         config = TrainConfig(max_seq_length=self.args.train_max_length, num_negatives=k,
-                             short_rows="drop", batch_size=self.args.batch_size, max_steps=self.steps, seed=seed,
+                             short_rows="drop", batch_size=self.args.batch_size, max_steps=self.steps, seed=seed, lr=self.args.lr,
                              holdout_fraction=0.0, show_progress=False, logging_steps=max(1, self.steps // 5))
         out_dir = self.work / "models" / f"{row}-s{seed}"
         t0 = time.perf_counter()
@@ -310,6 +310,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of the train pairs")
+    ap.add_argument("--lr", type=float, default=2e-5, help="learning rate of every trained row (ST's recipe: 2e-5)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--reranker", default=None, help="ce-denoise: a cross-fitted `hardneg train-reranker` folder")
     ap.add_argument("--audit", default=None, help="auto-judge: an audit.json with a judge curve")
@@ -324,7 +325,7 @@ def main() -> int:
         ap.error(f"unknown rows {sorted(unknown)}; choose from {ALL_ROWS + EXTRA_ROWS}")
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
-    print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, "
+    print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, lr {args.lr}, "
           f"train max length {args.train_max_length}, eval at the model's own max length", file=sys.stderr)
     results: dict[str, list[dict]] = {}
     for row in rows:
