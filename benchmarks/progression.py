@@ -310,6 +310,8 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of the train pairs")
+    ap.add_argument("--table-only", action="store_true",
+                    help="train nothing: the table of the stored results of --rows, every seed found under --work")
     ap.add_argument("--lr", type=float, default=2e-5, help="learning rate of every trained row (ST's recipe: 2e-5)")
     ap.add_argument("--device", default=None)
     ap.add_argument("--reranker", default=None, help="ce-denoise: a cross-fitted `hardneg train-reranker` folder")
@@ -328,6 +330,13 @@ def main() -> int:
     print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, lr {args.lr}, "
           f"train max length {args.train_max_length}, eval at the model's own max length", file=sys.stderr)
     results: dict[str, list[dict]] = {}
+    if args.table_only:
+        for row in rows:
+            files = sorted((args.work / "results").glob(f"{row}-s*.json"), key=lambda f: int(f.stem.rsplit("-s", 1)[1]))
+            if files:
+                results[row] = [json.loads(f.read_text()) for f in files]
+        print(table(bench, results))
+        return 0
     for row in rows:
         seeds = [0] if row in UNTRAINED else list(range(args.seeds))
         for seed in seeds:
