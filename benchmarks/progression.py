@@ -325,6 +325,8 @@ def main() -> int:
     unknown = set(rows) - set(ALL_ROWS) - set(EXTRA_ROWS)
     if unknown:
         ap.error(f"unknown rows {sorted(unknown)}; choose from {ALL_ROWS + EXTRA_ROWS}")
+    if "base" not in rows:
+        rows = ["base", *rows]  # every p-value is against it (cached after the first run)
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
     print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, lr {args.lr}, "
