@@ -240,8 +240,9 @@ class Bench:
         mine_s = time.perf_counter() - mine_start
         k = 0 if row == "in-batch" else self.args.k
         config = TrainConfig(max_seq_length=self.args.train_max_length, num_negatives=k,
-                             short_rows="drop", batch_size=self.args.batch_size, max_steps=self.steps, seed=seed, lr=self.args.lr,
-                             holdout_fraction=0.0, show_progress=False, logging_steps=max(1, self.steps // 5))
+                             short_rows="drop", batch_size=self.args.batch_size, max_steps=self.steps, seed=seed,
+                             lr=self.args.lr, holdout_fraction=0.0, show_progress=False,
+                             logging_steps=max(1, self.steps // 5))
         out_dir = self.work / "models" / f"{row}-s{seed}"
         t0 = time.perf_counter()
         result = train(data, negatives, start_model, out_dir, config)
@@ -329,16 +330,18 @@ def main() -> int:
         rows = ["base", *rows]  # every p-value is against it (cached after the first run)
     args.work.mkdir(parents=True, exist_ok=True)
     bench = Bench(args)
-    print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, lr {args.lr}, "
-          f"train max length {args.train_max_length}, eval at the model's own max length", file=sys.stderr)
     results: dict[str, list[dict]] = {}
     if args.table_only:
         for row in rows:
-            files = sorted((args.work / "results").glob(f"{row}-s*.json"), key=lambda f: int(f.stem.rsplit("-s", 1)[1]))
+            files = sorted((args.work / "results").glob(f"{row}-s*.json"),
+                           key=lambda f: int(f.stem.rsplit("-s", 1)[1]))  # seed order: s2 before s10
             if files:
                 results[row] = [json.loads(f.read_text()) for f in files]
         print(table(bench, results))
         return 0
+    print(f"same budget for every trained row: {bench.steps} steps x batch {args.batch_size}, k={args.k}, "
+          f"lr {args.lr}, train max length {args.train_max_length}, eval at the model's own max length",
+          file=sys.stderr)
     for row in rows:
         seeds = [0] if row in UNTRAINED else list(range(args.seeds))
         for seed in seeds:

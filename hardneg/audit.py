@@ -226,10 +226,12 @@ def _correct(buckets: list[dict[str, Any]], positives: Mapping[str, Any], seed: 
     (see :func:`judge_audit`); ``positives`` holds the judge's hits ``k`` of ``n`` labeled positives."""
     from scipy.stats import bootstrap
 
-    deep = buckets[-1] if buckets else None
-    if not positives.get("n") or deep is None or not deep["n"] or positives["k"] / positives["n"] <= deep["rate"]:
-        return  # a judge no better on positives than on deep candidates cannot be corrected
+    if not buckets or not buckets[-1]["n"] or not positives.get("n"):
+        return
+    deep = buckets[-1]
     recall, floor = positives["k"] / positives["n"], deep["rate"]
+    if recall <= floor:
+        return  # a judge no better on positives than on deep candidates cannot be corrected
 
     def fix(r, s, f):  # vectorised over bootstrap resamples; s <= f (a useless resampled judge) gives 0
         gap = s - f
