@@ -25,6 +25,8 @@ Rows with the ``default`` policy but other positives or a denoiser (issues 5 and
                   candidates it scores above ``--denoise-above`` are dropped (RocketQA)
   auto-judge      the window ``hardneg calibrate --use judge`` picks from ``--audit`` (an audit.json
                   with a judge curve, from ``hardneg audit --cross-encoder``), top-k
+  default-pad     default, but queries left with fewer than k negatives are padded with random corpus
+                  documents (``on_short = "pad-random"``) instead of leaving training
 
 Columns: NDCG@10 (mean and spread over seeds), Recall@100, MRR@10, NDCG@10 on the test
 queries whose positives were never train positives, paired randomization p-values (per-query
@@ -50,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
 ALL_ROWS = ["base", "bm25", "in-batch", "random", "bm25-top", "dense-top", "default", "hybrid-percent", "auto",
             "default+round", "st-default", "st-margin"]
-EXTRA_ROWS = ["ict", "clicks", "ce-denoise", "auto-judge"]  # run on request (--rows): other positives, or a trained reranker
+# run on request (--rows): other positives, a trained reranker, other ways to treat short rows, another loss
+EXTRA_ROWS = ["ict", "clicks", "ce-denoise", "auto-judge", "default-pad", "default-gist"]
 REDUCED_ROWS = ["base", "bm25", "st-default", "default", "st-margin", "hybrid-percent"]
 UNTRAINED = {"base", "bm25"}
 ST_ROWS = ("st-default", "st-margin")
@@ -67,7 +70,10 @@ POLICIES = {
     "ict": dict(window=(10, 100), percent=0.95),
     "clicks": dict(window=(10, 100), percent=0.95),
     "ce-denoise": dict(window=(10, 100), percent=0.95),
+    "default-pad": dict(window=(10, 100), percent=0.95, on_short="pad-random"),
+    "default-gist": dict(window=(10, 100), percent=0.95),
 }
+LOSS = {"default-gist": "gist"}  # rows trained with another loss than MNRL (same steps, batch, k, length)
 RETRIEVER = {"bm25-top": "bm25", "hybrid-percent": "hybrid", "random": "dense"}
 
 
@@ -160,7 +166,8 @@ class Bench:
                                     EncoderConfig(model=model_dir or self.model), cache=self.cache)
             cand_file.parent.mkdir(parents=True, exist_ok=True)
             cands.write(cand_file)
-        policy = SelectionPolicy(num_negatives=self.args.k, seed=seed, on_short="keep", **POLICIES.get(row, {}))
+        settings = {"num_negatives": self.args.k, "seed": seed, "on_short": "keep", **POLICIES.get(row, {})}
+        policy = SelectionPolicy(**settings)
         if row == "auto":
             from hardneg.audit import auto_window
 
@@ -241,7 +248,7 @@ class Bench:
         k = 0 if row == "in-batch" else self.args.k
         config = TrainConfig(max_seq_length=self.args.train_max_length, num_negatives=k,
                              short_rows="drop", batch_size=self.args.batch_size, max_steps=self.steps, seed=seed,
-                             lr=self.args.lr, holdout_fraction=0.0, show_progress=False,
+                             lr=self.args.lr, holdout_fraction=0.0, show_progress=False, loss=LOSS.get(row, "mnrl"),
                              logging_steps=max(1, self.steps // 5))
         out_dir = self.work / "models" / f"{row}-s{seed}"
         t0 = time.perf_counter()
