@@ -27,6 +27,8 @@ Rows with the ``default`` policy but other positives or a denoiser (issues 5 and
                   with a judge curve, from ``hardneg audit --cross-encoder``), top-k
   default-pad     default, but queries left with fewer than k negatives are padded with random corpus
                   documents (``on_short = "pad-random"``) instead of leaving training
+  default-gist    default trained with GISTEmbedLoss (a frozen copy of the base model masks the
+                  in-batch and mined negatives it scores above the positive)
 
 Columns: NDCG@10 (mean and spread over seeds), Recall@100, MRR@10, NDCG@10 on the test
 queries whose positives were never train positives, paired randomization p-values (per-query
@@ -59,19 +61,20 @@ UNTRAINED = {"base", "bm25"}
 ST_ROWS = ("st-default", "st-margin")
 METRICS = ["ndcg@10", "recall@100", "mrr@10"]
 
-# hardneg policies of the rows (k is set by --k). Window and percent as in the default recipe.
+# hardneg policies of the rows (k is set by --k). DEFAULT: window and percent as in the default recipe.
+DEFAULT = dict(window=(10, 100), percent=0.95)
 POLICIES = {
     "random": dict(sampler="random"),
     "bm25-top": dict(),
     "dense-top": dict(),
-    "default": dict(window=(10, 100), percent=0.95),
-    "default+round": dict(window=(10, 100), percent=0.95),
+    "default": DEFAULT,
+    "default+round": DEFAULT,
     "hybrid-percent": dict(percent=0.95, score_by="dense"),
-    "ict": dict(window=(10, 100), percent=0.95),
-    "clicks": dict(window=(10, 100), percent=0.95),
-    "ce-denoise": dict(window=(10, 100), percent=0.95),
-    "default-pad": dict(window=(10, 100), percent=0.95, on_short="pad-random"),
-    "default-gist": dict(window=(10, 100), percent=0.95),
+    "ict": DEFAULT,
+    "clicks": DEFAULT,
+    "ce-denoise": DEFAULT,
+    "default-pad": {**DEFAULT, "on_short": "pad-random"},
+    "default-gist": DEFAULT,
 }
 LOSS = {"default-gist": "gist"}  # rows trained with another loss than MNRL (same steps, batch, k, length)
 RETRIEVER = {"bm25-top": "bm25", "hybrid-percent": "hybrid", "random": "dense"}
@@ -166,8 +169,7 @@ class Bench:
                                     EncoderConfig(model=model_dir or self.model), cache=self.cache)
             cand_file.parent.mkdir(parents=True, exist_ok=True)
             cands.write(cand_file)
-        settings = {"num_negatives": self.args.k, "seed": seed, "on_short": "keep", **POLICIES.get(row, {})}
-        policy = SelectionPolicy(**settings)
+        policy = SelectionPolicy(num_negatives=self.args.k, seed=seed, **POLICIES.get(row, {}))  # on_short: keep
         if row == "auto":
             from hardneg.audit import auto_window
 
