@@ -427,7 +427,8 @@ def select_cmd(
 
 # ---- training, the whole loop, the demo ---------------------------------------------------------
 _TRAIN_HELP = {
-    "loss": "mnrl (InfoNCE, in-batch + mined negatives) | cached-mnrl (GradCache) | gist (a guide model masks "
+    "loss": "auto (mnrl while it fits in 6 GB, else cached-mnrl) | mnrl (InfoNCE, in-batch + mined negatives) | "
+            "cached-mnrl (GradCache: memory bounded by one chunk) | gist (a guide model masks "
             "in-batch false negatives) | marginmse (distils cross-encoder teacher margins).",
     "epochs": "Passes over the training rows (--max-steps overrides).",
     "batch_size": "Queries per training batch.",
@@ -437,7 +438,8 @@ _TRAIN_HELP = {
     "num_negatives": "Negatives per training row (default: as many as the richest query has).",
     "short_rows": "Queries with fewer negatives than that: drop | repeat.",
     "seed": "Training seed.",
-    "mini_batch_size": "GradCache chunk size (cached-mnrl; gist with several negatives).",
+    "mini_batch_size": "Texts per GradCache chunk (cached-mnrl; gist with several negatives); default: as many "
+                       "of the longest text as fit in 8,192 tokens.",
     "guide_model": "gist's guide model folder (default: a frozen copy of the starting model).",
     "student_range": "marginmse: LOW:HIGH cosine range the teacher margins are mapped onto.",
     "max_steps": "A fixed budget of optimizer steps (overrides --epochs).",
@@ -446,7 +448,7 @@ _TRAIN_HELP = {
     "eval_corpus": "Documents of that evaluation: the queries' positives plus a seeded sample.",
     "holdout_fraction": "Without a dev split: fraction of the train queries held out for evaluation.",
     "no_duplicates": "No-duplicates batch sampler (no repeated text inside a batch).",
-    "mixed_precision": "auto (bf16/fp16 on CUDA, off on CPU) | no | fp16 | bf16.",
+    "mixed_precision": "auto (bf16 autocast on CPUs with AMX and on CUDA, else no) | no | bf16 | fp16 (CUDA only).",
     "query_prompt": "Prompt prepended to queries while training (e.g. 'query: ').",
     "passage_prompt": "Prompt prepended to passages while training (e.g. 'passage: ').",
     "logging_steps": "Log the training loss every N steps.",
@@ -455,6 +457,8 @@ _TRAIN_HELP = {
     "keep_checkpoints": "Keep the checkpoints after training.",
     "gather_across_devices": "Under torchrun / accelerate launch (several processes), in-batch losses use the "
                              "other devices' texts as negatives too (the global batch).",
+    "memory_gb": "Cap on the planned peak memory in GB (default: 90% of what is free); a run estimated "
+                 "above it is refused before the first step.",
 }
 _TRAIN_FLAGS = {"no_duplicates": "--no-duplicates/--allow-duplicates", "show_progress": "--progress/--no-progress",
                 "keep_checkpoints": "--keep-checkpoints/--no-keep-checkpoints",
@@ -480,6 +484,7 @@ def _train_option_list() -> list[inspect.Parameter]:
         hint = hints[f.name]
         annotation = _TRAIN_TEXT.get(f.name) or (hint if hint in (int, float, bool) else
                                                   Optional[int] if hint == (int | None) else
+                                                  Optional[float] if hint == (float | None) else
                                                   str if default is not None else Optional[str])
         decl = _TRAIN_FLAGS.get(f.name, "--" + f.name.replace("_", "-"))
         out.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
@@ -534,6 +539,8 @@ def train_cmd(
     ds = _load(data, corpus, skip_unknown)
     result = train(ds, negatives, str(model) if model else None, out, config, dev_split, pairs_split=split)
     console.print(result.data.summary())
+    console.print(f"{result.memory['summary']}; precision {result.precision} "
+                  f"on {result.machine['cpu']} (AMX-BF16: {'yes' if result.machine['amx_bf16'] else 'no'})")
     if result.evals:
         start, best = result.before, result.best or result.evals[-1]
         console.print(f"dev NDCG@10 ({result.eval_set}): start {start['ndcg@10']:.4f} -> kept step "

@@ -6,16 +6,18 @@ default) or wraps a model you already hold, e.g. one just fine-tuned.
 """
 from __future__ import annotations
 
+import logging
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from hardneg.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
+from hardneg.cache import CacheKey, EmbeddingCache, folder_fingerprint, model_content, model_fingerprint, texts_hash
 from hardneg.errors import HardnegError
+from hardneg.precision import ENCODE_PRECISIONS, resolve_encode
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -23,10 +25,12 @@ if TYPE_CHECKING:
 __all__ = ["Encoder", "EncoderConfig", "default_model_path"]
 
 BACKENDS = ("torch", "onnx", "int8")  # onnx / int8: ONNX Runtime fp32 / int8, see hardneg.onnx_backend
-PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+WEIGHT_DTYPES = {"bf16-weights": "bfloat16", "fp16-weights": "float16"}  # precisions that cast the weights
 PROGRESS_MIN_TEXTS = 1000  # show a tqdm bar for jobs at least this long
 ENCODE_BLOCK = 50_000  # texts per cached block of a long encode (~45 min for MiniLM on 2 CPU cores)
 _DEFAULT_CACHE: Any = object()  # sentinel: "use EmbeddingCache() at the default folder"
+_UNREAD: Any = object()  # sentinel: the folder's files were not read yet
+log = logging.getLogger(__name__)
 
 
 def default_model_path() -> str:
@@ -44,8 +48,11 @@ class EncoderConfig:
     text (e5 wants ``"query: "`` / ``"passage: "``, bge a query instruction). A max length
     of None means the model's own ``max_seq_length``. ``backend``: ``torch`` (default),
     ``onnx`` (ONNX Runtime, fp32) or ``int8`` (ONNX Runtime, dynamically quantised: about 2x
-    faster on CPU; see :mod:`hardneg.onnx_backend`). ``precision`` is one of fp32, fp16,
-    bf16 (the last two with the torch backend only). ``float16`` stores passage embeddings as
+    faster on CPU; see :mod:`hardneg.onnx_backend`). ``precision`` (torch backend): ``auto``
+    (default: ``autocast-bf16`` on CPUs with AMX, else fp32; see :mod:`hardneg.precision`),
+    ``fp32``, ``autocast-bf16`` (float32 weights, bf16 matrix products: cosine 1.0000 to fp32
+    for MiniLM, about 2x faster with AMX), or ``bf16-weights`` / ``fp16-weights`` (the weights
+    cast: other vectors than autocast). The cache key holds the resolved precision. ``float16`` stores passage embeddings as
     float16: half the disk, page cache and index-building traffic of a big corpus, at about
     3 significant digits per component (scores are still computed in float64 from them);
     query embeddings stay float32.
@@ -59,16 +66,16 @@ class EncoderConfig:
     batch_size: int = 64
     normalize: bool = True
     backend: str = "torch"
-    precision: str = "fp32"
+    precision: str = "auto"
     device: str | None = None
     float16: bool = False
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise HardnegError(f"backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
-        if self.precision not in PRECISIONS:
-            raise HardnegError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.precision != "fp32" and self.backend != "torch":
+        if self.precision not in ENCODE_PRECISIONS:
+            raise HardnegError(f"precision must be one of {', '.join(ENCODE_PRECISIONS)}, not {self.precision!r}")
+        if self.precision not in ("auto", "fp32") and self.backend != "torch":
             raise HardnegError(f"precision {self.precision} needs backend 'torch'")
         if self.batch_size < 1:
             raise HardnegError(f"batch_size must be at least 1, not {self.batch_size}")
@@ -82,15 +89,21 @@ def load_model(config: EncoderConfig) -> "SentenceTransformer":
     """Load ``config.model`` (or the bundled MiniLM) from a local folder, never from the hub."""
     from sentence_transformers import SentenceTransformer
 
+    path = _model_folder(config)
+    model = SentenceTransformer(str(path), device=config.device, local_files_only=True)
+    if config.precision in WEIGHT_DTYPES:
+        import torch
+
+        model.to(getattr(torch, WEIGHT_DTYPES[config.precision]))
+    return model
+
+
+def _model_folder(config: EncoderConfig) -> Path:
+    """The local folder :func:`load_model` loads ``config.model`` (or the bundled MiniLM) from."""
     path = Path(config.model).expanduser() if config.model else Path(default_model_path())
     if not path.is_dir():
         raise HardnegError(f"model {str(path)!r} is not a local folder; hardneg loads models from local folders only")
-    model = SentenceTransformer(str(path), device=config.device, local_files_only=True)
-    if config.precision != "fp32":
-        import torch
-
-        model.to(getattr(torch, PRECISIONS[config.precision]))
-    return model
+    return path
 
 
 def _weights_signature(model: Any) -> tuple:
@@ -109,8 +122,10 @@ class Encoder:
     """Embeds queries and passages with one model; every call goes through the cache.
 
     Pass ``model`` to wrap an already loaded SentenceTransformer (``config.model`` is then
-    ignored). ``cache`` is an :class:`EmbeddingCache`, a folder for one, or None to
-    disable caching; left out, the default folder is used (``$HARDNEG_CACHE`` or
+    ignored); otherwise the model is loaded from its folder only when something is to be
+    encoded that the cache does not hold, and fingerprinted from the folder's files until then
+    (:func:`hardneg.cache.folder_fingerprint`). ``cache`` is an :class:`EmbeddingCache`, a
+    folder for one, or None to disable caching; left out, the default folder is used (``$HARDNEG_CACHE`` or
     ``~/.cache/hardneg``). Outputs are float32 arrays of shape (n, dim) (passages float16 with
     ``config.float16``); cached ones are read-only memory maps.
     """
@@ -123,7 +138,11 @@ class Encoder:
         cache: EmbeddingCache | str | os.PathLike[str] | None = _DEFAULT_CACHE,
     ):
         self.config = config or EncoderConfig()
-        self.model = model if model is not None else load_model(self.config)
+        self._model = model
+        #: the folder the model is loaded from (None: a model passed in); loaded on first need
+        self.folder: Path | None = None if model is not None else _model_folder(self.config)
+        self._files: Any = _UNREAD  # the folder's FolderFingerprint, or None when its files cannot give one
+        self._as_loaded: tuple | None = None  # weights signature right after loading from the folder
         if cache is _DEFAULT_CACHE:
             cache = EmbeddingCache()
         elif cache is not None and not isinstance(cache, EmbeddingCache):
@@ -135,17 +154,58 @@ class Encoder:
         self.block_size = ENCODE_BLOCK
 
     @property
+    def model(self) -> "SentenceTransformer":
+        """The SentenceTransformer, loaded from :attr:`folder` on first use (a warm run, whose
+        vectors are all cached, never loads it)."""
+        if self._model is None:
+            self._model = load_model(self.config)
+            self._as_loaded = _weights_signature(self._model)
+            files = self._folder_files()
+            why = files.content.mismatch(model_content(self._model)) if files is not None else None
+            if why:
+                log.info(f"{self.folder}: its files do not describe the loaded model exactly ({why}); the folder "
+                         "keeps its own fingerprint, so an in-memory copy of this model caches apart")
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model is in memory (passed in, or loaded because something needed it)."""
+        return self._model is not None
+
+    def _folder_files(self) -> Any:
+        """:func:`hardneg.cache.folder_fingerprint` of :attr:`folder`, read once (None: not readable)."""
+        if self._files is _UNREAD:
+            self._files = folder_fingerprint(self.folder) if self.folder is not None else None
+        return self._files
+
+    @property
     def fingerprint(self) -> str:
-        """:func:`hardneg.cache.model_fingerprint` of the model, recomputed when weights change."""
+        """:func:`hardneg.cache.model_fingerprint` of the model, recomputed when weights change.
+
+        A model from a folder is fingerprinted from the folder's files (no load; the same value
+        as from memory) for as long as its weights are the ones it was loaded with; a folder
+        whose files cannot say it (``pytorch_model.bin``) is loaded for it.
+        """
+        if self._model is None or (self._as_loaded is not None and _weights_signature(self._model) == self._as_loaded):
+            files = self._folder_files()
+            if files is not None:
+                return files.fingerprint
         signature = _weights_signature(self.model)
         if self._fingerprint is None or self._fingerprint[0] != signature:
             self._fingerprint = (signature, model_fingerprint(self.model))
         return self._fingerprint[1]
 
     def refresh_fingerprint(self) -> str:
-        """Forget the memoised fingerprint (after editing weights through ``.data``)."""
+        """Forget the memoised fingerprint (after editing weights through ``.data``): from now on
+        it is computed from the weights in memory."""
         self._fingerprint = None
+        self._as_loaded = None if self._model is not None else self._as_loaded
         return self.fingerprint
+
+    @property
+    def precision(self) -> str:
+        """The precision this encoder runs in: ``config.precision`` with ``auto`` resolved."""
+        return resolve_encode(self.config.precision, self.config.backend)
 
     @property
     def dimension(self) -> int:
@@ -154,7 +214,12 @@ class Encoder:
 
     @property
     def model_max_length(self) -> int:
-        """The model's own ``max_seq_length`` (used when a config max length is None)."""
+        """The model's own ``max_seq_length`` (used when a config max length is None); from the
+        folder's files while the model is not loaded, when they say it."""
+        if self._model is None:
+            files = self._folder_files()
+            if files is not None and files.max_seq_length is not None:
+                return int(files.max_seq_length)
         return int(self.model.max_seq_length)
 
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -179,7 +244,7 @@ class Encoder:
             max_length=int(max_length or self.model_max_length),
             normalize=self.config.normalize,
             backend=self.config.backend,
-            precision=self.config.precision,
+            precision=self.precision,
             texts=texts_hash(texts),
             storage=storage,
         )
@@ -197,11 +262,17 @@ class Encoder:
         if self.cache is None:
             return compute(texts)()
         key = self.cache_key(texts, prompt, max_length, storage)
+        if self._model is None and not self.cache.peek(key):
+            _ = self.model  # a miss needs the model: load it first, so the key holds its exact max length
+            key = self.cache_key(texts, prompt, max_length, storage)
         extra = {"n_texts": len(texts), "model_max_length": self.model_max_length}
         if len(texts) <= self.block_size:
             return self.cache.get_or_compute(key, compute(texts), extra)
-        parts = [texts[start:start + self.block_size] for start in range(0, len(texts), self.block_size)]
-        blocks = [(self.cache_key(part, prompt, max_length, storage), compute(part)) for part in parts]
+
+        def blocks() -> list[tuple[CacheKey, Callable[[], np.ndarray]]]:  # keyed only on a miss
+            parts = [texts[start:start + self.block_size] for start in range(0, len(texts), self.block_size)]
+            return [(self.cache_key(part, prompt, max_length, storage), compute(part)) for part in parts]
+
         return self.cache.get_or_compute_blocks(key, blocks, extra)
 
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
@@ -212,16 +283,18 @@ class Encoder:
             if self.config.backend != "torch":
                 return self._onnx_runner().encode(texts, prompt=prompt, batch_size=self.config.batch_size,
                                                   normalize=self.config.normalize, progress=progress)
-            out = self.model.encode(
-                texts,
-                prompt=prompt,  # an explicit "" also overrides a model's default prompt
-                batch_size=self.config.batch_size,
-                show_progress_bar=progress,
-                normalize_embeddings=self.config.normalize,
-                convert_to_numpy=True,
-                device=self.config.device,
-            )
-        return np.ascontiguousarray(out, dtype=np.float32)
+            with _autocast(self.model, self.precision):
+                out = self.model.encode(
+                    texts,
+                    prompt=prompt,  # an explicit "" also overrides a model's default prompt
+                    batch_size=self.config.batch_size,
+                    show_progress_bar=progress,
+                    normalize_embeddings=self.config.normalize,
+                    convert_to_tensor=True,
+                    device=self.config.device,
+                )
+        # via a float32 tensor: numpy has no bfloat16, which autocast may leave the pooled vectors in
+        return np.ascontiguousarray(out.float().cpu().numpy(), dtype=np.float32)
 
     def _onnx_runner(self) -> Any:
         """The ONNX Runtime session of the current weights, exported into the cache folder once."""
@@ -249,6 +322,15 @@ def _as_text_list(texts: Sequence[str]) -> list[str]:
     if bad is not None:
         raise HardnegError(f"text {bad} is {type(texts[bad]).__name__}, not str")
     return texts
+
+
+def _autocast(model: Any, precision: str):
+    """bf16 autocast on the model's device for ``autocast-bf16``; otherwise nothing."""
+    if precision != "autocast-bf16":
+        return nullcontext()
+    import torch
+
+    return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16)
 
 
 @contextmanager

@@ -52,11 +52,12 @@ class StFormat(str, Enum):
 
 def export(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[str, str], out_dir: str | Path,
            fmt: StFormat | str | None = None, *, teacher: str | None = "ce",
-           label_scorer: str | None = None) -> dict[str, Any]:
+           label_scorer: str | None = None, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write ``negatives.jsonl`` (+ meta) and, if ``fmt`` is given, the sentence-transformers
-    files into ``out_dir``; return what was written and what was dropped, per file."""
+    files into ``out_dir``; return what was written and what was dropped, per file. ``rows``
+    (a list) receives the lines of ``negatives.jsonl`` as dicts, e.g. to train on them in memory."""
     out_dir = Path(out_dir)
-    report = {FLAG_FILE: write_flag_jsonl(mined, docs, queries, out_dir / FLAG_FILE, teacher=teacher)}
+    report = {FLAG_FILE: write_flag_jsonl(mined, docs, queries, out_dir / FLAG_FILE, teacher=teacher, rows=rows)}
     if fmt is not None:
         report[ST_FILE] = write_sentence_transformers(mined, docs, queries, out_dir, fmt,
                                                       label_scorer=label_scorer)
@@ -65,7 +66,8 @@ def export(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[str, str],
 
 # ---- FlagEmbedding JSONL ---------------------------------------------------------------------
 def write_flag_jsonl(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[str, str],
-                     path: str | Path, *, teacher: str | None = "ce") -> dict[str, Any]:
+                     path: str | Path, *, teacher: str | None = "ce",
+                     rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """One JSON line per output row that has negatives; the sidecar explains every field.
 
     FlagEmbedding cannot read a row whose ``neg`` is empty (it divides by its length), so
@@ -92,6 +94,8 @@ def write_flag_jsonl(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[
         if own:
             line |= {f"pos_scores_{score_by}": pos_own[r.row], f"neg_scores_{score_by}": neg_own[r.row]}
         lines.append(json.dumps(line, ensure_ascii=False))
+        if rows is not None:
+            rows.append(line)
     with atomic_path(path) as tmp:
         tmp.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
     report = {

@@ -32,6 +32,7 @@ from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, bootstrap_ci, evaluate, format_p, paired_randomization_test
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.mine import MineConfig
+from hardneg.precision import machine_info, resolve_encode, resolve_train
 from hardneg.rerank import DenoiseConfig
 from hardneg.retrieve.base import Ranking
 from hardneg.select import SelectionPolicy
@@ -40,7 +41,7 @@ from hardneg.train import TrainConfig
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from hardneg.cache import EmbeddingCache
+    from hardneg.encode import Encoder
 
 __all__ = ["DataConfig", "EvalConfig", "GateDecision", "LoopConfig", "RoundGate", "RoundInit", "RoundPlan",
            "RoundResult", "RunConfig", "RunResult", "format_run_table", "gate", "plan_round", "run", "split_dev"]
@@ -315,22 +316,33 @@ class RunResult:
 
 
 # ---- helpers around models ----------------------------------------------------------------
-def _dense_ranking(model: "SentenceTransformer", ds: Dataset, split: str, encoder: EncoderConfig,
-                   cache: "EmbeddingCache", depth: int, chunks: Dataset | None = None) -> Ranking:
-    """``split``'s queries ranked over ``ds``'s documents (over ``chunks``, a document scoring its best chunk)."""
-    from hardneg.encode import Encoder
-    from hardneg.retrieve.dense import DenseRetriever
+class _Dense:
+    """One model for the whole run: its Encoder (one loaded model, one fingerprint) and one exact
+    retriever over the run's corpus, shared by mining, the dev gate and the test evaluation, so
+    the corpus is embedded (or read from the cache) once per model."""
 
-    corpus = chunks or ds
-    retriever = DenseRetriever(Encoder(encoder, model=model, cache=cache), corpus.doc_ids, corpus.doc_texts())
-    return _search(retriever, ds, split, depth, chunks)
+    def __init__(self, encoder: "Encoder", corpus: Dataset, corpus_texts: Sequence[str]):
+        from hardneg.retrieve.dense import DenseRetriever
+
+        self.encoder = encoder
+        self.retriever = DenseRetriever(encoder, corpus.doc_ids, corpus_texts)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.encoder.fingerprint
+
+    def ranking(self, ds: Dataset, split: str, depth: int, chunks: Dataset | None = None) -> Ranking:
+        """``split``'s queries ranked over the corpus (over ``chunks``, a document scoring its best chunk)."""
+        return _search(self.retriever, ds, split, depth, chunks)
 
 
-def _bm25_ranking(ds: Dataset, split: str, depth: int, chunks: Dataset | None = None) -> Ranking:
+def _bm25_ranking(ds: Dataset, split: str, depth: int, chunks: Dataset | None = None,
+                  texts: Sequence[str] | None = None) -> Ranking:
     from hardneg.retrieve.bm25 import BM25Retriever
 
     corpus = chunks or ds
-    return _search(BM25Retriever(corpus.doc_ids, corpus.doc_texts()), ds, split, depth, chunks)
+    return _search(BM25Retriever(corpus.doc_ids, texts if texts is not None else corpus.doc_texts()), ds, split,
+                   depth, chunks)
 
 
 def _search(retriever, ds: Dataset, split: str, depth: int, chunks: Dataset | None) -> Ranking:
@@ -350,12 +362,6 @@ def _dev_scores(ds: Dataset, ranking: Ranking) -> dict[str, np.ndarray]:
 
 def _means(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
     return {m: float(v.mean()) for m, v in scores.items()}
-
-
-def _fingerprint(model: Any) -> str:
-    from hardneg.cache import model_fingerprint
-
-    return model_fingerprint(model)
 
 
 class _Clock:
@@ -385,15 +391,26 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
     model, dev verdict) and ``out/model`` (the kept model; absent when none beat the base).
     ``data`` passes an already loaded dataset instead of ``config.data.path``.
+
+    Each model (the base, each round's) has one encoder for the whole run: loaded once (the
+    base only if something is to be encoded), fingerprinted once, its corpus vectors read once;
+    the corpus texts are hashed once. Each round hands its selected negatives to training in
+    memory (the files are still written) and stores every candidate's fate in
+    ``rounds/r<i>/decisions.parquet``, which the report reads.
     """
+    from hardneg.cache import memoised_texts_hashes
+
+    with memoised_texts_hashes():
+        return _run(config, Path(out), progress or log.info, data)
+
+
+def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None) -> RunResult:
     from hardneg.cache import EmbeddingCache
-    from hardneg.encode import load_model
+    from hardneg.encode import Encoder
     from hardneg.mine import chunked_for
 
-    say = progress or log.info
     start = time.perf_counter()
     clock = _Clock()
-    out = Path(out)
     if data is None:
         if not config.data.path:
             raise HardnegError("no data: set [data] path in the recipe")
@@ -405,21 +422,27 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     enc, depth = config.encoder, config.eval.depth
     # [mine] chunk_tokens: rounds mine and train on chunks; evaluation ranks documents by their best chunk
     chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, enc)
+    corpus = chunks or data  # view and data share their documents
+    corpus_texts = corpus.doc_texts()  # one list for every retriever: its hash is computed once
+
+    def dense(encoder: "Encoder") -> _Dense:
+        return _Dense(encoder, corpus, corpus_texts)
+
     say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
         f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
 
     _clear_previous(out)
     with clock.time("baselines"):
-        base_model = load_model(enc)
-        base_fp = _fingerprint(base_model)
-        test_runs = {"bm25": _bm25_ranking(data, test, depth, chunks),
-                     "base": _dense_ranking(base_model, data, test, enc, cache, depth, chunks)}
-        dev_base = _dev_scores(view, _dense_ranking(base_model, view, "dev", enc, cache, depth, chunks))
+        base = dense(Encoder(enc, cache=cache))  # loaded from its folder only if something must be encoded
+        base_fp = base.fingerprint
+        test_runs = {"bm25": _bm25_ranking(data, test, depth, chunks, corpus_texts),
+                     "base": base.ranking(data, test, depth, chunks)}
+        dev_base = _dev_scores(view, base.ranking(view, "dev", depth, chunks))
     say(f"baselines on {test}: " + ", ".join(
         f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in test_runs.items())
         + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({clock.timings['baselines']:.0f}s)")
 
-    rounds, models = _rounds(config, view, chunks, base_model, base_fp, dev_base, cache, out, say, clock)
+    rounds, models = _rounds(config, view, chunks, base, dev_base, cache, out, say, clock, dense, corpus_texts)
     kept = [r for r in rounds if r.kept]
     selected = f"r{kept[-1].round}" if kept else "base"
     tuned_from = selected if kept else "r0"
@@ -430,7 +453,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
         say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
 
     with clock.time("test evaluation"):
-        test_runs["tuned"] = _dense_ranking(models[tuned_from], data, test, enc, cache, depth, chunks)
+        test_runs["tuned"] = models[tuned_from].ranking(data, test, depth, chunks)
         ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
         result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
     from hardneg.evaluate import write_eval
@@ -458,14 +481,17 @@ def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
     return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
 
 
-def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base_model, base_fp: str,
-            dev_base: dict[str, np.ndarray], cache, out: Path, say,
-            clock: _Clock) -> tuple[list[RoundResult], dict[str, Any]]:
+def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base: _Dense,
+            dev_base: dict[str, np.ndarray], cache, out: Path, say, clock: _Clock,
+            dense: Callable[["Encoder"], _Dense],
+            corpus_texts: Sequence[str]) -> tuple[list[RoundResult], dict[str, _Dense]]:
     """Round 0 and up to ``rounds`` re-mining rounds; stops at the first round not kept. With
-    ``chunks`` the rounds mine and train on chunks and the dev gate ranks documents."""
-    from hardneg.train import load_student
+    ``chunks`` the rounds mine and train on chunks and the dev gate ranks documents. Each
+    round's model stays in memory as trained (the saved folder holds the same weights) and
+    gets one encoder (``dense``) for its dev gate, the next round's mining and the test."""
+    from hardneg.encode import Encoder
 
-    models: dict[str, Any] = {"base": base_model}
+    models: dict[str, _Dense] = {"base": base}
     dirs: dict[str, str | None] = {"base": config.encoder.model}
     incumbent, inc_scores = "base", dev_base
     results: list[RoundResult] = []
@@ -477,24 +503,24 @@ def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base_model
                             else (config.mine, config.policy))
         with clock.time("mining"):
             negatives, neg_stats, miner_fp, cache_delta = _mine_round(
-                chunks or view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan)
+                chunks or view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan, corpus_texts)
         say(f"r{r}: mined with {plan.miner} ({mine_cfg.retriever}): {neg_stats['rows']} rows, "
             f"{neg_stats['negatives']} negatives; cache {cache_delta['hits']} hits, {cache_delta['misses']} misses")
         with clock.time("training"):
             card = {"policy": neg_stats["policy"], "mined_by": f"{plan.miner} ({mine_cfg.retriever})",
                     "round": f"r{r} of `hardneg run`, trained from {plan.init}"}
-            trained = _train_round(chunks or view, negatives, dirs[plan.init], rdir / "model", config.train, card)
-            student = load_student(rdir / "model")  # exactly the saved weights (the best checkpoint)
-        models[f"r{r}"], dirs[f"r{r}"] = student, str(rdir / "model")
+            trained, student = _train_round(chunks or view, negatives, dirs[plan.init], rdir / "model",
+                                            config.train, card)
+        tuned = dense(Encoder(config.encoder, model=student, cache=cache))  # the best checkpoint, as saved
+        models[f"r{r}"], dirs[f"r{r}"] = tuned, str(rdir / "model")
         with clock.time("dev evaluation"):
-            scores = _dev_scores(view, _dense_ranking(student, view, "dev", config.encoder, cache, config.eval.depth,
-                                                      chunks))
+            scores = _dev_scores(view, tuned.ranking(view, "dev", config.eval.depth, chunks))
         loop = config.loop
         decision = gate(scores[GATE_METRIC], inc_scores[GATE_METRIC], loop.round_gate, loop.alpha, loop.min_gain,
                         loop.seed, config.eval.n_resamples)
         result = RoundResult(
             r, plan.miner, plan.init, mine_cfg.retriever, miner_fp, cache_delta, neg_stats, trained,
-            str(rdir / "model"), _fingerprint(student), _means(scores), incumbent, decision.gain, decision.p,
+            str(rdir / "model"), tuned.fingerprint, _means(scores), incumbent, decision.gain, decision.p,
             decision.keep, decision.reason, time.perf_counter() - t0)
         atomic_write_json(rdir / "round.json", asdict(result))
         results.append(result)
@@ -509,20 +535,21 @@ def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base_model
     return results, models
 
 
-def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, config: RunConfig, miner,
-                cache, rdir: Path, plan: RoundPlan):
-    """Mine (with the miner model in memory), select and export into ``rdir``."""
-    from hardneg.export import export
+def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, config: RunConfig, miner: _Dense,
+                cache, rdir: Path, plan: RoundPlan, doc_texts: Sequence[str]):
+    """Mine (with the miner's encoder), select and export into ``rdir``; write every candidate's
+    fate (``decisions.parquet``). Returns the negatives (file, rows in memory, sidecar) too."""
+    from hardneg.export import FLAG_FILE, export
     from hardneg.mine import mine_candidates
     from hardneg.retrieve import RetrieverSpec
-    from hardneg.select import select
+    from hardneg.select import DECISIONS_FILE, select, write_decisions
 
     mine_cfg = replace(mine_cfg, rank_by=policy.rank_by, score_by=policy.score_by)
     spec = RetrieverSpec.parse(mine_cfg.retriever)
     # round 0 keeps a model named in the retriever spec; re-mining rounds always use the incumbent
-    model = miner if (plan.remine or spec.model is None) else None
+    model = miner.encoder if (plan.remine or spec.model is None) else None
     hits, misses = cache.hits, cache.misses
-    cands = mine_candidates(view, mine_cfg, config.encoder, cache=cache, model=model)
+    cands = mine_candidates(view, mine_cfg, config.encoder, cache=cache, model=model, doc_texts=doc_texts)
     delta = {"hits": cache.hits - hits, "misses": cache.misses - misses}
     if config.denoise.cross_encoder:
         cands = _rescored(cands, view, config.denoise, cache, rdir)
@@ -530,7 +557,9 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     if config.auto_window:
         policy = _calibrated(cands, policy, config.audit, rdir)
     mined = select(cands, policy, corpus_doc_ids=view.doc_ids)
-    files = export(mined, view.doc_text_map(), view.queries, rdir, config.fmt)
+    rows: list[dict[str, Any]] = []
+    files = export(mined, view.doc_text_map(), view.queries, rdir, config.fmt, rows=rows)
+    write_decisions(mined, rdir / DECISIONS_FILE, policy)
     atomic_write_json(rdir / "stats.json", mined.stats | {"files": files, "policy": policy.to_dict()})
     out = mined.stats["output"]
     stats = {"rows": int(out["rows"]), "negatives": int(out["negatives"]),
@@ -539,7 +568,7 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
              "policy": policy.to_dict()}
     fingerprints = cands.meta.get("models") or {}  # scorer name -> weights fingerprint (dense scorers)
     fp = fingerprints.get(spec.name) or fingerprints.get("dense") or next(iter(fingerprints.values()), None)
-    return rdir / "negatives.jsonl", stats, fp, delta
+    return (rdir / FLAG_FILE, rows, files[FLAG_FILE]), stats, fp, delta
 
 
 def _rescored(cands, view: Dataset, cfg: DenoiseConfig, cache, rdir: Path):
@@ -569,17 +598,30 @@ def _calibrated(cands, policy: SelectionPolicy, audit: AuditConfig, rdir: Path) 
     return replace(policy, window=cal.window, percent=cal.percent)
 
 
-def _train_round(view: Dataset, negatives: Path, init: str | None, model_dir: Path, config: TrainConfig,
-                 card: Mapping[str, Any]) -> dict[str, Any]:
-    from hardneg.train import train
+def _train_round(view: Dataset, negatives: tuple[Path, list, dict], init: str | None, model_dir: Path,
+                 config: TrainConfig, card: Mapping[str, Any]) -> tuple[dict[str, Any], "SentenceTransformer"]:
+    """Train a fresh copy of ``init`` on the round's negatives, handed over in memory (what
+    ``negatives.jsonl`` and its sidecar hold); return the summary and the trained model, which
+    holds the best checkpoint's weights (the ones saved to ``model_dir``)."""
+    import json
 
-    res = train(view, negatives, init, model_dir, config, dev_split="dev", meta=card)
+    from hardneg.encode import default_model_path
+    from hardneg.train import load_student, train
+
+    path, rows, sidecar = negatives
+    student = load_student(init)  # what train() would load from ``init``; trained in place
+    student.model_card_data.base_model = str(init) if init else default_model_path()  # the card's "trained from"
+    if rows:
+        meta = {**json.loads(json.dumps(sidecar)), "negatives_file": str(path), **card}  # as read back from disk
+        res = train(view, rows, student, model_dir, config, dev_split="dev", meta=meta)
+    else:  # nothing exported (the in-batch-only baseline): train() takes the empty file's sidecar
+        res = train(view, path, student, model_dir, config, dev_split="dev", meta=card)
     return {"rows": res.data.n_rows, "queries": res.data.n_queries, "num_negatives": res.data.num_negatives,
             "steps": res.losses[-1][0] if res.losses else 0,
             "first_loss": res.losses[0][1] if res.losses else None,
             "last_loss": res.losses[-1][1] if res.losses else None,
             "best_step": res.best["step"] if res.best else None, "seconds": res.train_seconds,
-            "summary": res.data.summary()}
+            "summary": res.data.summary()}, student
 
 
 def _clear_previous(out: Path) -> None:
@@ -627,6 +669,9 @@ def _metrics(result: EvalResult, rounds: Sequence[RoundResult], selected: str, t
         "selected": selected, "tuned_from": tuned_from, "tuned_kept_on_dev": selected != "base",
         "dev": {"description": dev, "base": _means(dev_base), "query_ids": list(dev_ids)},
         "base_fingerprint": base_fp,
+        "machine": machine_info(),
+        "precision": {"encode": resolve_encode(config.encoder.precision, config.encoder.backend),
+                      "train": resolve_train(config.train.mixed_precision, machine_info()["cuda"] is not None)},
         "rounds": [asdict(r) for r in rounds],
         "timings": {k: round(v, 2) for k, v in clock.timings.items()} | {"total": round(seconds, 2)},
         "config": config.to_dict(),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,12 +126,16 @@ class _Job:
 
 def mine_candidates(ds: Dataset, config: MineConfig = MineConfig(), encoder_config=None, cache=None,
                     model=None, *, checkpoint_dir: str | Path | None = None, restart: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> CandidateSet:
+                    progress: Callable[[int, int], None] | None = None,
+                    doc_texts: Sequence[str] | None = None) -> CandidateSet:
     """Retrieve and score candidates for every query of ``config.split`` that has positives.
 
     Every known positive gets a row (also one ranked below ``depth``: its rank is null, its
     scores are still computed), so positive-aware filters never miss a positive.
-    ``model`` optionally passes an already loaded SentenceTransformer for the dense scorer.
+    ``model`` optionally passes an already loaded SentenceTransformer for the dense scorer, or an
+    :class:`~hardneg.encode.Encoder` (its loaded model and fingerprint are then shared, e.g. by
+    ``hardneg run``, which keeps one encoder per model). ``doc_texts`` is ``ds.doc_texts()`` when
+    the caller holds it already: the same list across calls lets the run hash the corpus once.
 
     Queries are mined ``config.query_chunk`` at a time. With ``checkpoint_dir`` each finished
     chunk (and any ANN index) is stored there, and a rerun of the same mining resumes from the
@@ -139,7 +143,7 @@ def mine_candidates(ds: Dataset, config: MineConfig = MineConfig(), encoder_conf
     refused unless ``restart``. ``progress(done, total)`` is called after each chunk.
     ``result.run`` holds what varies between runs: search timings, resumed chunks.
     """
-    job, store, infos = _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart)
+    job, store, infos = _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart, doc_texts)
     parts = [chunk.table for chunk in _iter_chunks(job, store, progress)]
     table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     cands = CandidateSet(table, job.meta)
@@ -164,22 +168,24 @@ def write_candidates(ds: Dataset, path: str | Path, config: MineConfig = MineCon
     return dict(job.meta)
 
 
-def _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart):
+def _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart, doc_texts=None):
     """The job, its checkpoint (or None) and the dense scorers' SearchInfo, indexes ready."""
-    job = _job(ds, config, encoder_config, cache, model)
+    job = _job(ds, config, encoder_config, cache, model, doc_texts)
     store = None
     if checkpoint_dir is not None:
         store = MineCheckpoint(checkpoint_dir, _fingerprint_inputs(job, encoder_config), len(job.chunks()), restart)
     return job, store, _prepare_search(job, store)
 
 
-def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
+def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model, doc_texts=None) -> _Job:
     """Build the retrievers and the metadata; check the scorers before any heavy work."""
+    given = ds
     ds = chunked_for(ds, config, encoder_config)
     specs, fused = scorer_specs(config)
     positives = ds.positives(config.split)
     qids = list(positives)
-    doc_texts = ds.doc_texts()
+    if doc_texts is None or ds is not given or len(doc_texts) != len(ds.doc_ids):
+        doc_texts = ds.doc_texts()
     retrievers = build_retrievers(specs, ds.doc_ids, doc_texts, encoder_config, cache=cache,
                                   search=config.search_config())
     if model is not None:
@@ -187,7 +193,8 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model) -> _Job:
     if config.engine == "ray":
         from hardneg.engine_ray import RayEngine, use_ray
 
-        retrievers = use_ray(retrievers, RayEngine(config.ray_address, config.ray_shards, config.ray_actors), model)
+        retrievers = use_ray(retrievers, RayEngine(config.ray_address, config.ray_shards, config.ray_actors),
+                             _in_memory(model))
     names = (["hybrid"] if fused else []) + list(retrievers)
     rank_by = config.rank_by or ("hybrid" if fused else names[0])
     score_by = config.score_by or ("dense" if fused else names[0])
@@ -276,7 +283,7 @@ def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
     if job.fused:
         rankings = {"hybrid": rrf([rankings["bm25"], rankings["dense"]], depth), **rankings}
     frame = _candidate_frame(ds, qids, job.positives, rankings)
-    _add_scores(frame, ds, qids, qtexts, job.retrievers, q_embs)
+    _add_scores(frame, ds, qids, qtexts, job.retrievers, q_embs, rankings)
     if job.fused:
         frame[score_col("hybrid")] = np.nan  # rank-only scorer: RRF values are not relevance scores
     _add_flags(frame, ds, job.config.split, qids, job.positives, job.retrievers)
@@ -315,13 +322,28 @@ def _check_scorers(rank_by: str, score_by: str, names: list[str], fused: bool) -
 
 
 def _use_model(retrievers, model) -> None:
+    """Give the dense scorers ``model``: a SentenceTransformer (wrapped in one new Encoder) or an
+    Encoder (shared as it is: one loaded model, one fingerprint)."""
     from hardneg.encode import Encoder
 
+    shared = None
     for r in retrievers.values():
         inner = getattr(r, "inner", r)
         if hasattr(inner, "encoder"):
-            inner.encoder = Encoder(inner.encoder.config, model=model, cache=inner.encoder.cache)
+            if shared is None:
+                shared = model if isinstance(model, Encoder) else Encoder(inner.encoder.config, model=model,
+                                                                           cache=inner.encoder.cache)
+            inner.encoder = shared
             inner.reset()
+
+
+def _in_memory(model):
+    """The SentenceTransformer behind ``model`` for engines that copy it (None: they load the folder)."""
+    from hardneg.encode import Encoder
+
+    if isinstance(model, Encoder):
+        return model.model if (model.loaded or model.folder is None) else None
+    return model
 
 
 def _fingerprint(retriever) -> str | None:
@@ -359,21 +381,35 @@ def _candidate_frame(ds: Dataset, qids: list[str], positives: dict[str, list[str
     first = hits.sort_values(["qi", "rank"], kind="stable").drop_duplicates(["qi", "di"])
     frame = frame.merge(first[["qi", "di", "scorer"]].rename(columns={"scorer": "source"}), how="left", on=["qi", "di"])
     frame["source"] = frame["source"].fillna("qrels")
-    pos_set = set(zip(pos_q, pos_d))
-    frame["is_positive"] = [(q, d) in pos_set for q, d in zip(frame["qi"], frame["di"])]
+    n_docs = len(ds.doc_ids)
+    pos_keys = np.asarray(pos_q, np.int64) * n_docs + np.asarray(pos_d, np.int64)
+    frame["is_positive"] = np.isin(frame["qi"].to_numpy(np.int64) * n_docs + frame["di"].to_numpy(np.int64), pos_keys)
     return frame
 
 
-def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers, query_embs) -> None:
-    """Score every row under every scorer (also positives beyond the depth)."""
+def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers, query_embs,
+                rankings: dict[str, Ranking] | None = None) -> None:
+    """Score every row under every scorer (also positives beyond the depth). Rows an exact dense
+    search ranked take the score it reported (:func:`~hardneg.retrieve.dense.pair_scores` gives
+    the same value: both are float64 dot products rounded to float32); the others are scored."""
+    from hardneg.retrieve.dense import Search
+
     qi, di = frame["qi"].to_numpy(), frame["di"].to_numpy()
     for name, r in retrievers.items():
         inner = getattr(r, "inner", r)
         scores = np.full(len(frame), np.nan, dtype=np.float32)
         if hasattr(inner, "score_pairs"):
             q_embs = query_embs[name]
-            for s in range(0, len(frame), 65536):  # chunks bound the gathered query vectors
-                scores[s:s + 65536] = pair_scores(q_embs[qi[s:s + 65536]], inner.doc_embeddings, di[s:s + 65536])
+            todo = np.arange(len(frame))
+            ranking = (rankings or {}).get(name)
+            if ranking is not None and getattr(inner, "search_mode", None) is Search.EXACT:
+                rank = frame[rank_col(name)].to_numpy(np.int64, na_value=0)
+                ranked = rank > 0
+                scores[ranked] = ranking.scores[qi[ranked], rank[ranked] - 1]
+                todo = np.flatnonzero(~ranked)
+            for s in range(0, len(todo), 65536):  # chunks bound the gathered query vectors
+                rows = todo[s:s + 65536]
+                scores[rows] = pair_scores(q_embs[qi[rows]], inner.doc_embeddings, di[rows])
         else:
             order = np.argsort(qi, kind="stable")
             bounds = np.searchsorted(qi[order], np.arange(len(qids) + 1))
@@ -381,28 +417,45 @@ def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers, quer
                 rows = order[bounds[q]:bounds[q + 1]]
                 scores[rows] = inner.score_docs(qtexts[q], di[rows])
         frame[score_col(name)] = scores
-    frame["query_id"] = [qids[i] for i in qi]
-    frame["doc_id"] = [ds.doc_ids[i] for i in di]
+    frame["query_id"] = np.asarray(qids, dtype=object)[qi] if len(qi) else np.zeros(0, object)
+    frame["doc_id"] = np.asarray(ds.doc_ids, dtype=object)[di] if len(di) else np.zeros(0, object)
 
 
 def _add_flags(frame: pd.DataFrame, ds: Dataset, split: str, qids, positives, retrievers) -> None:
-    """Exact duplicates of a positive, the query text itself, judged negatives, cosine to positives."""
-    norm_docs: dict[int, str] = {}
+    """Exact duplicates of a positive, the query text itself, judged negatives, cosine to positives.
 
-    def norm(i: int) -> str:
-        if i not in norm_docs:
-            norm_docs[i] = normalize_text(ds.doc_text(ds.doc_ids[i]))
-        return norm_docs[i]
-
-    pos_norm = {q: {norm(ds.doc_index(d)) for d in positives[q]} for q in qids}
-    q_norm = {q: normalize_text(ds.queries[q]) for q in qids}
-    known_neg = {(q, d) for q, ds_ in ds.known_negatives(split).items() for d in ds_}
-    rows = zip(frame["query_id"], frame["di"], frame["doc_id"], frame["is_positive"])
-    flags = [(not p and norm(i) in pos_norm[q], norm(i) == q_norm[q], (q, d) in known_neg) for q, i, d, p in rows]
-    frame["dup_of_positive"], frame["is_query_text"], frame["is_known_negative"] = (
-        np.array([f[k] for f in flags], dtype=bool) if flags else np.zeros(0, bool) for k in range(3))
+    Each distinct normalised text (of the documents the rows touch) gets a code, so the flags
+    are array lookups: a row duplicates a positive when its document's code is one of its
+    query's positives' codes, and is the query text when the code is the query's own.
+    """
+    qi, di = frame["qi"].to_numpy(np.int64), frame["di"].to_numpy(np.int64)
+    is_pos = frame["is_positive"].to_numpy(bool)
+    codes: dict[str, int] = {}
+    doc_code = np.full(len(ds.doc_ids), -1, np.int64)
+    pos_q = np.asarray([i for i, q in enumerate(qids) for _ in positives[q]], np.int64)
+    pos_d = np.asarray([ds.doc_index(d) for q in qids for d in positives[q]], np.int64)
+    for i in np.unique(np.r_[di, pos_d]).tolist():
+        doc_code[i] = codes.setdefault(normalize_text(ds.doc_text(ds.doc_ids[i])), len(codes))
+    q_code = np.asarray([codes.get(normalize_text(ds.queries[q]), -2) for q in qids], np.int64)
+    n_codes = max(len(codes), 1)
+    pos_keys = pos_q * n_codes + doc_code[pos_d]
+    frame["dup_of_positive"] = ~is_pos & np.isin(qi * n_codes + doc_code[di], pos_keys)
+    frame["is_query_text"] = doc_code[di] == q_code[qi] if len(qi) else np.zeros(0, bool)
+    where = {q: i for i, q in enumerate(qids)}
+    n_docs = len(ds.doc_ids)
+    neg_keys = np.asarray([where[q] * n_docs + ds.doc_index(d) for q, docs in ds.known_negatives(split).items()
+                           if q in where for d in docs if _has_doc(ds, d)], np.int64)
+    frame["is_known_negative"] = np.isin(qi * n_docs + di, neg_keys)
     frame["pos_cosine"] = _pos_cosine(frame, ds, qids, positives, retrievers)
     del frame["qi"], frame["di"]
+
+
+def _has_doc(ds: Dataset, doc_id: str) -> bool:
+    try:
+        ds.doc_index(doc_id)
+    except KeyError:
+        return False
+    return True
 
 
 def _pos_cosine(frame: pd.DataFrame, ds: Dataset, qids, positives, retrievers) -> np.ndarray:

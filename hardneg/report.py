@@ -10,9 +10,11 @@ inline, no script, nothing fetched) and the same figures as PNG files under ``RU
 * per-filter drop counts of every round (``rounds/r<i>/stats.json``);
 * score histograms of positives vs selected negatives, and a per-query view of a seeded
   sample of train queries: the query, its positives, the chosen negatives with their original
-  rank and score, and for the others the filter that dropped them. Both re-run
-  :func:`hardneg.select.select` on ``rounds/r<i>/candidates.parquet`` with the round's policy
-  (deterministic, seconds); texts come from the run's dataset, ids only when it is unreadable;
+  rank and score, and for the others the filter that dropped them. Both read the round's
+  ``rounds/r<i>/decisions.parquet`` (every candidate's fate, stored when the round selected);
+  for a folder without one, or whose ``stats.json`` policy was edited since, they re-run
+  :func:`hardneg.select.select` on ``candidates.parquet`` with the round's policy (deterministic,
+  the same page); texts come from the run's dataset, ids only when it is unreadable;
 * the false-negative curve with the chosen window, when an ``audit.json`` is there;
 * the progression table, when a ``progression.md`` is there (or one is passed).
 
@@ -37,7 +39,7 @@ from hardneg.io import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from hardneg.candidates import CandidateSet
     from hardneg.data import Dataset
-    from hardneg.select import MinedSet
+    from hardneg.select import Decisions
 
 __all__ = ["RunFolder", "find_audit", "find_progression", "read_run", "write_report"]
 
@@ -61,15 +63,15 @@ class RoundFiles:
     info: dict[str, Any]  # the round's entry in metrics.json
     stats: dict[str, Any] | None  # rounds/r<i>/stats.json, None when absent
     cands: "CandidateSet | None" = None
-    mined: "MinedSet | None" = None  # the selection re-run with the round's policy
+    sel: "Decisions | None" = None  # the round's selection: its decisions.parquet (or select re-run)
     ds: "Dataset | None" = None  # the run's dataset, chunked as the round's candidates were
-    why_not: str = ""  # why ``mined`` is None
+    why_not: str = ""  # why ``sel`` is None
     _decisions: pd.DataFrame | None = field(default=None, repr=False)
 
     def decisions(self) -> pd.DataFrame:
-        """The fate of every candidate (:meth:`MinedSet.decisions`), built once."""
+        """The fate of every candidate (:meth:`hardneg.select.Decisions.decisions`), built once."""
         if self._decisions is None:
-            self._decisions = self.mined.decisions()
+            self._decisions = self.sel.decisions()
         return self._decisions
 
 
@@ -153,11 +155,15 @@ def _dataset(run: RunFolder, data: "Dataset | None") -> tuple["Dataset | None", 
         return None, f"the dataset {path} could not be read ({e}): ids only"
 
 
-def _reselect(rnd: RoundFiles, ds: "Dataset | None") -> None:
-    """Re-run the round's selection on its candidates (fills ``cands``/``mined`` or ``why_not``)."""
+def _load_round(rnd: RoundFiles, ds: "Dataset | None") -> None:
+    """Read the round's candidates and its stored selection (fills ``cands``/``sel`` or ``why_not``).
+
+    The selection is ``decisions.parquet`` when it was made with the policy ``stats.json`` records;
+    otherwise (a folder written before it existed, a policy edited since) select runs again.
+    """
     from hardneg.candidates import CandidateSet
     from hardneg.chunking import chunked_like
-    from hardneg.select import SelectionPolicy, select
+    from hardneg.select import DECISIONS_FILE, Decisions, SelectionPolicy, select
 
     file = rnd.path / "candidates.parquet"
     if rnd.stats is None or "policy" not in rnd.stats:
@@ -171,9 +177,27 @@ def _reselect(rnd: RoundFiles, ds: "Dataset | None") -> None:
         policy = SelectionPolicy(**{k: v for k, v in rnd.stats["policy"].items() if k in known})
         rnd.cands = CandidateSet.read(file)
         rnd.ds = chunked_like(ds, rnd.cands.meta) if ds is not None else None  # chunk ids and texts when mined so
-        rnd.mined = select(rnd.cands, policy, corpus_doc_ids=rnd.ds.doc_ids if rnd.ds is not None else None)
+        rnd.sel = _stored_selection(rnd.path / DECISIONS_FILE, rnd.stats["policy"])
+        if rnd.sel is None:
+            mined = select(rnd.cands, policy, corpus_doc_ids=rnd.ds.doc_ids if rnd.ds is not None else None)
+            rnd.sel = Decisions.from_mined(mined, policy)
     except (HardnegError, OSError, ValueError, KeyError) as e:
         rnd.why_not = f"the selection could not be re-run: {e}"
+
+
+def _stored_selection(file: Path, policy: Mapping[str, Any]) -> "Decisions | None":
+    """The stored decisions if ``file`` holds them for ``policy``; None to re-run the selection."""
+    from hardneg.select import read_decisions
+
+    if not file.is_file():
+        return None
+    try:
+        stored = read_decisions(file)
+    except (HardnegError, OSError, ValueError) as e:
+        log.warning(f"{file}: unreadable ({e}); the selection is run again")
+        return None
+    same = json.dumps(stored.policy, sort_keys=True) == json.dumps(dict(policy), sort_keys=True)
+    return stored if same else None
 
 
 # ---- the report --------------------------------------------------------------------------------
@@ -211,7 +235,7 @@ def write_report(run_dir: str | Path, *, progression: str | Path | None = None, 
     audit_file, progression_file = find_audit(run, audit), find_progression(run, progression)
     ds, ds_note = _dataset(run, data)
     for rnd in run.rounds:
-        _reselect(rnd, ds)
+        _load_round(rnd, ds)
     figures = _Plots(run.path / "plots")
     sections = [
         ("metrics", "Test metrics", metrics_section(run, figures)),
@@ -348,7 +372,7 @@ def filters_section(run: RunFolder, figures: _Plots) -> str:
 
 
 def _decision_count(rnd: RoundFiles, decision: str) -> str:
-    if rnd.mined is None:
+    if rnd.sel is None:
         return "-"
     return str(int((rnd.decisions()["decision"] == decision).sum()))
 
@@ -370,15 +394,15 @@ def scores_section(run: RunFolder, figures: _Plots) -> str:
     """Per round, histograms of positive vs selected-negative scores and the stored score summaries."""
     parts = []
     for r in run.rounds:
-        if r.stats is None and r.mined is None:
+        if r.stats is None and r.sel is None:
             continue
-        score_by = (r.stats or {}).get("score_by") or (r.mined.meta["score_by"] if r.mined else "?")
+        score_by = (r.stats or {}).get("score_by") or (r.sel.meta["score_by"] if r.sel else "?")
         parts.append(f"<h3>{esc(r.name)} (scores under {esc(score_by)})</h3>")
-        if r.mined is not None:
+        if r.sel is not None:
             d = r.decisions()
             others = d.loc[~d["decision"].isin(HIDDEN), "score"]
-            pos = r.mined.positives.drop_duplicates(["query_id", "doc_id"])["score"]
-            png = plots.score_histogram(pos, r.mined.negatives["score"], f"{r.name}: {score_by} scores", others,
+            pos = r.sel.positives.drop_duplicates(["query_id", "doc_id"])["score"]
+            png = plots.score_histogram(pos, r.sel.negatives["score"], f"{r.name}: {score_by} scores", others,
                                         xlabel=f"{score_by} score")
             parts.append(figures.add(f"scores_{r.name}", png, f"{r.name}: score histograms"))
         else:
@@ -411,11 +435,11 @@ def queries_section(run: RunFolder, ds_note: str, sample: int, seed: int) -> str
     rnd = run.tuned_round()
     if rnd is None:
         return _note("metrics.json records no rounds: no per-query view.")
-    if rnd.mined is None:
+    if rnd.sel is None:
         return _note(f"No per-query view for {rnd.name}: {rnd.why_not}.")
     from hardneg.candidates import IS_POSITIVE, QUERY_ID, rank_col, score_col
 
-    mined, cands = rnd.mined, rnd.cands
+    mined, cands = rnd.sel, rnd.cands
     qids = sample_queries(cands.query_ids(), sample, seed)
     wanted = set(qids)
     rank_by, score_by = mined.meta["rank_by"], mined.meta["score_by"]
@@ -423,7 +447,8 @@ def queries_section(run: RunFolder, ds_note: str, sample: int, seed: int) -> str
     pos = table_[table_[IS_POSITIVE].to_numpy(bool)]
     pos = pd.DataFrame({"query_id": pos[QUERY_ID], "doc_id": pos["doc_id"], "rank": pos[rank_col(rank_by)],
                         "score": pos[score_col(score_by)]})
-    negs = mined.negatives[mined.negatives["query_id"].isin(wanted)].merge(mined.rows[["row", "pos_id"]], on="row")
+    negatives = mined.negatives
+    negs = negatives[negatives["query_id"].isin(wanted)]
     dec = rnd.decisions()
     dec = dec[dec["query_id"].isin(wanted) & ~dec["decision"].isin(HIDDEN)]
     groups = {name: dict(tuple(frame.groupby("query_id", sort=False))) for name, frame in

@@ -9,8 +9,13 @@ the best checkpoint and saves a normal sentence-transformers folder with a model
 
 Losses (:class:`Loss`):
 
-* ``mnrl`` (default): InfoNCE over in-batch + mined negatives.
-* ``cached-mnrl``: the same with GradCache, for large batches in small memory.
+* ``auto`` (default): ``mnrl`` while its estimated peak memory stays small, else
+  ``cached-mnrl``; see :mod:`hardneg.memory`, which also refuses, before the first step, a run
+  that would not fit in the memory available.
+* ``mnrl``: InfoNCE over in-batch + mined negatives. Keeps every text's activations for the
+  backward pass: at batch 32, k 7 and 256 tokens that is about 20 GB.
+* ``cached-mnrl``: the same objective with GradCache: memory bounded by one chunk of
+  ``mini_batch_size`` texts (default: as many as fit in 8,192 tokens), about 30% slower.
 * ``gist``: a frozen guide model (default: the starting model) masks in-batch negatives
   it scores above the positive, i.e. likely false negatives.
 * ``marginmse``: distils a teacher's score margins. The teacher must be stronger than the
@@ -35,6 +40,8 @@ import numpy as np
 from hardneg.data import Dataset, _read_jsonl, load_dataset
 from hardneg.errors import DataError, HardnegError
 from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.memory import MemoryPlan, plan
+from hardneg.precision import TRAIN_PRECISIONS, machine_info, resolve_train
 
 if TYPE_CHECKING:
     import datasets
@@ -74,6 +81,7 @@ CARD_SKIP = ("show_progress", "checkpoint_dir", "keep_checkpoints", "logging_ste
 class Loss(str, Enum):
     """Training objective; see the module docstring for when to use each."""
 
+    AUTO = "auto"
     MNRL = "mnrl"
     CACHED_MNRL = "cached-mnrl"
     GIST = "gist"
@@ -105,15 +113,18 @@ class TrainConfig:
     or a fraction of the run (None: every quarter, plus the end). ``eval_queries`` and
     ``eval_corpus`` bound the dev subset; ``holdout_fraction`` of the train queries is held
     out for evaluation when there is no dev split. ``student_range`` is the cosine range
-    that teacher margins are mapped onto (marginmse). ``mixed_precision``: auto (bf16/fp16
-    on CUDA, off on CPU), no, fp16, bf16. ``checkpoint_dir`` None: ``OUT/checkpoints``,
+    that teacher margins are mapped onto (marginmse). ``mixed_precision``: auto (bf16 autocast
+    on CPUs with AMX and on CUDA GPUs that have bf16, fp16 on older GPUs, else off; see
+    :mod:`hardneg.precision`), no, bf16, fp16 (CUDA only). ``mini_batch_size``: texts per
+    GradCache chunk (None: as many of the longest text as fit in 8,192 tokens).
+    ``memory_gb`` caps the planned peak memory (None: 90% of what the machine has free). ``checkpoint_dir`` None: ``OUT/checkpoints``,
     removed after training unless ``keep_checkpoints`` (a named ``checkpoint_dir`` is kept).
     ``gather_across_devices``: under ``torchrun`` / ``accelerate launch`` (world size > 1), the
     in-batch losses (mnrl, cached-mnrl, gist) gather every process's embeddings, so each query
     sees the whole global batch as negatives, not only its own device's share.
     """
 
-    loss: Loss = Loss.MNRL
+    loss: Loss = Loss.AUTO
     epochs: float = 1
     batch_size: int = 32
     lr: float = 5e-5
@@ -122,7 +133,7 @@ class TrainConfig:
     num_negatives: int | None = None
     short_rows: ShortRows = ShortRows.DROP
     seed: int = 42
-    mini_batch_size: int = 32
+    mini_batch_size: int | None = None
     guide_model: str | None = None
     student_range: tuple[float, float] = (0.0, 1.0)
     max_steps: int | None = None
@@ -139,6 +150,7 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     keep_checkpoints: bool = False
     gather_across_devices: bool = True
+    memory_gb: float | None = None
 
     def __post_init__(self) -> None:
         for name, enum in (("loss", Loss), ("short_rows", ShortRows)):
@@ -152,9 +164,13 @@ class TrainConfig:
         self._check_ranges()
 
     def _check_ranges(self) -> None:
-        check_schedule(self, ("epochs", "batch_size", "lr", "max_seq_length", "mini_batch_size", "logging_steps"))
-        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
-            raise HardnegError(f"mixed_precision must be auto, no, fp16 or bf16, not {self.mixed_precision!r}")
+        check_schedule(self, ("epochs", "batch_size", "lr", "max_seq_length", "logging_steps"))
+        for name in ("mini_batch_size", "memory_gb"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise HardnegError(f"{name} must be positive or None, not {getattr(self, name)}")
+        if self.mixed_precision not in TRAIN_PRECISIONS:
+            raise HardnegError(f"mixed_precision must be one of {', '.join(TRAIN_PRECISIONS)}, "
+                               f"not {self.mixed_precision!r}")
         lo, hi = self.student_range
         if not hi > lo:
             raise HardnegError(f"student_range must be (low, high) with high > low, not {self.student_range}")
@@ -533,9 +549,12 @@ def load_student(model: "str | Path | SentenceTransformer | None",
     return model
 
 
-def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: int, world_size: int = 1):
+def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: int, world_size: int = 1,
+               memory: MemoryPlan | None = None):
     """The sentence-transformers loss object for ``config.loss`` on rows with ``n_negatives`` columns.
 
+    ``memory`` (from :func:`hardneg.memory.plan`) gives the loss ``auto`` resolved to and the
+    GradCache chunk; without it, ``auto`` is plain MNRL and chunks hold ``mini_batch_size`` or 32.
     GISTEmbedLoss takes at most one negative column; with more, its GradCache twin
     CachedGISTEmbedLoss (same objective, n-tuples, chunks of ``mini_batch_size``) is used.
     With ``world_size`` > 1 (DDP) the in-batch losses gather negatives across devices
@@ -545,15 +564,17 @@ def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: i
     from sentence_transformers.util import pairwise_cos_sim
 
     gather = {"gather_across_devices": config.gather_across_devices and world_size > 1}
-    if config.loss is Loss.MNRL:
+    loss = Loss(memory.loss) if memory else Loss.MNRL if config.loss is Loss.AUTO else config.loss
+    chunk = (memory.mini_batch_size if memory else None) or config.mini_batch_size or 32
+    if loss is Loss.MNRL:
         return losses.MultipleNegativesRankingLoss(model, **gather)
-    if config.loss is Loss.CACHED_MNRL:
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=config.mini_batch_size, **gather)
-    if config.loss is Loss.GIST:
+    if loss is Loss.CACHED_MNRL:
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=chunk, **gather)
+    if loss is Loss.GIST:
         guide = _guide(model, config)
         if n_negatives <= 1:
             return losses.GISTEmbedLoss(model, guide, **gather)
-        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=config.mini_batch_size, **gather)
+        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=chunk, **gather)
     # cosine, not the default dot product: the margins were rescaled to a cosine range
     return losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
 
@@ -580,13 +601,11 @@ def _cpu_processes() -> bool:
 
 
 def _precision_flags(mode: str) -> dict[str, bool]:
-    import torch
-
-    if mode == "auto":
-        if not _cuda():
-            return {"fp16": False, "bf16": False}
-        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return {"fp16": mode == "fp16", "bf16": mode == "bf16"}
+    """The trainer's precision flags for the resolved ``mode``; bf16 on a CPU needs ``use_cpu``
+    (else transformers stops with "Your setup doesn't support bf16/gpu")."""
+    cuda = _cuda()
+    mode = resolve_train(mode, cuda)
+    return {"fp16": mode == "fp16", "bf16": mode == "bf16", "use_cpu": _cpu_processes() or (mode == "bf16" and not cuda)}
 
 
 def _prompts(columns: Sequence[str], config: TrainConfig) -> dict[str, str] | None:
@@ -613,7 +632,7 @@ def training_args(config: TrainConfig, checkpoint_dir: Path, columns: Sequence[s
         load_best_model_at_end=with_eval, metric_for_best_model=BEST_METRIC if with_eval else None,
         greater_is_better=True, logging_steps=config.logging_steps, logging_first_step=True,
         report_to="none", disable_tqdm=not config.show_progress, dataloader_num_workers=0,
-        dataloader_pin_memory=_cuda(), use_cpu=_cpu_processes(),
+        dataloader_pin_memory=_cuda(),
         prompts=_prompts(columns, config), **_precision_flags(config.mixed_precision),
     )
 
@@ -638,6 +657,15 @@ class TrainResult:
     train_seconds: float
     negatives_meta: dict[str, Any] = field(default_factory=dict)
     world_size: int = 1  # training processes (DDP); the global batch is batch_size x world_size
+    memory: dict[str, Any] = field(default_factory=dict)  # hardneg.memory.plan: loss run, chunk, estimate
+    precision: str = "no"  # the trainer's resolved mixed precision: no | bf16 | fp16
+    machine: dict[str, Any] = field(default_factory=dict)  # hardneg.precision.machine_info()
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step
+
+    @property
+    def loss(self) -> str:
+        """The loss that ran (``auto`` resolved)."""
+        return self.memory.get("loss") or self.config["loss"]
 
     @property
     def before(self) -> dict[str, float] | None:
@@ -672,8 +700,8 @@ def model_card(result: TrainResult, base_model: str, saved_max_length: int) -> s
     cfg, rep = result.config, result.data
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
              "tags: [sentence-transformers, sentence-similarity, hardneg, hard-negatives]", "---", "",
-             f"# Retriever fine-tuned with hardneg ({cfg['loss']})", "",
-             f"Base model: `{base_model}`. Loss: **{cfg['loss']}** ({_loss_words(cfg['loss'])}).", "",
+             f"# Retriever fine-tuned with hardneg ({result.loss})", "",
+             f"Base model: `{base_model}`. Loss: **{result.loss}** ({_loss_words(result.loss)}).", "",
              "## Data and negatives", "", f"- Training data: {rep.summary()}."]
     lines += [f"- Negatives {k}: `{json.dumps(v, sort_keys=True)}`" for k, v in sorted(result.negatives_meta.items())]
     if rep.teacher:
@@ -681,7 +709,8 @@ def model_card(result: TrainResult, base_model: str, saved_max_length: int) -> s
                      f"student cosines {_fmt_range(cfg['student_range'])}.")
     lines += ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {k} | `{v}` |" for k, v in cfg.items() if k not in CARD_SKIP]
-    lines += ["", f"Trained at max sequence length {cfg['max_seq_length']}; saved with max length {saved_max_length}."]
+    lines += ["", f"Trained at max sequence length {cfg['max_seq_length']}; saved with max length {saved_max_length}.",
+              f"Precision: {result.precision} on {result.machine.get('cpu', 'an unknown CPU')}."]
     lines += ["", "## Evaluation during training", "",
               f"Cosine retrieval at max length {cfg['max_seq_length']} on "
               f"{result.eval_set or 'nothing (no dev split, too few queries to hold out)'}. A corpus subset "
@@ -792,10 +821,13 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
         log.warning("no dev split and too few train queries to hold out: training without evaluation")
     checkpoint_dir = Path(config.checkpoint_dir) if config.checkpoint_dir else out_dir / "checkpoints"
     args = training_args(config, checkpoint_dir, train_ds.column_names, evalset is not None)
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
+    memory = _memory_plan(student, train_ds, config, precision)
+    clock = _StepClock()
     trainer = SentenceTransformerTrainer(
         model=student, args=args, train_dataset=train_ds,
-        loss=build_loss(student, config, report.num_negatives, args.world_size),
-        evaluator=build_evaluator(evalset, config) if evalset else None,
+        loss=build_loss(student, config, report.num_negatives, args.world_size, memory),
+        evaluator=build_evaluator(evalset, config) if evalset else None, callbacks=[clock.callback()],
     )
     start = time.perf_counter()
     trainer.train()
@@ -807,7 +839,42 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
     return TrainResult(
         str(out_dir), config.to_dict(), report, evalset.description if evalset else None, losses, evals,
         _best_eval(evals, trainer.state.best_model_checkpoint), seconds, dict(meta), args.world_size,
+        memory.to_dict(), precision, machine_info(), clock.seconds,
     )
+
+
+class _StepClock:
+    """Wall time of each optimizer step (evaluations and checkpoints excluded)."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def callback(self):
+        from transformers import TrainerCallback
+
+        clock = self
+
+        class StepClock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kwargs):
+                clock._start = time.perf_counter()
+
+            def on_step_end(self, args, state, control, **kwargs):
+                clock.seconds.append(round(time.perf_counter() - clock._start, 4))
+
+        return StepClock()
+
+
+def _memory_plan(student, train_ds, config: TrainConfig, precision: str) -> MemoryPlan:
+    """:func:`hardneg.memory.plan` for this run (refuses one that would not fit), logged in one line."""
+    memory = plan(student, {c: train_ds[c] for c in train_ds.column_names}, loss=config.loss.value,
+                  batch_size=config.batch_size, max_length=config.max_seq_length, precision=precision,
+                  mini_batch_size=config.mini_batch_size, memory_gb=config.memory_gb,
+                  guide=config.loss is Loss.GIST)
+    info = machine_info()
+    log.info(f"{memory.summary()}; precision {precision} on {info['cpu']} "
+                f"(AMX-BF16: {'yes' if info['amx_bf16'] else 'no'})")
+    return memory
 
 
 def _process_group():

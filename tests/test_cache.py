@@ -102,7 +102,8 @@ def test_data_edits_need_refresh(tiny_model_dir) -> None:
         {"passage_prompt": "passage: "},
         {"passage_max_length": 8},
         {"normalize": False},
-        {"precision": "bf16"},
+        {"precision": "bf16-weights"},
+        {"precision": "autocast-bf16"},
     ],
 )
 def test_settings_that_change_vectors_are_misses(tiny_model_dir, tmp_path, change) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -126,14 +127,46 @@ n_resamples = 2000
 """
 
 
+#: what the tiny run did, counted: model loads, fingerprint passes, the negatives handed to training
+SEEN: dict[str, Any] = {}
+
+
 @pytest.fixture(scope="module")
 def tiny_run(tiny_model_dir, tmp_path_factory):
+    from collections import Counter
+
+    from sentence_transformers import SentenceTransformer
+
+    import hardneg.cache
+    import hardneg.encode
+    import hardneg.train
+
     tmp = tmp_path_factory.mktemp("run")
     data = write_toy_beir(tmp / "toy")
     recipe = tmp / "tiny.toml"
     recipe.write_text(RECIPE.format(data=data, model=tiny_model_dir, cache=tmp / "cache"))
     out = tmp / "out"
-    result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
+    counts, trained_on = Counter(), []
+    init, memory, files, train = (SentenceTransformer.__init__, hardneg.cache.model_fingerprint,
+                                  hardneg.cache._read_folder, hardneg.train.train)
+
+    def count(name, fn):
+        def wrapper(*args, **kwargs):
+            counts[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    def recording_train(data, negatives, *args, **kwargs):
+        trained_on.append(negatives)
+        return train(data, negatives, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(SentenceTransformer, "__init__", count("loads", init))
+        m.setattr(hardneg.encode, "model_fingerprint", count("memory fingerprints", memory))
+        m.setattr(hardneg.cache, "_read_folder", count("file fingerprints", files))
+        m.setattr(hardneg.train, "train", recording_train)
+        result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
+    SEEN.update(counts=dict(counts), trained_on=trained_on)
     assert result.exit_code == 0, result.output
     return out, json.loads((out / "metrics.json").read_text()), result.output
 
@@ -145,6 +178,7 @@ def test_run_writes_metrics_report_and_model(tiny_run):
         assert (out / name).exists(), name
     assert {"systems", "ci95", "lift", "rounds", "selected", "dev", "timings", "config"} <= set(metrics)
     assert set(metrics["systems"]) == {"bm25", "base", "tuned"} and metrics["n_queries"] == 8
+    assert metrics["machine"]["cpu"] and metrics["precision"] == {"encode": "fp32", "train": "no"}  # tests pin fp32
     assert metrics["selected"] == "r1" and metrics["tuned_from"] == "r1" and metrics["tuned_kept_on_dev"]
     assert (out / "model" / "model.safetensors").is_file()
     report = (out / "report.md").read_text()
@@ -204,6 +238,29 @@ def test_remining_uses_the_freshly_trained_weights(tiny_run):
 
     saved = SentenceTransformer(r0["model_dir"], device="cpu", local_files_only=True)
     assert model_fingerprint(saved) == r0["model_fingerprint"]
+    from hardneg.cache import folder_fingerprint  # the same, read from the folder's files (a warm eval)
+
+    assert folder_fingerprint(r0["model_dir"]).fingerprint == r0["model_fingerprint"]
+
+
+def test_one_encoder_per_model_and_negatives_handed_over_in_memory(tiny_run):
+    """Each model is loaded and fingerprinted once: the base is fingerprinted from its files (and
+    loaded once, to embed: the cache is cold), each round loads one fresh copy to train and keeps
+    the trained model in memory, fingerprinted once. Training gets the exported rows themselves."""
+    out, metrics, _ = tiny_run
+    rounds = len(metrics["rounds"])
+    counts = SEEN["counts"]
+    # the base folder, at most once (0 when an earlier test of this process already read it: memoised)
+    assert counts.get("file fingerprints", 0) <= 1
+    assert counts["memory fingerprints"] == rounds  # each trained model, once
+    # base encoder (cold cache) + one training copy per round (+ the trainer's own best-checkpoint reload)
+    assert counts["loads"] <= 1 + 2 * rounds
+    from hardneg.train import read_negatives
+
+    for r, negatives in enumerate(SEEN["trained_on"]):
+        assert isinstance(negatives, list)
+        on_disk, _ = read_negatives(out / "rounds" / f"r{r}" / "negatives.jsonl")
+        assert json.loads(json.dumps(negatives)) == on_disk
 
 
 def test_run_and_demo_options_fail_fast(tmp_path):

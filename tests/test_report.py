@@ -184,6 +184,23 @@ def test_the_report_is_deterministic(run_dir):
     assert {p.name: p.read_bytes() for p in (out / "plots").glob("*.png")} == plots
 
 
+def test_the_report_reads_the_stored_decisions_and_reselects_only_without_them(run_dir, tmp_path, monkeypatch):
+    """Each round's decisions.parquet (written when it selected) is what the report shows: no
+    select re-run. A folder without it (written before it existed) re-runs select: the same page."""
+    import hardneg.select
+
+    out, _ = run_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("model", "plots"))
+    assert sorted(p.parent.name for p in copy.glob("rounds/r*/decisions.parquet")) == ["r0", "r1"]
+    with monkeypatch.context() as m:
+        m.setattr(hardneg.select, "select", lambda *a, **k: pytest.fail("the report re-ran select"))
+        stored = write_report(copy).read_bytes()
+    for file in copy.glob("rounds/r*/decisions.parquet"):
+        file.unlink()
+    assert write_report(copy).read_bytes() == stored
+
+
 def test_options_missing_inputs_and_an_unreadable_dataset(run_dir, tmp_path):
     out, _ = run_dir
     copy = tmp_path / "copy"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pandas as pd
@@ -253,7 +252,8 @@ def test_unknown_scorer_fails_with_the_known_ones():
     assert parse_window("10:100") == (10, 100)
 
 
-def test_select_is_fast_on_a_scifact_sized_set():
+def test_select_handles_a_scifact_sized_set():
+    """Its speed is measured in benchmarks/mine_vs_st.py, not here: a timed test flakes under load."""
     rng = np.random.default_rng(0)
     nq, depth = 809, 200
     scores = -np.sort(-rng.random((nq, depth)), axis=1)
@@ -266,9 +266,56 @@ def test_select_is_fast_on_a_scifact_sized_set():
     })
     c = CandidateSet.from_frame(df, scorers=["dense"])
     policy = SelectionPolicy(window=(10, 100), percent=0.95, num_negatives=7)
-    select(c, policy)
-    start = time.perf_counter()
     m = select(c, policy)
-    elapsed = time.perf_counter() - start
     assert len(m.negatives) == nq * 7
-    assert elapsed < 1.0  # ~0.04 s on a laptop core; the bound only catches accidental loops
+    assert select(c, policy).negatives.equals(m.negatives)
+
+
+# ---- the stored decision log (decisions.parquet) ----------------------------------------------
+def _logged_selections():
+    corpus = [f"a{i}" for i in range(1, 6)] + [f"b{i}" for i in range(1, 5)] + [f"x{i}" for i in range(20)]
+    short = dict(max_score=0.5, num_negatives=3)
+    yield select(_short_table(), SelectionPolicy(on_short="drop", **short)), SelectionPolicy(on_short="drop", **short)
+    pad = SelectionPolicy(on_short="pad-random", **short)
+    yield select(_short_table(), pad, corpus_doc_ids=corpus), pad
+    per_pair = SelectionPolicy(pos_ref="per-pair", margin=0.05, num_negatives=2)
+    yield select(_two_positive_query(), per_pair), per_pair
+    rand = SelectionPolicy(sampler="random", num_negatives=4)
+    yield select(cands(ranking("q", [0.9, 0.8, 0.7], positives={1: "p"})), rand,
+                 corpus_doc_ids=["p", "d2", "d3", "z1", "z2"]), rand
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_decision_log_round_trips_what_the_report_needs(case, tmp_path):
+    """decisions.parquet gives back the selection's negatives (in output order, with their row's
+    positive), the positives of output rows and every other candidate's fate, byte-identically."""
+    from hardneg.select import Decisions, read_decisions, write_decisions
+
+    mined, policy = list(_logged_selections())[case]
+    write_decisions(mined, tmp_path / "a.parquet", policy)
+    write_decisions(mined, tmp_path / "b.parquet", policy)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
+    stored = read_decisions(tmp_path / "a.parquet")
+    assert stored.policy == json.loads(json.dumps(policy.to_dict()))
+    assert {k: stored.meta[k] for k in ("rank_by", "score_by", "scorers")} == {
+        k: mined.meta[k] for k in ("rank_by", "score_by", "scorers")}
+    pd.testing.assert_frame_equal(stored.table, Decisions.from_mined(mined, policy).table)
+    expected = mined.negatives.merge(mined.rows[["row", "pos_id"]], on="row")
+    got = stored.negatives
+    assert got["row"].tolist() == expected["row"].tolist() and got["doc_id"].tolist() == expected["doc_id"].tolist()
+    assert got["reason"].tolist() == expected["reason"].tolist()
+    assert got["pos_id"].tolist() == expected["pos_id"].tolist()
+    np.testing.assert_array_equal(got["score"].to_numpy(np.float32), expected["score"].to_numpy(np.float32))
+    assert got["rank"].astype("Float64").fillna(-1).tolist() == expected["rank"].astype("Float64").fillna(-1).tolist()
+    pos = stored.positives
+    assert list(zip(pos["row"], pos["query_id"], pos["doc_id"])) == list(
+        zip(mined.positives["row"], mined.positives["query_id"], mined.positives["doc_id"]))
+    np.testing.assert_array_equal(pos["score"].to_numpy(np.float32), mined.positives["score"].to_numpy(np.float32))
+    hidden = ("selected", "known_positive")
+    mine, theirs = stored.decisions(), mined.decisions()
+    mine = mine[~mine["decision"].isin(hidden)].reset_index(drop=True)
+    theirs = theirs[~theirs["decision"].isin(hidden)].reset_index(drop=True)
+    assert mine[["query_id", "doc_id"]].values.tolist() == theirs[["query_id", "doc_id"]].values.tolist()
+    assert mine["decision"].astype(str).tolist() == theirs["decision"].astype(str).tolist()
+    not_sampled = [(d.decisions()["decision"] == "not_sampled").sum() for d in (mined, stored)]
+    assert not_sampled[0] == not_sampled[1]

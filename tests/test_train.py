@@ -277,7 +277,8 @@ def test_saved_folder_loads_and_encodes(mnrl_run, tiny_model_dir):
     vecs = model.encode(["a query about rockets", DOCS[0]])
     assert vecs.shape == (2, 32) and np.isfinite(vecs).all()
     log = json.loads((mnrl_run.out / "hardneg_train.json").read_text())
-    assert log["config"]["loss"] == "mnrl" and len(log["losses"]) == 16
+    assert log["config"]["loss"] == "auto" and log["memory"]["loss"] == "mnrl" and len(log["losses"]) == 16
+    assert log["precision"] == "no" and log["machine"]["cpu"]  # auto resolves to fp32 in the tests
 
 
 def test_model_card_states_loss_negatives_and_figures(mnrl_run):
