@@ -47,6 +47,7 @@ CONFIGS = [
     ("mnrl", 32, 3, 128, "bf16"),
 ]
 ENCODE_MODES = ("fp32", "autocast-bf16", "bf16-weights")
+DESIGNS = ("varied", "same")
 
 
 def cpu_slug() -> str:
@@ -71,38 +72,41 @@ def negatives(work: Path, data: Path) -> Path:
     return path
 
 
-def longest_batch(path: Path, k: int, batch: int, steps: int) -> list[dict]:
-    """The ``batch`` rows with at least ``k`` negatives whose positive + first k negatives are longest,
-    repeated ``steps`` times: the no-duplicates sampler then makes every step that same batch."""
+def training_rows(path: Path, k: int, batch: int, steps: int, design: str) -> list[dict]:
+    """``same``: the ``batch`` rows with at least ``k`` negatives whose positive + first k negatives
+    are longest, repeated ``steps`` times (the no-duplicates sampler then makes every step that same
+    batch: clean step times); ``varied``: the ``batch x steps`` longest rows, shuffled into batches
+    by the trainer as in a real run (texts of many lengths: the allocator's real peak)."""
     from hardneg.train import read_negatives
 
     rows, _ = read_negatives(path)
     rows = [r for r in rows if len(r["neg"]) >= k]
     rows.sort(key=lambda r: (-sum(map(len, r["pos"][:1] + r["neg"][:k])), r["query_id"]))
-    one = [{**r, "pos": r["pos"][:1], "pos_ids": r.get("pos_ids", [])[:1]} for r in rows[:batch]]
-    return [{**r, "query_id": f"{r['query_id']}#{i}"} for i in range(steps) for r in one]
+    rows = [{**r, "pos": r["pos"][:1], "pos_ids": r.get("pos_ids", [])[:1]} for r in rows]
+    if design == "varied":
+        return rows[:batch * steps]
+    return [{**r, "query_id": f"{r['query_id']}#{i}"} for i in range(steps) for r in rows[:batch]]
 
 
-def run_one(cfg, work: Path, data: Path, steps: int) -> dict:
+def run_one(cfg, work: Path, data: Path, steps: int, design: str) -> dict:
     """Train one configuration in this process and return its figures."""
     from hardneg.data import load_dataset
-    from hardneg.errors import HardnegError
-    from hardneg.memory import GB, rss_bytes
+    from hardneg.memory import GB, TooLarge, rss_bytes
     from hardneg.precision import machine_info
     from hardneg.train import TrainConfig, train
 
     loss, batch, k, length, prec = cfg
     ds = load_dataset(data)
-    rows = longest_batch(negatives(work, data), k, batch, steps)
+    rows = training_rows(negatives(work, data), k, batch, steps, design)
     config = TrainConfig(loss=loss, batch_size=batch, num_negatives=k, max_seq_length=length, mixed_precision=prec,
                          max_steps=steps, holdout_fraction=0.0, show_progress=False, warmup_ratio=0.0)
-    out = {"config": name_of(cfg), "loss": loss, "batch": batch, "k": k, "max_length": length, "precision": prec,
+    out = {"config": name_of(cfg), "design": design, "loss": loss, "batch": batch, "k": k, "max_length": length, "precision": prec,
            "steps": steps, "machine": machine_info(), "rss_before_gb": round(rss_bytes() / GB, 3)}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             result = train(ds, rows, None, Path(tmp) / "m", config)
-        except HardnegError as e:
-            return {**out, "refused": str(e)}
+        except TooLarge as e:
+            return {**out, "refused": str(e), "memory": e.plan.to_dict()}
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     est = result.memory["estimate_gb"]
     return {**out, "memory": result.memory, "estimate_gb": est, "peak_gb": round(peak / GB, 3),
@@ -132,24 +136,41 @@ def encode_speed(n: int = 512) -> dict:
     return out
 
 
+def estimate_gb(memory: dict) -> float:
+    """The estimate of today's :func:`hardneg.memory.peak_bytes` from a run's stored plan inputs, so
+    the table checks the estimator as it is now (the run stored its own in ``estimate_gb``)."""
+    from hardneg.memory import GB, peak_bytes
+
+    return peak_bytes(tuple(memory["shape"]), int(memory["baseline_gb"] * GB), memory["longest"],
+                      memory["batch_size"], memory["mini_batch_size"], memory["precision"]) / GB
+
+
 def table(folder: Path) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json")) if p.name != "encode.json"]
-    order = {name_of(c): i for i, c in enumerate(CONFIGS)}
-    rows.sort(key=lambda r: order.get(r.get("config"), 99))
-    cpu = rows[0]["machine"] if rows else {}
-    lines = [f"CPU: {cpu.get('cpu')} (AMX-BF16: {cpu.get('amx_bf16')}); SciFact, bundled MiniLM, longest rows first",
-             "", "| loss (run as) | batch | k | max len | precision | estimate GB | peak RSS GB | estimate / peak "
-             "| s / step |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        head = f"| {r['loss']} | {r['batch']} | {r['k']} | {r['max_length']} | {r['precision']} |"
-        if "refused" in r:
-            gb = re.search(r"about ([0-9.]+) GB", r["refused"])
-            lines.append(f"{head} {gb.group(1) if gb else '?'} | refused before the first step | - | - |")
+    runs = {d: {p.stem: json.loads(p.read_text()) for p in sorted((folder / d).glob("*.json"))} for d in DESIGNS}
+    cpu = next((r["machine"] for d in DESIGNS for r in runs[d].values()), {})
+    lines = [f"CPU: {cpu.get('cpu')} (AMX-BF16: {cpu.get('amx_bf16')}); SciFact, bundled MiniLM; peak RSS of "
+             "training on the longest rows ('varied': shuffled into batches as in a real run; 'same': the "
+             "longest batch every step), s / step: median after the first step of 'same'", "",
+             "| loss (run as) | batch | k | max len | precision | estimate GB | peak GB varied | estimate / peak "
+             "| peak GB same | s / step |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for cfg in CONFIGS:
+        name = name_of(cfg)
+        got = [runs[d].get(name) for d in DESIGNS]
+        r = next((x for x in got if x), None)
+        if r is None:
             continue
-        ran = r["memory"]["loss"] + (f" (chunk {r['memory']['mini_batch_size']})" if r["memory"]["mini_batch_size"] else "")
-        head = head.replace(f"| {r['loss']} |", f"| {r['loss']} ({ran}) |" if r["loss"] != ran else f"| {ran} |", 1)
-        lines.append(f"{head} {r['estimate_gb']:.2f} | {r['peak_gb']:.2f} | {r['estimate_over_peak']:.2f} | "
-                     f"{r['step_s']:.1f} |")
+        m, est = r["memory"], estimate_gb(r["memory"])
+        ran = m["loss"] + (f", chunk {m['mini_batch_size']}" if m["mini_batch_size"] else "")
+        head = (f"| {r['loss']} ({ran}) | {r['batch']} | {r['k']} | {r['max_length']} | {r['precision']} | "
+                f"{est:.2f} |")
+        if "refused" in r:
+            lines.append(f"{head} refused before the first step | - | - | - |")
+            continue
+        varied, same = got
+        cell = lambda x, key, fmt: format(x[key], fmt) if x and key in x else "-"  # noqa: E731
+        ratio = f"{est / varied['peak_gb']:.2f}" if varied and "peak_gb" in varied else "-"
+        lines.append(f"{head} {cell(varied, 'peak_gb', '.2f')} | {ratio} | {cell(same, 'peak_gb', '.2f')} | "
+                     f"{cell(same, 'step_s', '.1f')} |")
     enc = folder / "encode.json"
     if enc.is_file():
         e = json.loads(enc.read_text())
@@ -167,25 +188,29 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "hardneg-bench")
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="configuration names to run (default: all missing)")
+    ap.add_argument("--design", choices=DESIGNS, nargs="*", default=list(DESIGNS),
+                    help="varied: the longest rows shuffled into batches (the real peak); same: the longest "
+                         "batch at every step (clean step times)")
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one configuration, print its JSON
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.one:
         cfg = next(c for c in CONFIGS if name_of(c) == args.one)
-        print("RESULT " + json.dumps(run_one(cfg, args.work, args.data, args.steps)))
+        print("RESULT " + json.dumps(run_one(cfg, args.work, args.data, args.steps, args.design[0])))
         return
     folder = RESULTS / cpu_slug()
     if not args.table_only:
         folder.mkdir(parents=True, exist_ok=True)
         negatives(args.work, args.data)
-        for cfg in CONFIGS:
-            name, path = name_of(cfg), folder / f"{name_of(cfg)}.json"
+        for design, cfg in ((d, c) for d in args.design for c in CONFIGS):
+            name, path = name_of(cfg), folder / design / f"{name_of(cfg)}.json"
             if path.is_file() or (args.only and name not in args.only):
                 continue
-            print(f"[train_memory] {name} ...", flush=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            print(f"[train_memory] {design} {name} ...", flush=True)
             proc = subprocess.run([sys.executable, __file__, "--one", name, "--work", str(args.work),
-                                   "--data", str(args.data), "--steps", str(args.steps)],
+                                   "--data", str(args.data), "--steps", str(args.steps), "--design", design],
                                   capture_output=True, text=True)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
             if line is None:

@@ -10,8 +10,8 @@ kernel halfway through.
 The activation model is the standard one for a transformer layer (Korthikanti et al. 2022,
 "Reducing activation recomputation"): per token and layer, ``34 h + 5 a L`` bytes with 16-bit
 activations (``h`` hidden size, ``a`` heads, ``L`` padded length), scaled by a factor per
-precision fitted on MiniLM with ``benchmarks/train_memory.py`` (estimate within 20% of the
-measured peak RSS there). Plain MNRL keeps the activations of every text of the batch for the
+precision, plus a constant for the runtime; both fitted on MiniLM with
+``benchmarks/train_memory.py``, whose table sets each estimate beside the measured peak RSS. Plain MNRL keeps the activations of every text of the batch for the
 backward pass (batch x (k + 2) sequences); GradCache (cached-mnrl) only those of one chunk.
 """
 from __future__ import annotations
@@ -24,15 +24,16 @@ from typing import Any, Mapping, Sequence
 
 from hardneg.errors import HardnegError
 
-__all__ = ["MemoryPlan", "available_bytes", "plan", "rss_bytes"]
+__all__ = ["MemoryPlan", "TooLarge", "available_bytes", "peak_bytes", "plan", "rss_bytes"]
 
 GB = 1024 ** 3
-#: bytes per token and layer = FACTOR[precision] x (34 h + 5 a L); fitted with benchmarks/train_memory.py
-ACTIVATION_FACTOR = {"no": 2.0, "bf16": 2.0, "fp16": 2.0}
+#: bytes per token and layer = FACTOR[precision] x (34 h + 5 a L); with RUNTIME_BYTES, fitted to the
+#: peak RSS of MiniLM on SciFact's longest rows (benchmarks/train_memory.py, 'varied': within 11%)
+ACTIVATION_FACTOR = {"no": 2.1, "bf16": 1.9, "fp16": 1.9}
 #: optimizer state per parameter: float32 gradient + AdamW's two moments
 STATE_BYTES_PER_PARAM = 12
-#: what the allocator and the trainer hold beyond the model: a slack on top of the estimate
-OVERHEAD = 1.10
+#: what the trainer, the allocator and the kernels hold on top of the activations and the baseline
+RUNTIME_BYTES = int(1.35 * GB)
 #: ``loss = "auto"`` keeps plain MNRL (about 30% faster per step) only while its estimate stays
 #: under this many GB, so that the default recipe runs beside other work on a 16 GB laptop
 AUTO_PLAIN_MAX_GB = 6.0
@@ -44,7 +45,11 @@ AVAILABLE_SHARE = 0.9
 
 @dataclass
 class MemoryPlan:
-    """What :func:`plan` decided: the loss, the GradCache chunk, and the figures behind it (bytes)."""
+    """What :func:`plan` decided: the loss, the GradCache chunk, and the figures behind it (bytes).
+
+    ``shape`` is (layers, hidden size, heads); with ``baseline``, ``longest``, the batch size,
+    the chunk and the precision it is all :func:`peak_bytes` needs to recompute ``estimate``.
+    """
 
     loss: str
     mini_batch_size: int | None
@@ -53,6 +58,9 @@ class MemoryPlan:
     available: int
     baseline: int
     longest: dict[str, int]
+    shape: tuple[int, int, int] = (1, 1, 1)
+    batch_size: int = 0
+    precision: str = "no"
 
     def to_dict(self) -> dict[str, Any]:
         out = {**asdict(self), "summary": self.summary()}
@@ -107,23 +115,44 @@ def _read_int(path: str) -> int | None:
 
 
 # ---- what the run needs -------------------------------------------------------------------------
-def _shape(model: Any) -> tuple[int, int, int, int]:
-    """(layers, hidden size, attention heads, parameters) of a sentence-transformers model."""
-    params = sum(p.numel() for p in model.parameters())
+def _shape(model: Any) -> tuple[int, int, int]:
+    """(layers, hidden size, attention heads) of a sentence-transformers model."""
     config = getattr(getattr(model[0], "auto_model", None), "config", None)
     layers = getattr(config, "num_hidden_layers", None)
     hidden = getattr(config, "hidden_size", None)
     heads = getattr(config, "num_attention_heads", None)
     if not (layers and hidden and heads):  # not a transformer we know: one layer as wide as the output
         layers, hidden, heads = 1, int(model.get_embedding_dimension()), 1
-    return int(layers), int(hidden), int(heads), int(params)
+    return int(layers), int(hidden), int(heads)
 
 
-def activation_bytes(model: Any, sequences: int, length: int, precision: str) -> int:
-    """Activations kept for the backward pass of ``sequences`` texts padded to ``length`` tokens."""
-    layers, hidden, heads, _ = _shape(model)
+def activation_bytes(shape: tuple[int, int, int], sequences: int, length: int, precision: str) -> int:
+    """Activations kept for the backward pass of ``sequences`` texts padded to ``length`` tokens,
+    by a model of ``shape`` (layers, hidden size, heads)."""
+    layers, hidden, heads = shape
     per_token = ACTIVATION_FACTOR[precision] * (34 * hidden + 5 * heads * length)
     return int(sequences * length * layers * per_token)
+
+
+def peak_bytes(shape: tuple[int, int, int], baseline: int, longest: Mapping[str, int], batch_size: int,
+               chunk: int | None, precision: str) -> int:
+    """The estimated peak resident memory: ``baseline`` (the process before training, plus gradients
+    and optimizer state) + the activations of the largest forward pass kept for backward +
+    :data:`RUNTIME_BYTES`. ``chunk`` None is the plain path (every column of the batch at once,
+    each padded to its longest text); else GradCache chunks of ``chunk`` texts of the longest."""
+    if chunk is None:
+        act = sum(activation_bytes(shape, batch_size, n, precision) for n in longest.values())
+    else:
+        act = activation_bytes(shape, chunk, max(longest.values(), default=1), precision)
+    return int(baseline + act + RUNTIME_BYTES)
+
+
+class TooLarge(HardnegError):
+    """A run :func:`plan` refuses: it would not fit. ``plan`` holds the figures."""
+
+    def __init__(self, message: str, plan: MemoryPlan):
+        super().__init__(message)
+        self.plan = plan
 
 
 def longest_tokens(model: Any, columns: Mapping[str, Sequence[str]], max_length: int) -> dict[str, int]:
@@ -150,30 +179,25 @@ def plan(model: Any, columns: Mapping[str, Sequence[str]], *, loss: str, batch_s
     """
     longest = longest_tokens(model, {c: v for c, v in columns.items() if c != "label"}, max_length)
     width = max(longest.values(), default=1) or 1
-    _, _, _, params = _shape(model)
+    shape, params = _shape(model), sum(p.numel() for p in model.parameters())
     baseline = rss_bytes() + params * (STATE_BYTES_PER_PARAM + (4 if guide else 0))
     available = available_bytes()
     budget = rss_bytes() + int(AVAILABLE_SHARE * available)
     if memory_gb is not None:
         budget = min(budget, int(memory_gb * GB))
 
-    def peak(kind: str, chunk: int | None) -> int:
-        if kind in ("cached-mnrl", "gist-cached"):
-            act = activation_bytes(model, chunk, width, precision)
-        else:  # every column of the batch at once
-            act = sum(activation_bytes(model, batch_size, n, precision) for n in longest.values())
-        return int((baseline + act) * OVERHEAD)
+    def peak(chunk: int | None) -> int:
+        return peak_bytes(shape, baseline, longest, batch_size, chunk, precision)
 
     chunk = mini_batch_size or max(1, DEFAULT_CHUNK_TOKENS // width)
     chosen = loss
     if loss == "auto":
-        plain_fits = peak("mnrl", None) <= min(budget, int(AUTO_PLAIN_MAX_GB * GB))
-        chosen = "mnrl" if plain_fits else "cached-mnrl"
+        chosen = "mnrl" if peak(None) <= min(budget, int(AUTO_PLAIN_MAX_GB * GB)) else "cached-mnrl"
     cached = chosen == "cached-mnrl" or (chosen == "gist" and len(longest) > 3)
-    estimate = peak("cached-mnrl" if cached else chosen, chunk)
-    result = MemoryPlan(chosen, chunk if cached else None, estimate, budget, available, baseline, longest)
-    if estimate > budget:
-        raise HardnegError(_refusal(result, chosen, batch_size, width, chunk, cached))
+    result = MemoryPlan(chosen, chunk if cached else None, peak(chunk if cached else None), budget, available,
+                        baseline, longest, shape, batch_size, precision)
+    if result.estimate > budget:
+        raise TooLarge(_refusal(result, chosen, batch_size, width, chunk, cached), result)
     return result
 
 

@@ -36,11 +36,16 @@ def test_available_memory_is_at_most_memavailable():
 
 # ---- the plan -----------------------------------------------------------------------------------
 def test_activations_follow_the_transformer_formula(tiny):
-    # tiny: 2 layers, hidden 32, 2 heads; fp32 factor 2: 2 x (34 x 32 + 5 x 2 x L) bytes per token and layer
-    assert activation_bytes(tiny, 3, 10, "no") == 3 * 10 * 2 * 2 * (34 * 32 + 5 * 2 * 10)
+    from hardneg.memory import ACTIVATION_FACTOR, _shape
+
+    shape = _shape(tiny)
+    assert shape == (2, 32, 2)  # the tiny BERT: 2 layers, hidden 32, 2 heads
+    # per token and layer: factor x (34 x hidden + 5 x heads x L) bytes
+    f = ACTIVATION_FACTOR["no"]
+    assert activation_bytes(shape, 3, 10, "no") == int(3 * 10 * 2 * f * (34 * 32 + 5 * 2 * 10))
     # quadratic in length through attention, linear in sequences
-    assert activation_bytes(tiny, 6, 10, "no") == 2 * activation_bytes(tiny, 3, 10, "no")
-    assert activation_bytes(tiny, 3, 20, "no") > 2 * activation_bytes(tiny, 3, 10, "no")
+    assert activation_bytes(shape, 6, 10, "no") == 2 * activation_bytes(shape, 3, 10, "no")
+    assert activation_bytes(shape, 3, 20, "no") > 2 * activation_bytes(shape, 3, 10, "no")
 
 
 def test_longest_text_is_measured_in_model_tokens(tiny):
