@@ -11,8 +11,9 @@ The activation model is the standard one for a transformer layer (Korthikanti et
 "Reducing activation recomputation"): per token and layer, ``34 h + 5 a L`` bytes with 16-bit
 activations (``h`` hidden size, ``a`` heads, ``L`` padded length), scaled by a factor per
 precision, plus a constant for the runtime; both fitted on MiniLM with
-``benchmarks/train_memory.py``, whose table sets each estimate beside the measured peak RSS. Plain MNRL keeps the activations of every text of the batch for the
-backward pass (batch x (k + 2) sequences); GradCache (cached-mnrl) only those of one chunk.
+``benchmarks/train_memory.py``, whose table sets each estimate beside the measured peak RSS.
+Plain MNRL keeps the activations of every text of the batch for the backward pass
+(batch x (k + 2) sequences); GradCache (cached-mnrl) only those of one chunk.
 """
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ ACTIVATION_FACTOR = {"no": 2.1, "bf16": 1.9, "fp16": 1.9}
 STATE_BYTES_PER_PARAM = 12
 #: what the trainer, the allocator and the kernels hold on top of the activations and the baseline
 RUNTIME_BYTES = int(1.35 * GB)
-#: ``loss = "auto"`` keeps plain MNRL (about 30% faster per step) only while its estimate stays
-#: under this many GB, so that the default recipe runs beside other work on a 16 GB laptop
+#: ``loss = "auto"`` keeps plain MNRL (2-3% faster per step than GradCache on MiniLM, measured in
+#: benchmarks/train_memory.py) only while its estimate stays under this many GB, so that the
+#: default recipe runs beside other work on a 16 GB laptop
 AUTO_PLAIN_MAX_GB = 6.0
 #: when ``mini_batch_size`` is not set, a GradCache chunk holds this many padded tokens
 DEFAULT_CHUNK_TOKENS = 8192

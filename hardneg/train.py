@@ -15,7 +15,8 @@ Losses (:class:`Loss`):
 * ``mnrl``: InfoNCE over in-batch + mined negatives. Keeps every text's activations for the
   backward pass: at batch 32, k 7 and 256 tokens that is about 20 GB.
 * ``cached-mnrl``: the same objective with GradCache: memory bounded by one chunk of
-  ``mini_batch_size`` texts (default: as many as fit in 8,192 tokens), about 30% slower.
+  ``mini_batch_size`` texts (default: as many as fit in 8,192 tokens), 2-3% slower per step
+  on MiniLM (``benchmarks/train_memory.py``).
 * ``gist``: a frozen guide model (default: the starting model) masks in-batch negatives
   it scores above the positive, i.e. likely false negatives.
 * ``marginmse``: distils a teacher's score margins. The teacher must be stronger than the
