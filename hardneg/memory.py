@@ -182,9 +182,9 @@ def plan(model: Any, columns: Mapping[str, Sequence[str]], *, loss: str, batch_s
     longest = longest_tokens(model, {c: v for c, v in columns.items() if c != "label"}, max_length)
     width = max(longest.values(), default=1) or 1
     shape, params = _shape(model), sum(p.numel() for p in model.parameters())
-    baseline = rss_bytes() + params * (STATE_BYTES_PER_PARAM + (4 if guide else 0))
-    available = available_bytes()
-    budget = rss_bytes() + int(AVAILABLE_SHARE * available)
+    rss, available = rss_bytes(), available_bytes()
+    baseline = rss + params * (STATE_BYTES_PER_PARAM + (4 if guide else 0))
+    budget = rss + int(AVAILABLE_SHARE * available)
     if memory_gb is not None:
         budget = min(budget, int(memory_gb * GB))
 

@@ -46,23 +46,26 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def _cpu_flags() -> set[str]:
+@lru_cache(maxsize=1)
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
+        return ""
+
+
+def _cpu_field(name: str) -> str:
+    """The first ``name`` line of /proc/cpuinfo (``flags``, ``model name``), "" when absent."""
+    line = next((ln for ln in _cpuinfo().splitlines() if ln.startswith(name)), "")
+    return line.partition(":")[2].strip()
+
+
+def _cpu_flags() -> set[str]:
+    return set(_cpu_field("flags").split())
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpu_field("model name") or platform.processor() or platform.machine()
 
 
 def _auto_override() -> str | None:
