@@ -46,7 +46,7 @@ def step_hn_mine(data: Path, work: Path) -> dict:
     ds = load_dataset(data)
     cands = mine_candidates(ds, MineConfig(retriever="dense", depth=DEPTH), cache=work / "hn-cache")
     cands.write(work / "candidates.parquet")
-    mined = select(cands, SelectionPolicy(percent=0.95, pos_ref="per-pair", num_negatives=K))
+    mined = select(cands, SelectionPolicy.unfiltered(percent=0.95, pos_ref="per-pair", num_negatives=K))
     return {"seconds": time.perf_counter() - start, "rows": len(mined.rows)}
 
 

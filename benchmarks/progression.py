@@ -169,7 +169,7 @@ class Bench:
                                     EncoderConfig(model=model_dir or self.model), cache=self.cache)
             cand_file.parent.mkdir(parents=True, exist_ok=True)
             cands.write(cand_file)
-        policy = SelectionPolicy(num_negatives=self.args.k, seed=seed, **POLICIES.get(row, {}))  # on_short: keep
+        policy = SelectionPolicy.unfiltered(num_negatives=self.args.k, seed=seed, **POLICIES.get(row, {}))  # on_short: keep
         if row == "auto":
             from hardneg.audit import auto_window
 

@@ -15,7 +15,9 @@ candidate set's own split is read, never an evaluation split's qrels.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -24,6 +26,7 @@ import pandas as pd
 from hardneg.candidates import (DOC_ID, DUP_OF_POSITIVE, IS_POSITIVE, IS_QUERY_TEXT, QUERY_ID, CandidateSet,
                                 rank_col, score_col)
 from hardneg.errors import HardnegError
+from hardneg.options import check, option
 
 __all__ = ["AuditConfig", "BUCKETS", "PERCENT_GRID", "Calibration", "auto_window", "calibrate", "judge_audit",
            "label_audit", "wilson"]
@@ -38,19 +41,14 @@ EVAL_SPLITS = ("test", "dev", "validation")
 class AuditConfig:
     """How ``hardneg run`` audits and calibrates when the recipe says ``window = "auto"``."""
 
-    target: float = 0.05  # the false-negative rate the chosen window must stay under
-    hide: float = 0.5  # fraction of a query's positives hidden by the label audit
-    draws: int = 5  # seeded hiding draws averaged
-    window_end: int = 100  # the window's end (the audit chooses its start)
-    seed: int = 0
+    target: float = option(0.05, "The false-negative rate the chosen window must stay under.", gt=0, lt=1)
+    hide: float = option(0.5, "Fraction of a query's positives hidden by the label audit.", gt=0, lt=1)
+    draws: int = option(5, "Seeded hiding draws, averaged.", ge=1)
+    window_end: int = option(100, "The window's end (the audit chooses its start).", ge=1)
+    seed: int = option(0, "Seed of the hiding draws and of the judge's sample.")
 
     def __post_init__(self) -> None:
-        if not 0 < self.target < 1:
-            raise HardnegError(f"target must be in (0, 1), not {self.target}")
-        if not 0 < self.hide < 1:
-            raise HardnegError(f"hide must be in (0, 1), not {self.hide}")
-        if self.draws < 1 or self.window_end < 1:
-            raise HardnegError("draws and window_end must be >= 1")
+        check(self)
 
 
 # A judge maps (query text, doc text) pairs, with their query ids, to relevance scores.
@@ -170,7 +168,8 @@ def _percent_grid(frame: pd.DataFrame, hidden: np.ndarray, unlabeled: np.ndarray
     """(bucket, percent, [hidden, unlabeled]) counts of the candidates each percent keeps."""
     visible_pos = frame["pos"].to_numpy() & ~hidden
     ref = frame["score"].where(visible_pos).groupby(frame["q"]).transform("min").to_numpy()
-    ratio = frame["score"].to_numpy() / ref
+    with np.errstate(divide="ignore", invalid="ignore"):  # a 0 reference: inf/NaN fail every percent
+        ratio = frame["score"].to_numpy() / ref
     out = np.zeros((n_buckets, len(percents), 2))
     for b in range(n_buckets):
         rows = unlabeled & (bidx == b)
@@ -178,6 +177,31 @@ def _percent_grid(frame: pd.DataFrame, hidden: np.ndarray, unlabeled: np.ndarray
             keep = rows & (ratio <= p)  # NaN ratios (unscored) fail the filter, as in select
             out[b, j] = (int((keep & hidden).sum()), int(keep.sum()))
     return out
+
+
+def audit_candidates(cands: CandidateSet, hide: float = 0.5, draws: int = 5, seed: int = 0, *,
+                     judge: Judge | None = None, texts: Mapping[str, str] | None = None,
+                     queries: Mapping[str, str] | None = None, threshold: float = 0.0,
+                     sample: int = 100) -> dict[str, Any]:
+    """What ``hardneg audit`` writes: the labels' curve and, with a ``judge``, the judge's.
+
+    A candidate set with no query of two or more positives has no label curve: with a judge
+    the audit goes on without it (``labels`` None, the reason in ``labels_note``); without
+    one it is an error.
+    """
+    doc: dict[str, Any] = {"labels": None, "judge": None}
+    try:
+        doc["labels"] = label_audit(cands, hide, draws, seed)
+    except HardnegError as e:
+        if judge is None:
+            raise
+        doc["labels_note"] = str(e)
+    if judge is not None:
+        if texts is None or queries is None:
+            raise HardnegError("a judged audit needs the texts: pass texts and queries (e.g. ds.doc_text_map(), "
+                               "ds.queries)")
+        doc["judge"] = judge_audit(cands, texts, queries, judge, threshold, sample, seed)
+    return doc
 
 
 def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[str, str], judge: Judge,
@@ -284,6 +308,14 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {"window": list(self.window), "percent": self.percent, "curve": self.curve, "target": self.target,
                 "estimated_rate": self.estimated_rate, "reason": self.reason}
+
+
+def read_audit(path: str | Path) -> dict[str, Any]:
+    """An ``audit.json`` written by ``hardneg audit``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise HardnegError(f"{path}: cannot read the audit ({e})") from None
 
 
 def calibrate(audit: Mapping[str, Any], target: float = 0.05, window_end: int = 100,

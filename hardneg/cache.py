@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from hardneg.io import atomic_path, atomic_write_json
+from hardneg.options import option
 
 __all__ = ["CacheKey", "EmbeddingCache", "FolderFingerprint", "ModelContent", "default_cache_dir", "folder_fingerprint",
            "memoised_texts_hashes", "model_content", "model_fingerprint", "texts_hash"]
@@ -545,6 +546,13 @@ class CacheKey:
             del fields["storage"]
         payload = json.dumps({"format": CACHE_FORMAT, **fields}, sort_keys=True)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """Where embeddings are cached (a second run over the same texts and weights never re-encodes)."""
+
+    cache_dir: str | None = option(None, "Embedding cache folder; none: $HARDNEG_CACHE or ~/.cache/hardneg.")
 
 
 class EmbeddingCache:

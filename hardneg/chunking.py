@@ -37,12 +37,15 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
+
+if TYPE_CHECKING:
+    from hardneg.retrieve.base import Retriever
 
 __all__ = ["ChunkConfig", "ChunkedDataset", "chunk_config", "chunk_dataset", "chunked_like", "collapse_to_docs",
            "load_tokenizer", "model_max_length", "search_documents"]
@@ -259,8 +262,8 @@ def collapse_to_docs(ranking, parent: Mapping[str, str], doc_ids: Sequence[str],
     return Ranking(list(ranking.query_ids), list(doc_ids), indices, scores)
 
 
-def search_documents(retriever, chunked: ChunkedDataset, query_ids: Sequence[str], query_texts: Sequence[str],
-                     k: int):
+def search_documents(retriever: "Retriever", chunked: ChunkedDataset, query_ids: Sequence[str],
+                     query_texts: Sequence[str], k: int):
     """Top-``k`` documents per query from a retriever over ``chunked``'s chunks (max over chunks).
 
     Searches ``k`` times the mean number of chunks per document, doubled until every query has

@@ -66,6 +66,7 @@ from hardneg.candidates import (
 from hardneg.data import Dataset, find_file, normalize_text, read_corpus
 from hardneg.errors import DataError, HardnegError
 from hardneg.io import atomic_path, atomic_write_json, atomic_write_text
+from hardneg.options import option
 
 __all__ = ["ClickLog", "ClickPolicy", "ClickConfig", "ClickResult", "read_click_log", "pair_table",
            "click_positives", "skip_above_pairs", "position_bias", "split_queries", "clicks_to_beir",
@@ -365,10 +366,12 @@ class ClickPolicy:
     pair was clicked repeatedly / often when shown, which filters noise in head queries.
     """
 
-    min_dwell: float | None = None
-    last_click_only: bool = False
-    min_clicks: int = 1
-    min_ctr: float = 0.0
+    min_dwell: float | None = option(None, "A click counts only with dwell >= this many seconds (clicks without a "
+                                           "dwell time then never count).")
+    last_click_only: bool = option(False, "Count only the last click of each impression.",
+                                   cli="--last-click/--all-clicks")
+    min_clicks: int = option(1, "Counted clicks a (query, doc) pair needs.")
+    min_ctr: float = option(0.0, "Counted clicks / impressions showing the pair, at least.")
 
     def __post_init__(self) -> None:
         if self.min_dwell is not None and not self.min_dwell >= 0:
@@ -456,7 +459,8 @@ def skip_above_pairs(log: ClickLog, min_skips: int = 1, exclude: dict[str, list[
     out = pairs.loc[keep, ["query_id", "doc_id", "skips", "best_position"]]
     if exclude:
         banned = {(q, d) for q, ds_ in exclude.items() for d in ds_}
-        out = out[[(q, d) not in banned for q, d in zip(out["query_id"], out["doc_id"])]]
+        keep = np.array([(q, d) not in banned for q, d in zip(out["query_id"], out["doc_id"])], dtype=bool)
+        out = out[keep]  # a bool array: an empty list would select no columns
     return out.reset_index(drop=True)
 
 
@@ -503,12 +507,13 @@ def split_queries(query_ids: list[str], test_fraction: float, seed: int) -> tupl
 class ClickConfig:
     """Everything `hardneg clicks` does: the positive policy, the held-out split and outputs."""
 
-    policy: ClickPolicy = ClickPolicy()
-    test_fraction: float = 0.0
-    seed: int = 42
-    min_skips: int = 1
-    skip_unknown: bool = False
-    link_corpus: bool = False
+    policy: ClickPolicy = option(ClickPolicy(), "When a click makes a positive.", cli=False)
+    test_fraction: float = option(0.0, "Fraction of queries held out as qrels/test.tsv (seeded split by query).")
+    seed: int = option(42, "Seed of the train/test split.")
+    min_skips: int = option(1, "Skips a skip-above negative needs.")
+    skip_unknown: bool = option(False, "Drop shown ids missing from the corpus (counted) instead of failing.",
+                                cli="--skip-unknown")
+    link_corpus: bool = option(False, "Symlink the corpus instead of copying it.", cli="--link")
 
 
 @dataclass
@@ -522,12 +527,12 @@ class ClickResult:
 
 
 def clicks_to_beir(log_path: str | Path, corpus: str | Path, out: str | Path,
-                   config: ClickConfig = ClickConfig()) -> ClickResult:
+                   config: ClickConfig | None = None) -> ClickResult:
     """Build a BEIR folder from a click log: the corpus (copied, or symlinked), ``queries.jsonl``,
     ``qrels/train.tsv`` (and ``qrels/test.tsv`` with ``test_fraction``), ``skip_above.tsv``,
     ``clicks_stats.json`` and ``position_bias.md``. Everything is read and validated first;
     nothing is written when the log or corpus has a problem or no pair passes the policy."""
-    out = Path(out)
+    out, config = Path(out), config or ClickConfig()
     corpus_path = find_file(Path(corpus), "corpus") if Path(corpus).is_dir() else Path(corpus)
     doc_ids, _, _ = read_corpus(corpus_path)
     log = read_click_log(log_path, set(doc_ids), skip_unknown=config.skip_unknown)

@@ -23,15 +23,19 @@ Pairs are taken from every split (train, dev, test); past ``max_pairs`` a seeded
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from hardneg.clicks import position_bias, read_click_log
 from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, evaluate, format_p
+from hardneg.options import check, option
 from hardneg.retrieve.base import Ranking
 
 if TYPE_CHECKING:
@@ -61,26 +65,21 @@ class DiagnoseConfig:
     ``fusion_depth``, as ``hardneg eval -r hybrid`` does.
     """
 
-    split: str = "test"
-    depth: int = 100
-    fusion_depth: int = 1000
-    low_rank: int = 100
-    near_dup: float = 0.98
-    max_pairs: int = 5000
-    vocab_docs: int = 20000
-    top_terms: int = 20
-    n_resamples: int = N_RESAMPLES
-    alpha: float = 0.05
-    seed: int = 0
+    split: str = option("test", "Held-out split the gap is measured on.")
+    depth: int = option(100, "Documents retrieved per eval query (metrics use @10 and @100).", ge=1)
+    fusion_depth: int = option(1000, "The hybrid fuses each retriever's top this many.", ge=1)
+    low_rank: int = option(100, "A positive both BM25 and the model rank worse than this is suspicious (a tenth "
+                                "of the corpus on corpora under 10x this).", ge=1)
+    near_dup: float = option(0.98, "Cosine above which two documents are near duplicates.", gt=0, le=1)
+    max_pairs: int = option(5000, "Pairs analysed for overlap and ranks (seeded sample).", ge=1)
+    vocab_docs: int = option(20000, "Documents sampled for the vocabulary fit.", ge=1)
+    top_terms: int = option(20, "The worst-fragmented domain terms listed.", ge=1)
+    n_resamples: int = option(N_RESAMPLES, "Sign flips per randomization test.", ge=1)
+    alpha: float = option(0.05, "Significance level of the verdict.", gt=0, lt=1)
+    seed: int = option(0, "Seed of the significance test, intervals and samples.")
 
     def __post_init__(self) -> None:
-        for name in ("depth", "fusion_depth", "low_rank", "max_pairs", "vocab_docs", "n_resamples"):
-            if getattr(self, name) < 1:
-                raise HardnegError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if not 0.0 < self.near_dup <= 1.0:
-            raise HardnegError(f"near_dup must be in (0, 1], not {self.near_dup}")
-        if not 0.0 < self.alpha < 1.0:
-            raise HardnegError(f"alpha must be in (0, 1), not {self.alpha}")
+        check(self)
 
 
 # ---- pure pieces: overlap, ranks, duplicates ---------------------------------------------------
@@ -277,6 +276,18 @@ class Diagnosis:
             "clicks": self.clicks,
         }
         return _json_safe(out)
+
+
+def click_bias_of(data: str | Path, ds: Any, log: str | Path | None = None) -> dict[str, Any] | None:
+    """The diagnosis' position bias: from the click ``log``, else from the ``clicks_stats.json``
+    of a folder ``hardneg clicks`` wrote (``data``); None when there is neither."""
+    if log is not None:
+        table = position_bias(read_click_log(log, set(ds.doc_ids), skip_unknown=True))
+        return click_bias(table.to_dict("records"), str(log))
+    stats = Path(data) / "clicks_stats.json"
+    if stats.is_file():
+        return click_bias(json.loads(stats.read_text())["position_bias"], str(stats))
+    return None
 
 
 def click_bias(rows: Sequence[Mapping[str, Any]], source: str) -> dict[str, Any]:

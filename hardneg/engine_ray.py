@@ -30,7 +30,7 @@ import numpy as np
 
 from hardneg.errors import HardnegError
 from hardneg.retrieve.base import Ranking
-from hardneg.retrieve.dense import DenseRetriever, Search, _sort_rows, exact_topk
+from hardneg.retrieve.dense import DenseRetriever, Search, _shared_attr, _sort_rows, exact_topk
 
 if TYPE_CHECKING:
     from hardneg.encode import Encoder, EncoderConfig
@@ -202,12 +202,14 @@ class RayDenseRetriever(DenseRetriever):
     ``encoder.config.model``.
     """
 
+    _shards = _shared_attr("shards")  # [(ObjectRef of the shard's vectors, offset)], shared by the views
+
     def __init__(self, encoder: "Encoder", doc_ids: Sequence[str], doc_texts: Sequence[str], name: str = "dense",
                  engine: RayEngine = RayEngine(), model: Any = None, query_chunk: int = 1024,
                  corpus_chunk: int = 65536):
         super().__init__(encoder, doc_ids, doc_texts, name, Search.EXACT, query_chunk, corpus_chunk)
         self.engine, self.model = engine, model
-        self._shards: list[tuple[Any, int]] | None = None  # (ObjectRef of the shard's vectors, offset)
+        self._shards: list[tuple[Any, int]] | None = None
         self._task = None  # the remote _shard_topk, registered once
 
     @classmethod
@@ -255,22 +257,16 @@ class RayDenseRetriever(DenseRetriever):
 def use_ray(retrievers: dict, engine: RayEngine, model: Any = None) -> dict:
     """Swap every dense retriever of ``build_retrievers``'s dict for its Ray twin (BM25 stays).
 
-    Retrievers that shared one DenseRetriever share one twin. ``model`` is passed on to the
-    twins (see :class:`RayDenseRetriever`).
+    Views of one DenseRetriever (:meth:`~hardneg.retrieve.dense.DenseRetriever.with_name`) become
+    views of one twin. ``model`` is passed on to the twins (see :class:`RayDenseRetriever`).
     """
     twins: dict[int, RayDenseRetriever] = {}
 
     def twin(dense: DenseRetriever) -> RayDenseRetriever:
-        if id(dense) not in twins:
-            twins[id(dense)] = RayDenseRetriever.from_dense(dense, engine, model)
-        return twins[id(dense)]
+        key = id(dense._shared)  # one per encoder and set of vectors, whatever the views' names
+        if key not in twins:
+            twins[key] = RayDenseRetriever.from_dense(dense, engine, model)
+        first = twins[key]
+        return first if first.name == dense.name else first.with_name(dense.name)
 
-    out = {}
-    for name, r in retrievers.items():
-        inner = getattr(r, "inner", None)
-        if isinstance(inner, DenseRetriever):
-            r.inner = twin(inner)
-        elif isinstance(r, DenseRetriever):
-            r = twin(r)
-        out[name] = r
-    return out
+    return {name: twin(r) if isinstance(r, DenseRetriever) else r for name, r in retrievers.items()}

@@ -23,6 +23,7 @@ instead of silently distilling from cosines; without distillation it needs no sc
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
@@ -34,7 +35,8 @@ import pyarrow as pa
 from hardneg.candidates import score_col, write_parquet
 from hardneg.errors import HardnegError
 from hardneg.io import atomic_path, atomic_write_json
-from hardneg.select import MinedSet
+from hardneg.options import check, option
+from hardneg.select import MinedSet, SelectionPolicy, select
 
 __all__ = ["StFormat", "export", "write_flag_jsonl", "write_sentence_transformers"]
 
@@ -50,6 +52,17 @@ class StFormat(str, Enum):
     LABELED = "st-labeled"  # (sentence1, sentence2, label|score): ContrastiveLoss, cross-encoder BCE / MSE
 
 
+@dataclass(frozen=True)
+class ExportConfig:
+    """The training files written beside ``negatives.jsonl`` (FlagEmbedding's format, always)."""
+
+    format: StFormat | None = option(None, "Also write sentence-transformers data: st-triplet | st-ntuple | "
+                                           "st-labeled.")
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 def export(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[str, str], out_dir: str | Path,
            fmt: StFormat | str | None = None, *, teacher: str | None = "ce",
            label_scorer: str | None = None, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -62,6 +75,17 @@ def export(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[str, str],
         report[ST_FILE] = write_sentence_transformers(mined, docs, queries, out_dir, fmt,
                                                       label_scorer=label_scorer)
     return report
+
+
+def select_and_export(cands: Any, ds: Any, out_dir: str | Path, policy: SelectionPolicy | None = None,
+                      fmt: StFormat | str | None = None) -> tuple[MinedSet, dict[str, Any]]:
+    """What ``hardneg mine`` / ``select`` write: select with ``policy``, export the training files
+    and ``stats.json`` (the selection's statistics, the files written and the policy)."""
+    policy = policy or SelectionPolicy()
+    mined = select(cands, policy, corpus_doc_ids=ds.doc_ids)
+    report = export(mined, ds.doc_text_map(), ds.queries, out_dir, fmt)
+    atomic_write_json(Path(out_dir) / "stats.json", mined.stats | {"files": report, "policy": policy.to_dict()})
+    return mined, report
 
 
 # ---- FlagEmbedding JSONL ---------------------------------------------------------------------

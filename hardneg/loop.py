@@ -29,6 +29,7 @@ from hardneg.audit import AuditConfig
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
+from hardneg.options import check, option
 from hardneg.evaluate import N_RESAMPLES, EvalResult, bootstrap_ci, evaluate, format_p, paired_randomization_test
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.mine import MineConfig
@@ -75,19 +76,20 @@ class DataConfig:
     trained on. ``test_split`` is only ever used for the final evaluation.
     """
 
-    path: str = ""
-    corpus: str | None = None
-    skip_unknown: bool = False
-    dev_split: str | None = None
-    dev_holdout: float = 0.2
-    dev_max_queries: int = 500
-    test_split: str = "test"
+    path: str = option("", "A BEIR folder (corpus.jsonl[.gz], queries.jsonl[.gz], qrels/*.tsv), or a pairs JSONL "
+                           "together with corpus.", cli="--data")
+    corpus: str | None = option(None, "Corpus JSONL when the data is a pairs file.")
+    skip_unknown: bool = option(False, "Drop qrels rows naming unknown queries/documents (counted in a warning) "
+                                       "instead of failing.", cli="--skip-unknown")
+    dev_split: str | None = option(None, "Split evaluated while training and judging rounds; none: dev if present, "
+                                         "else held-out train queries.")
+    dev_holdout: float = option(0.2, "Without a dev split: this fraction of the train queries is held out, never "
+                                     "trained on.", ge=0, lt=1)
+    dev_max_queries: int = option(500, "... at most this many.", ge=1)
+    test_split: str = option("test", "Only ever used for the final evaluation.")
 
     def __post_init__(self) -> None:
-        if not 0 <= self.dev_holdout < 1:
-            raise HardnegError(f"dev_holdout must be in [0, 1), not {self.dev_holdout}")
-        if self.dev_max_queries < 1:
-            raise HardnegError(f"dev_max_queries must be >= 1, not {self.dev_max_queries}")
+        check(self)
 
 
 @dataclass(frozen=True)
@@ -100,39 +102,29 @@ class LoopConfig:
     ``seed`` draws the held-out dev queries and seeds the dev tests.
     """
 
-    rounds: int = 1
-    round_init: RoundInit = RoundInit.BASE
-    round_gate: RoundGate = RoundGate.GAIN
-    alpha: float = 0.05
-    min_gain: float = 0.0
-    seed: int = 0
+    rounds: int = option(1, "Re-mining rounds after the first fine-tune (ANCE-style); 0: train once.", ge=0)
+    round_init: RoundInit = option(RoundInit.BASE, "Each round trains from: base (the starting model) | previous "
+                                                   "(the last kept model).")
+    round_gate: RoundGate = option(RoundGate.GAIN, "Keep a round when dev NDCG@10 improves: gain (any) | "
+                                                   "significant (paired p < alpha).")
+    alpha: float = option(0.05, "Significance level of round_gate significant.", gt=0, lt=1)
+    min_gain: float = option(0.0, "The dev NDCG@10 gain a round must exceed.")
+    seed: int = option(0, "Seed of the held-out dev draw and of the dev tests.")
 
     def __post_init__(self) -> None:
-        for name, enum in (("round_init", RoundInit), ("round_gate", RoundGate)):
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, enum(value.value if isinstance(value, Enum) else value))
-            except ValueError:
-                raise HardnegError(f"{name} must be one of {', '.join(e.value for e in enum)}, not {value!r}") from None
-        if self.rounds < 0:
-            raise HardnegError(f"rounds must be >= 0, not {self.rounds}")
-        if not 0 < self.alpha < 1:
-            raise HardnegError(f"alpha must be in (0, 1), not {self.alpha}")
+        check(self)
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """The final evaluation: documents retrieved per query, seed of the tests and intervals."""
 
-    depth: int = 100
-    seed: int = 0
-    n_resamples: int = N_RESAMPLES
+    depth: int = option(100, "Documents retrieved per query (metrics use @10 and @100).", ge=10)
+    seed: int = option(0, "Seed of the paired randomization tests and bootstrap intervals.")
+    n_resamples: int = option(N_RESAMPLES, "Sign flips per randomization test.", ge=100)
 
     def __post_init__(self) -> None:
-        if self.depth < 10:
-            raise HardnegError(f"eval depth must be >= 10 (metrics use @10 and @100), not {self.depth}")
-        if self.n_resamples < 100:
-            raise HardnegError(f"n_resamples must be >= 100, not {self.n_resamples}")
+        check(self)
 
 
 @dataclass(frozen=True)

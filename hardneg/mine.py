@@ -23,18 +23,19 @@ from hardneg.candidates import PARENT_ID, CandidateSet, CandidateWriter, rank_co
 from hardneg.checkpoint import MineCheckpoint, digest
 from hardneg.data import Dataset, normalize_text
 from hardneg.errors import HardnegError
+from hardneg.options import check, option
 from hardneg.retrieve import Kind, RetrieverSpec, build_retrievers
 from hardneg.retrieve.ann import SearchConfig
-from hardneg.retrieve.base import Ranking
-from hardneg.retrieve.dense import pair_scores
-from hardneg.retrieve.fusion import rrf
+from hardneg.retrieve.base import DenseScorer, Ranking, Scorer
+from hardneg.retrieve.fusion import HybridRetriever
 
 DEFAULT_DEPTH = 200
+HYBRID = "hybrid"  #: the scorer name of the RRF ranks when the retriever is hybrid
 #: MineConfig fields that pick where mining runs, not what it finds (left out of checkpoint fingerprints)
 ENGINE_OPTIONS = ("engine", "ray_address", "ray_shards", "ray_actors")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MineConfig:
     """What to retrieve: the retriever that proposes candidates, extra teachers that add score
     columns (and their own top-``depth`` candidates), and which scorer ranks / scores.
@@ -51,34 +52,45 @@ class MineConfig:
     ``parent_id`` column naming their document.
     """
 
-    retriever: str = "dense"
-    teachers: list[str] = field(default_factory=list)
-    depth: int = DEFAULT_DEPTH
-    rank_by: str | None = None
-    score_by: str | None = None
-    split: str = "train"
-    search: str = "auto"
-    nlist: int | None = None
-    nprobe: int | None = None
-    ef_search: int | None = None
-    recall_sample: int = 200
-    target_recall: float = 0.95
-    query_chunk: int = 4096
-    engine: str = "local"
-    ray_address: str | None = None
-    ray_shards: int | None = None
-    ray_actors: int | None = None
-    chunk_tokens: int | None = None
-    chunk_overlap: int = 0
+    retriever: str = option("dense", "dense | bm25 | hybrid (RRF ranks; scores stay the scorers' own), as "
+                                     "KIND[:NAME][=MODEL]; re-mining rounds use the new model.")
+    teachers: list[str] = option(factory=list, help="Extra scorers adding rank/score columns, e.g. bm25 or "
+                                                    "dense:e5=PATH; repeatable.", cli="--teacher")
+    depth: int = option(DEFAULT_DEPTH, "Candidates retrieved per query and scorer.", ge=1)
+    rank_by: str | None = option(None, "Set from the policy's rank_by.", cli=False, recipe=False)
+    score_by: str | None = option(None, "Set from the policy's score_by.", cli=False, recipe=False)
+    split: str = option("train", "Split whose queries get negatives (and whose pairs train).")
+    search: str = option("auto", "Dense search: exact | faiss | ivf | hnsw | ivf-sq8 | auto (exact below 200k "
+                                 "passages, else ivf). ANN recall@depth is measured against exact search on a "
+                                 "query sample and stored in the candidates' metadata.")
+    nlist: int | None = option(None, "IVF lists; none: ~4 sqrt(corpus size).", ge=1)
+    nprobe: int | None = option(None, "IVF lists searched; none: tuned to target_recall on a query sample.", ge=1)
+    ef_search: int | None = option(None, "HNSW efSearch; none: tuned likewise.", ge=1)
+    recall_sample: int = option(200, "Queries sampled (seeded) to measure ANN recall@depth against exact search; "
+                                     "as many again tune nprobe / ef_search.", ge=1)
+    target_recall: float = option(0.95, "The recall@depth that nprobe / ef_search tuning aims for.", gt=0, le=1)
+    query_chunk: int = option(4096, "Queries mined per chunk: the unit of memory and of checkpoints "
+                                    "(OUT/.mine-checkpoint; a rerun resumes).", ge=1)
+    engine: str = option("local", "Where encoding and search run: local | ray (a Ray Data job embeds corpus "
+                                  "shards, Ray tasks search them exactly, top-k merged: the local engine's exact "
+                                  "candidates; needs pip install 'hardneg[ray]').")
+    ray_address: str | None = option(None, "Ray cluster of engine ray; none: $RAY_ADDRESS, a `ray start` cluster "
+                                           "here, else a new local Ray.")
+    ray_shards: int | None = option(None, "Corpus shards of engine ray; none: one per CPU of the cluster.")
+    ray_actors: int | None = option(None, "Encoding actors (model copies) of engine ray; none: one per GPU, else "
+                                          "one per CPU.")
+    chunk_tokens: int | None = option(None, "Split documents longer than this many tokens of the model's tokenizer "
+                                            "(title included, repeated in every chunk) into chunks; none: off. "
+                                            "Keep it within the model's max length minus its special tokens.")
+    chunk_overlap: int = option(0, "Tokens a chunk repeats from the end of the one before (with chunk_tokens; "
+                                   "10-20% of it keeps a passage cut at a boundary whole).")
 
     def __post_init__(self) -> None:
         from hardneg.chunking import chunk_config
 
+        object.__setattr__(self, "teachers", list(self.teachers))
         chunk_config(self.chunk_tokens, self.chunk_overlap)  # validates them
-        if self.depth < 1:
-            raise HardnegError(f"--depth must be >= 1, got {self.depth}")
-        if self.query_chunk < 1:
-            raise HardnegError(f"--query-chunk must be >= 1, got {self.query_chunk}")
+        check(self)
         self.search_config()  # validates the search options
         from hardneg.engine_ray import check_options  # imports no Ray
 
@@ -90,18 +102,21 @@ class MineConfig:
                             recall_sample=self.recall_sample, target_recall=self.target_recall)
 
 
-def scorer_specs(config: MineConfig) -> tuple[list[RetrieverSpec], bool]:
-    """Expand the retriever and teachers into plain scorers; True when ranks come from RRF."""
+def scorer_specs(config: MineConfig) -> tuple[list[RetrieverSpec], list[str]]:
+    """Expand the retriever and teachers into plain scorers, and name the scorers whose RRF gives
+    the ranks (the hybrid retriever's parts; empty unless the retriever is hybrid)."""
     specs = [RetrieverSpec.parse(s) for s in [config.retriever, *config.teachers]]
-    fused = specs[0].kind is Kind.HYBRID
-    out: list[RetrieverSpec] = []
-    for spec in specs:
-        if spec.kind is Kind.HYBRID:
-            out += [RetrieverSpec(Kind.BM25, "bm25"), RetrieverSpec(Kind.DENSE, "dense", spec.model)]
-        else:
-            out.append(spec)
+    out = [part for spec in specs for part in _parts(spec)]
+    fused = [part.name for part in _parts(specs[0])] if specs[0].kind is Kind.HYBRID else []
     unique = {s.name: s for s in reversed(out)}  # first mention wins, order kept
     return [unique[n] for n in dict.fromkeys(s.name for s in out)], fused
+
+
+def _parts(spec: RetrieverSpec) -> list[RetrieverSpec]:
+    """The plain scorers behind a spec: a hybrid's are BM25 and its dense model, as ``build_retrievers`` fuses."""
+    if spec.kind is not Kind.HYBRID:
+        return [spec]
+    return [RetrieverSpec(Kind.BM25, "bm25"), RetrieverSpec(Kind.DENSE, "dense", spec.model)]
 
 
 @dataclass
@@ -113,8 +128,8 @@ class _Job:
     qids: list[str]
     qtexts: list[str]
     positives: dict[str, list[str]]
-    retrievers: dict
-    fused: bool
+    retrievers: dict[str, Scorer]
+    hybrid: HybridRetriever | None  # fuses some of ``retrievers`` into the HYBRID ranks
     doc_texts: list[str]
     query_embs: dict[str, np.ndarray] = field(default_factory=dict)  # dense scorer -> (Q, dim)
     meta: dict = field(default_factory=dict)
@@ -124,7 +139,7 @@ class _Job:
         return [(lo, min(lo + step, n)) for lo in range(0, n, step)] or [(0, 0)]
 
 
-def mine_candidates(ds: Dataset, config: MineConfig = MineConfig(), encoder_config=None, cache=None,
+def mine_candidates(ds: Dataset, config: MineConfig | None = None, encoder_config=None, cache=None,
                     model=None, *, checkpoint_dir: str | Path | None = None, restart: bool = False,
                     progress: Callable[[int, int], None] | None = None,
                     doc_texts: Sequence[str] | None = None) -> CandidateSet:
@@ -143,7 +158,7 @@ def mine_candidates(ds: Dataset, config: MineConfig = MineConfig(), encoder_conf
     refused unless ``restart``. ``progress(done, total)`` is called after each chunk.
     ``result.run`` holds what varies between runs: search timings, resumed chunks.
     """
-    job, store, infos = _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart, doc_texts)
+    job, store, infos = _start(ds, config or MineConfig(), encoder_config, cache, model, checkpoint_dir, restart, doc_texts)
     parts = [chunk.table for chunk in _iter_chunks(job, store, progress)]
     table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     cands = CandidateSet(table, job.meta)
@@ -153,7 +168,7 @@ def mine_candidates(ds: Dataset, config: MineConfig = MineConfig(), encoder_conf
     return cands
 
 
-def write_candidates(ds: Dataset, path: str | Path, config: MineConfig = MineConfig(), encoder_config=None,
+def write_candidates(ds: Dataset, path: str | Path, config: MineConfig | None = None, encoder_config=None,
                      cache=None, model=None, *, checkpoint_dir: str | Path | None = None, restart: bool = False,
                      progress: Callable[[int, int], None] | None = None) -> dict:
     """Like :func:`mine_candidates`, but stream each chunk into ``path`` and return the metadata.
@@ -161,7 +176,7 @@ def write_candidates(ds: Dataset, path: str | Path, config: MineConfig = MineCon
     Use it for query sets too big to hold as one candidate table: memory stays at one chunk.
     The file is byte-identical to ``mine_candidates(...).write(path)``.
     """
-    job, store, _ = _start(ds, config, encoder_config, cache, model, checkpoint_dir, restart)
+    job, store, _ = _start(ds, config or MineConfig(), encoder_config, cache, model, checkpoint_dir, restart)
     with CandidateWriter(path, job.meta) as writer:
         for chunk in _iter_chunks(job, store, progress):
             writer.append(chunk.table)
@@ -195,18 +210,22 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model, doc_text
 
         retrievers = use_ray(retrievers, RayEngine(config.ray_address, config.ray_shards, config.ray_actors),
                              _in_memory(model))
-    names = (["hybrid"] if fused else []) + list(retrievers)
-    rank_by = config.rank_by or ("hybrid" if fused else names[0])
-    score_by = config.score_by or ("dense" if fused else names[0])
-    _check_scorers(rank_by, score_by, names, fused)
-    job = _Job(ds, config, qids, [ds.queries[q] for q in qids], positives, retrievers, fused, doc_texts)
+    for name, r in retrievers.items():
+        if not isinstance(r, Scorer):
+            raise HardnegError(f"retriever '{name}' cannot score given pairs (no score_docs): it cannot be mined")
+    hybrid = HybridRetriever([retrievers[n] for n in fused], name=HYBRID) if fused else None
+    names = ([HYBRID] if hybrid is not None else []) + list(retrievers)
+    rank_by = config.rank_by or (HYBRID if hybrid is not None else names[0])
+    score_by = config.score_by or (_fused_score_by(hybrid) if hybrid is not None else names[0])
+    _check_scorers(rank_by, score_by, names)
+    job = _Job(ds, config, qids, [ds.queries[q] for q in qids], positives, retrievers, hybrid, doc_texts)
     job.meta = {
         "scorers": names, "rank_by": rank_by, "score_by": score_by,
-        "negative_scores": {n: n != "hybrid" and _can_be_negative(retrievers.get(n)) for n in names},
+        "negative_scores": {n: n != HYBRID and _can_be_negative(retrievers.get(n)) for n in names},
         "split": config.split, "depth": config.depth, "corpus_size": len(ds.doc_ids), "data": ds.source,
         "retriever": config.retriever, "teachers": list(config.teachers),
         "models": {n: _fingerprint(r) for n, r in retrievers.items() if _fingerprint(r)},
-        "rank_only": ["hybrid"] if fused else [],
+        "rank_only": [HYBRID] if hybrid is not None else [],
     }
     if getattr(ds, "chunking", None):
         job.meta["chunks"] = dict(ds.chunking)
@@ -230,18 +249,16 @@ def chunked_for(ds: Dataset, config: MineConfig, encoder_config) -> Dataset:
     return chunk_dataset(ds, ChunkConfig(config.chunk_tokens, config.chunk_overlap, model), max_length=max_length)
 
 
-def _dense(retriever):
-    """The DenseRetriever behind a scorer, or None for BM25."""
-    inner = getattr(retriever, "inner", retriever)
-    return inner if hasattr(inner, "prepare") else None
+def _fused_score_by(hybrid: HybridRetriever) -> str:
+    """The default ``score_by`` of a fused mine: its first dense part (RRF values are no scores)."""
+    return next((r.name for r in hybrid.scorers if isinstance(r, DenseScorer)), hybrid.scorers[0].name)
 
 
 def _prepare_search(job: _Job, store: MineCheckpoint | None) -> dict:
     """Embed all queries once per dense scorer and build (or load) their indexes; record the search."""
     infos, search_meta = {}, {}
-    for name, r in job.retrievers.items():
-        dense = _dense(r)
-        if dense is None:
+    for name, dense in job.retrievers.items():
+        if not isinstance(dense, DenseScorer):
             search_meta[name] = {"kind": "bm25s"}
             continue
         job.query_embs[name] = dense.encoder.encode_queries(job.qtexts) if job.qtexts else \
@@ -277,15 +294,15 @@ def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
     q_embs = {n: e[lo:hi] for n, e in job.query_embs.items()}
     rankings = {}
     for name, r in job.retrievers.items():
-        dense = _dense(r)
-        rankings[name] = (dense.search_embeddings(qids, q_embs[name], depth) if dense is not None
+        rankings[name] = (r.search_embeddings(qids, q_embs[name], depth) if isinstance(r, DenseScorer)
                           else r.search(qids, qtexts, depth))
-    if job.fused:
-        rankings = {"hybrid": rrf([rankings["bm25"], rankings["dense"]], depth), **rankings}
+    if job.hybrid is not None:
+        fused = job.hybrid.fuse([rankings[r.name] for r in job.hybrid.scorers], depth)
+        rankings = {HYBRID: fused, **rankings}
     frame = _candidate_frame(ds, qids, job.positives, rankings)
     _add_scores(frame, ds, qids, qtexts, job.retrievers, q_embs, rankings)
-    if job.fused:
-        frame[score_col("hybrid")] = np.nan  # rank-only scorer: RRF values are not relevance scores
+    if job.hybrid is not None:
+        frame[score_col(HYBRID)] = np.nan  # rank-only scorer: RRF values are not relevance scores
     _add_flags(frame, ds, job.config.split, qids, job.positives, job.retrievers)
     if getattr(ds, "parent", None):  # a ChunkedDataset: each chunk's document
         frame[PARENT_ID] = frame["doc_id"].map(ds.parent)
@@ -312,11 +329,11 @@ def _fingerprint_inputs(job: _Job, encoder_config) -> dict[str, str]:
     }
 
 
-def _check_scorers(rank_by: str, score_by: str, names: list[str], fused: bool) -> None:
+def _check_scorers(rank_by: str, score_by: str, names: list[str]) -> None:
     for opt, value in (("--rank-by", rank_by), ("--score-by", score_by)):
         if value not in names:
             raise HardnegError(f"{opt} '{value}' is not a scorer of this mine (have: {', '.join(names)})")
-    if score_by == "hybrid":
+    if score_by == HYBRID:
         raise HardnegError("--score-by cannot be 'hybrid': an RRF value is not a relevance score; "
                            "use --score-by dense or bm25")
 
@@ -328,13 +345,12 @@ def _use_model(retrievers, model) -> None:
 
     shared = None
     for r in retrievers.values():
-        inner = getattr(r, "inner", r)
-        if hasattr(inner, "encoder"):
+        if isinstance(r, DenseScorer):
             if shared is None:
-                shared = model if isinstance(model, Encoder) else Encoder(inner.encoder.config, model=model,
-                                                                           cache=inner.encoder.cache)
-            inner.encoder = shared
-            inner.reset()
+                shared = model if isinstance(model, Encoder) else Encoder(r.encoder.config, model=model,
+                                                                           cache=r.encoder.cache)
+            r.encoder = shared
+            r.reset()
 
 
 def _in_memory(model):
@@ -346,16 +362,14 @@ def _in_memory(model):
     return model
 
 
-def _fingerprint(retriever) -> str | None:
-    encoder = getattr(getattr(retriever, "inner", retriever), "encoder", None)
-    return encoder.fingerprint if encoder is not None else None
+def _fingerprint(retriever: Scorer) -> str | None:
+    return retriever.encoder.fingerprint if isinstance(retriever, DenseScorer) else None
 
 
-def _can_be_negative(retriever) -> bool:
+def _can_be_negative(retriever: Scorer | None) -> bool:
     """Normalised cosines are bounded but may dip below 0 only for unrelated texts; BM25 is >= 0.
     Unnormalised dot products can be anything."""
-    encoder = getattr(getattr(retriever, "inner", retriever), "encoder", None)
-    return encoder is not None and not encoder.config.normalize
+    return isinstance(retriever, DenseScorer) and not retriever.encoder.config.normalize
 
 
 def _candidate_frame(ds: Dataset, qids: list[str], positives: dict[str, list[str]],
@@ -390,32 +404,32 @@ def _candidate_frame(ds: Dataset, qids: list[str], positives: dict[str, list[str
 def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers, query_embs,
                 rankings: dict[str, Ranking] | None = None) -> None:
     """Score every row under every scorer (also positives beyond the depth). Rows an exact dense
-    search ranked take the score it reported (:func:`~hardneg.retrieve.dense.pair_scores` gives
-    the same value: both are float64 dot products rounded to float32); the others are scored."""
+    search ranked take the score it reported (``score_pairs``, i.e.
+    :func:`~hardneg.retrieve.dense.pair_scores`, gives the same value: both are float64 dot products
+    rounded to float32); the others are scored."""
     from hardneg.retrieve.dense import Search
 
     qi, di = frame["qi"].to_numpy(), frame["di"].to_numpy()
     for name, r in retrievers.items():
-        inner = getattr(r, "inner", r)
         scores = np.full(len(frame), np.nan, dtype=np.float32)
-        if hasattr(inner, "score_pairs"):
+        if isinstance(r, DenseScorer):
             q_embs = query_embs[name]
             todo = np.arange(len(frame))
             ranking = (rankings or {}).get(name)
-            if ranking is not None and getattr(inner, "search_mode", None) is Search.EXACT:
+            if ranking is not None and r.search_mode is Search.EXACT:
                 rank = frame[rank_col(name)].to_numpy(np.int64, na_value=0)
                 ranked = rank > 0
                 scores[ranked] = ranking.scores[qi[ranked], rank[ranked] - 1]
                 todo = np.flatnonzero(~ranked)
             for s in range(0, len(todo), 65536):  # chunks bound the gathered query vectors
                 rows = todo[s:s + 65536]
-                scores[rows] = pair_scores(q_embs[qi[rows]], inner.doc_embeddings, di[rows])
+                scores[rows] = r.score_pairs(q_embs[qi[rows]], di[rows])
         else:
             order = np.argsort(qi, kind="stable")
             bounds = np.searchsorted(qi[order], np.arange(len(qids) + 1))
             for q in range(len(qids)):
                 rows = order[bounds[q]:bounds[q + 1]]
-                scores[rows] = inner.score_docs(qtexts[q], di[rows])
+                scores[rows] = r.score_docs(qtexts[q], di[rows])
         frame[score_col(name)] = scores
     frame["query_id"] = np.asarray(qids, dtype=object)[qi] if len(qi) else np.zeros(0, object)
     frame["doc_id"] = np.asarray(ds.doc_ids, dtype=object)[di] if len(di) else np.zeros(0, object)
@@ -460,8 +474,7 @@ def _has_doc(ds: Dataset, doc_id: str) -> bool:
 
 def _pos_cosine(frame: pd.DataFrame, ds: Dataset, qids, positives, retrievers) -> np.ndarray:
     """Max embedding cosine of each candidate to its query's positives (NaN without a dense scorer)."""
-    dense = next((getattr(r, "inner", r) for r in retrievers.values()
-                  if hasattr(getattr(r, "inner", r), "doc_embeddings")), None)
+    dense = next((r for r in retrievers.values() if isinstance(r, DenseScorer)), None)
     out = np.full(len(frame), np.nan, dtype=np.float32)
     if dense is None:
         return out
@@ -474,3 +487,30 @@ def _pos_cosine(frame: pd.DataFrame, ds: Dataset, qids, positives, retrievers) -
         pos = embs[[ds.doc_index(d) for d in positives[qid]]]
         out[rows] = (np.asarray(embs[di[rows]], dtype=np.float32) @ np.asarray(pos, dtype=np.float32).T).max(axis=1)
     return out
+
+
+def mine_to_folder(ds: Dataset, out: str | Path, config: MineConfig | None = None, encoder_config=None,
+                   cache=None, *, restart: bool = False,
+                   progress: Callable[[int, int], None] | None = None) -> CandidateSet:
+    """Mine into ``OUT/candidates.parquet``, checkpointing each query chunk in ``OUT/.mine-checkpoint``.
+
+    What ``hardneg mine`` runs: a killed run rerun with the same inputs resumes from its last
+    complete chunk (a checkpoint of other inputs is refused unless ``restart``); the
+    checkpoint is removed once the candidates are written.
+    """
+    import shutil
+
+    from hardneg.checkpoint import CHECKPOINT_DIRNAME
+
+    ckpt = Path(out) / CHECKPOINT_DIRNAME
+    cands = mine_candidates(ds, config, encoder_config, cache=cache, checkpoint_dir=ckpt, restart=restart,
+                            progress=progress)
+    cands.write(Path(out) / "candidates.parquet")
+    shutil.rmtree(ckpt, ignore_errors=True)
+    return cands
+
+
+def search_report(cands: CandidateSet) -> dict[str, dict]:
+    """Each dense scorer's search: kind, parameters, measured recall@depth and seconds."""
+    run = cands.run.get("search", {}) if cands.run else {}
+    return {n: s | run.get(n, {}) for n, s in cands.meta.get("search", {}).items() if s.get("kind") != "bm25s"}

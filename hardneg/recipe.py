@@ -2,11 +2,13 @@
 
 A recipe is the packaged default recipe (``hardneg/recipes/default.toml``, every key with
 its default and a comment) overlaid with the user's file and then with overrides
-(``--set section.key=value``). Every option of ``hardneg mine``, ``select`` and ``train``
-is a recipe key (:data:`CLI_KEYS`). ``"none"`` (or ``"off"``, ``""``) stands for "not set"
-in keys that take it, since TOML has no null. Relative paths are read from the working
-directory, as on the command line. An unknown section or key, or a value of the wrong
-type, stops with ``FILE: [section] key: what is wrong`` before anything runs.
+(``--set section.key=value``). A section's keys are the options declared on its config
+classes (:mod:`hardneg.options`): the default recipe is generated from those declarations
+(:func:`render_default_recipe`; a test checks the shipped file equals it), and so is every
+command-line option. ``"none"`` (or ``"off"``, ``""``) stands for "not set" in keys that take
+it, since TOML has no null. Relative paths are read from the working directory, as on the
+command line. An unknown section or key, or a value of the wrong type or range, stops with
+``FILE: [section] key: what is wrong`` before anything runs.
 """
 from __future__ import annotations
 
@@ -14,20 +16,20 @@ import copy
 import difflib
 import json
 import sys
-import types
-import typing
-from dataclasses import dataclass, fields, replace
-from enum import Enum
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Union
+from typing import Any, Mapping
 
 from hardneg.audit import AuditConfig
+from hardneg.cache import CacheConfig
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
+from hardneg.export import ExportConfig
 from hardneg.loop import DataConfig, EvalConfig, LoopConfig, RunConfig
 from hardneg.mine import MineConfig
+from hardneg.options import Mismatch, coerce, recipe_fields, toml_lines, toml_value, type_name
 from hardneg.rerank import DenoiseConfig
-from hardneg.select import Sampler, SelectionPolicy
+from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -35,10 +37,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["CLI_KEYS", "FLOW_OPTIONS", "RecipeError", "default_recipe_path", "default_recipe_text", "demo_overrides",
-           "dump_recipe", "load_recipe", "parse_override", "recipe_from_dict", "recipe_keys"]
-
-NONE_WORDS = ("none", "off", "null", "")
+__all__ = ["FLOW_OPTIONS", "RecipeError", "SECTIONS", "default_recipe_path", "default_recipe_text", "demo_overrides",
+           "dump_recipe", "load_recipe", "parse_override", "recipe_from_dict", "recipe_keys", "render_default_recipe"]
 
 
 class RecipeError(HardnegError):
@@ -47,48 +47,33 @@ class RecipeError(HardnegError):
 
 @dataclass(frozen=True)
 class _Section:
-    cls: type
-    renames: Mapping[str, str]  # recipe key -> dataclass field
-    extras: Mapping[str, Any]  # recipe keys that are not fields of cls -> type
-    exclude: tuple[str, ...] = ()
-    doc: str = ""
+    classes: tuple[type, ...]  # the config classes whose options are this section's keys
+    doc: str = ""  # the comment under the section's header in default.toml
 
 
 SECTIONS: dict[str, _Section] = {
-    "data": _Section(DataConfig, {}, {}, doc="the dataset and its dev/test splits"),
-    "model": _Section(EncoderConfig, {"path": "model"}, {"cache_dir": str | None},
-                      doc="the base model and how it embeds for mining and evaluation"),
-    "mine": _Section(MineConfig, {}, {}, exclude=("rank_by", "score_by"), doc="candidate retrieval"),
-    "select": _Section(SelectionPolicy, {"near_dup": "near_dup_cosine"}, {"format": str | None},
-                       doc="the selection policy"),
-    "train": _Section(TrainConfig, {}, {}, doc="fine-tuning"),
-    "loop": _Section(LoopConfig, {}, {}, doc="re-mining rounds and the dev gate"),
-    "eval": _Section(EvalConfig, {}, {}, doc="the final test evaluation"),
-    "audit": _Section(AuditConfig, {}, {}, doc='the false-negative audit behind window = "auto"'),
-    "denoise": _Section(DenoiseConfig, {}, {}, doc="cross-encoder scores of the candidates (select.denoise_above)"),
+    "data": _Section((DataConfig,)),
+    "model": _Section((EncoderConfig, CacheConfig), "The base model and how it embeds for mining and evaluation."),
+    "mine": _Section((MineConfig,), "Candidate retrieval."),
+    "select": _Section((SelectionPolicy, ExportConfig),
+                       'The selection policy. window = "auto": each round audits its candidates and takes the '
+                       "window (and percent) that `hardneg calibrate` picks, see [audit]."),
+    "train": _Section((TrainConfig,), "Fine-tuning."),
+    "loop": _Section((LoopConfig,), "Re-mining rounds and the dev gate."),
+    "eval": _Section((EvalConfig,), "The final test evaluation."),
+    "audit": _Section((AuditConfig,), 'Used when [select] window = "auto": hide a fraction of the positives of '
+                      "train queries that have several, measure per original-rank bucket how often an unlabeled "
+                      "candidate is a hidden positive (the false-negative curve), and take the smallest window "
+                      "start (and the largest percent) whose buckets stay under the target. Writes "
+                      "OUT/rounds/r<i>/audit.json."),
+    "denoise": _Section((DenoiseConfig,), "Cross-encoder scores for each round's candidates (RocketQA-style "
+                        "denoising): with a cross_encoder, the original ranks in `window` get a `score_ce` before "
+                        "selection, and [select] denoise_above drops those it scores above the threshold. Train "
+                        "one offline with `hardneg train-reranker --folds 2` (cross-fitted, so it never judges its "
+                        "own training queries). Writes OUT/rounds/r<i>/rescore.json (cost, and a warning when it "
+                        "does not beat BM25 on its check)."),
 }
 
-_POLICY_KEYS = {name: f"select.{name}" for name in (
-    "window", "percent", "margin", "max_score", "pos_ref", "near_dup", "denoise_above", "rank_by", "score_by",
-    "sampler", "num_negatives", "on_short", "seed", "simans_a", "simans_b", "temperature", "format")}
-_DATA_KEYS = {"data": "data.path", "corpus": "data.corpus", "skip_unknown": "data.skip_unknown"}
-
-#: command -> option (parameter name) -> the recipe key that sets it in ``hardneg run``.
-CLI_KEYS: dict[str, dict[str, str]] = {
-    "mine": {**_DATA_KEYS, "split": "mine.split", "retriever": "mine.retriever", "teacher": "mine.teachers",
-             "depth": "mine.depth", "model": "model.path", "cache_dir": "model.cache_dir",
-             "batch_size": "model.batch_size", "search": "mine.search", "nlist": "mine.nlist",
-             "nprobe": "mine.nprobe", "ef_search": "mine.ef_search", "recall_sample": "mine.recall_sample",
-             "target_recall": "mine.target_recall", "query_chunk": "mine.query_chunk", "float16": "model.float16",
-             "backend": "model.backend", "passage_max_length": "model.passage_max_length",
-             "chunk_tokens": "mine.chunk_tokens", "chunk_overlap": "mine.chunk_overlap",
-             "engine": "mine.engine", "ray_address": "mine.ray_address", "ray_shards": "mine.ray_shards",
-             "ray_actors": "mine.ray_actors",
-             **_POLICY_KEYS},
-    "select": {"data": "data.path", "corpus": "data.corpus", **_POLICY_KEYS},
-    "train": {**_DATA_KEYS, "model": "model.path", "dev_split": "data.dev_split", "split": "mine.split",
-              **{f.name: f"train.{f.name}" for f in fields(TrainConfig)}},
-}
 #: options whose value the run produces itself, so they are not recipe keys.
 FLOW_OPTIONS = {
     "out": "`hardneg run --out OUT` places every output under OUT",
@@ -96,6 +81,22 @@ FLOW_OPTIONS = {
     "negatives": "each round writes OUT/rounds/r<i>/negatives.jsonl",
     "restart": "`hardneg mine --restart` discards a stale OUT/.mine-checkpoint",
 }
+
+_HEADER = """\
+# hardneg's default recipe: `hardneg run RECIPE.toml --out OUT` runs
+#   baselines (BM25 + the base model) -> mine -> select -> train -> re-mining rounds
+#   -> evaluation on the test split (BM25, base, tuned; paired p-values, bootstrap CIs)
+#   -> OUT/report.md + OUT/metrics.json
+#
+# A recipe of your own only needs the keys it changes: every key left out takes the value
+# below. Copy this file with `hardneg recipe > my.toml`. Override single keys on the command
+# line with `--set section.key=value`. TOML has no null: "none" means "not set" where a key
+# accepts it. Relative paths are read from the working directory, as on the command line.
+# Every option of `hardneg mine`, `hardneg select` and `hardneg train` is a key here (the
+# option --near-dup is `near_dup`, --teacher is `teachers`, --model is [model] path).
+# These are the full-quality settings; `hardneg demo` scales them down to run in minutes.
+# Generated from the options' declarations (hardneg.recipe.render_default_recipe).
+"""
 
 
 # ---- files ----------------------------------------------------------------------------------
@@ -106,6 +107,18 @@ def default_recipe_path() -> Path:
 
 def default_recipe_text() -> str:
     return default_recipe_path().read_text(encoding="utf-8")
+
+
+def render_default_recipe() -> str:
+    """The default recipe as the options declare it: every key, its default and its help."""
+    import textwrap
+
+    lines = _HEADER.splitlines()
+    for name, spec in SECTIONS.items():
+        lines += ["", f"[{name}]"] + [f"# {w}" for w in textwrap.wrap(spec.doc, 108, break_on_hyphens=False)]
+        for cls in spec.classes:
+            lines += toml_lines(cls)
+    return "\n".join(lines) + "\n"
 
 
 def _read_toml(text: str, source: str) -> dict[str, Any]:
@@ -172,108 +185,36 @@ def _check_keys(layer: Mapping[str, Any], source: str) -> None:
 
 def recipe_keys(section: str) -> dict[str, Any]:
     """Recipe key -> type of every key of ``section``."""
-    spec = SECTIONS[section]
-    hints = typing.get_type_hints(spec.cls)
-    back = {field: key for key, field in spec.renames.items()}
-    keys = {back.get(f.name, f.name): hints[f.name] for f in fields(spec.cls)
-            if f.init and not f.name.startswith("_") and f.name not in spec.exclude}
-    return keys | dict(spec.extras)
+    return {key: hint for cls in SECTIONS[section].classes for key, (_, hint) in recipe_fields(cls).items()}
 
 
 # ---- values -------------------------------------------------------------------------------
-class _Mismatch(Exception):
-    pass
-
-
-def _type_name(hint: Any) -> str:
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        return "one of " + ", ".join(repr(e.value) for e in hint)
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", type(None): "'none'"}
-    if hint in names:
-        return names[hint]
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    if origin is tuple:
-        return f"a list of {len(args)} numbers or 'LOW:HIGH'" if args[0] is float else f"'{'MIN:MAX'}'"
-    if origin is list:
-        return "a list of strings"
-    return str(hint)
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        if type(None) in args and isinstance(value, str) and value.strip().lower() in NONE_WORDS:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise _Mismatch
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if isinstance(hint, type) and issubclass(hint, Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise _Mismatch from None
-    if origin is tuple:
-        if isinstance(value, str) and ":" in value:
-            value = value.split(":")
-            try:
-                value = [float(v) if args[0] is float else int(v) for v in value]
-            except ValueError:
-                raise _Mismatch from None
-        if isinstance(value, list) and len(value) == len(args):
-            return tuple(_coerce(v, a) for v, a in zip(value, args))
-        raise _Mismatch
-    if origin is list:
-        if isinstance(value, list):
-            return [_coerce(v, args[0]) for v in value]
-        raise _Mismatch
-    raise _Mismatch  # pragma: no cover - a field type this module does not know
-
-
 def _section_values(section: str, values: Mapping[str, tuple[Any, str]]) -> dict[str, Any]:
     """Typed values of one section, keyed by recipe key."""
     keys = recipe_keys(section)
     out = {}
     for key, (value, source) in values.items():
         try:
-            out[key] = _coerce(value, keys[key])
-        except _Mismatch:
-            raise RecipeError(f"{source}: [{section}] {key}: expected {_type_name(keys[key])}, "
+            out[key] = coerce(value, keys[key])
+        except Mismatch:
+            raise RecipeError(f"{source}: [{section}] {key}: expected {type_name(keys[key])}, "
                               f"got {json.dumps(value, default=str)}") from None
     return out
 
 
-def _make(section: str, values: Mapping[str, Any], sources: Mapping[str, str]):
-    spec = SECTIONS[section]
-    kwargs = {spec.renames.get(k, k): v for k, v in values.items() if k not in spec.extras}
-    try:
-        return spec.cls(**kwargs)
-    except HardnegError as e:
-        default = str(default_recipe_path())
-        where = ", ".join(sorted({s for s in sources.values() if s != default})) or default
-        raise RecipeError(f"{where}: [{section}] {e}") from None
+def _make(section: str, values: Mapping[str, Any], sources: Mapping[str, str]) -> list[Any]:
+    """One object per config class of ``section``, each from its own keys."""
+    out = []
+    for cls in SECTIONS[section].classes:
+        fields = recipe_fields(cls)
+        kwargs = {f.name: values[key] for key, (f, _) in fields.items() if key in values}
+        try:
+            out.append(cls(**kwargs))
+        except HardnegError as e:
+            default = str(default_recipe_path())
+            where = ", ".join(sorted({s for s in sources.values() if s != default})) or default
+            raise RecipeError(f"{where}: [{section}] {e}") from None
+    return out
 
 
 def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[str, str]]) -> RunConfig:
@@ -283,26 +224,21 @@ def _build(values: dict[str, dict[str, tuple[Any, str]]], explicit: set[tuple[st
         values = {**values, "select": {**values["select"], "window": ("none", source)}}
     typed = {s: _section_values(s, values.get(s, {})) for s in SECTIONS}
     sources = {s: {k: src for k, (_, src) in values.get(s, {}).items()} for s in SECTIONS}
-    sel = typed["select"]
-    if Sampler(sel["sampler"]) in (Sampler.RANDOM, Sampler.NONE):
-        for key in ("window", "percent"):  # the baselines use no candidates: default filters do not apply
-            if ("select", key) not in explicit:
-                sel[key] = None
     train = typed["train"]
     for key in ("query_prompt", "passage_prompt"):  # train with the prompts the model embeds with
         if ("train", key) not in explicit:
             train[key] = typed["model"][key]
     built = {s: _make(s, typed[s], sources[s]) for s in SECTIONS}
-    policy: SelectionPolicy = built["select"]
-    mine: MineConfig = built["mine"]
-    if policy.denoise_above is not None and not built["denoise"].cross_encoder:
+    (policy, export), (encoder, cache) = built["select"], built["model"]
+    if policy.denoise_above is not None and not built["denoise"][0].cross_encoder:
         where = sources["select"].get("denoise_above", "")
         raise RecipeError(f"{where}: [select] denoise_above needs [denoise] cross_encoder (the model whose "
                           "scores it thresholds)")
-    mine = replace(mine, rank_by=policy.rank_by, score_by=policy.score_by)  # as `hardneg mine` does
-    return RunConfig(data=built["data"], encoder=built["model"], cache_dir=typed["model"]["cache_dir"],
-                     mine=mine, policy=policy, fmt=sel["format"], train=built["train"], loop=built["loop"],
-                     eval=built["eval"], audit=built["audit"], denoise=built["denoise"], auto_window=auto)
+    mine = replace(built["mine"][0], rank_by=policy.rank_by, score_by=policy.score_by)  # as `hardneg mine` does
+    return RunConfig(data=built["data"][0], encoder=encoder, cache_dir=cache.cache_dir, mine=mine, policy=policy,
+                     fmt=export.format.value if export.format else None, train=built["train"][0],
+                     loop=built["loop"][0], eval=built["eval"][0], audit=built["audit"][0],
+                     denoise=built["denoise"][0], auto_window=auto)
 
 
 def parse_override(text: str) -> dict[str, dict[str, Any]]:
@@ -327,46 +263,23 @@ def merge_overrides(*parts: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
 
 
 # ---- writing a recipe back ----------------------------------------------------------------
-def _section_object(config: RunConfig, section: str) -> Any:
-    return {"data": config.data, "model": config.encoder, "mine": config.mine, "select": config.policy,
-            "train": config.train, "loop": config.loop, "eval": config.eval, "audit": config.audit,
-            "denoise": config.denoise}[section]
-
-
-def _toml_value(value: Any) -> str:
-    if value is None:
-        return '"none"'
-    if isinstance(value, Enum):
-        value = value.value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
+def _section_objects(config: RunConfig, section: str) -> tuple[Any, ...]:
+    return {"data": (config.data,), "model": (config.encoder, CacheConfig(config.cache_dir)), "mine": (config.mine,),
+            "select": (config.policy, ExportConfig(config.fmt)), "train": (config.train,), "loop": (config.loop,),
+            "eval": (config.eval,), "audit": (config.audit,), "denoise": (config.denoise,)}[section]
 
 
 def dump_recipe(config: RunConfig) -> str:
     """A complete recipe (every key) that :func:`load_recipe` reads back to ``config``."""
     lines = ["# Written by hardneg: the resolved recipe of a run (every key, defaults included)."]
-    for section, spec in SECTIONS.items():
-        obj = _section_object(config, section)
+    for section in SECTIONS:
         lines += ["", f"[{section}]"]
-        for key in recipe_keys(section):
-            if key == "cache_dir":
-                value = config.cache_dir
-            elif key == "format":
-                value = config.fmt
-            elif section == "select" and key == "window" and config.auto_window:
-                value = "auto"
-            elif section == "select" and key == "window" and config.policy.window is not None:
-                value = "{}:{}".format(*config.policy.window)
-            else:
-                value = getattr(obj, spec.renames.get(key, key))
-            lines.append(f"{key} = {_toml_value(value)}")
+        for obj in _section_objects(config, section):
+            for key, (f, _) in recipe_fields(type(obj)).items():
+                value = getattr(obj, f.name)
+                if obj is config.policy and key == "window" and config.auto_window:
+                    value = "auto"
+                lines.append(f"{key} = {toml_value(value)}")
     return "\n".join(lines) + "\n"
 
 

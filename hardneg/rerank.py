@@ -42,6 +42,7 @@ from hardneg.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_has
 from hardneg.candidates import IS_POSITIVE, QUERY_ID, DOC_ID, CandidateSet, rank_col, score_col
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
+from hardneg.options import check, option
 
 __all__ = ["DenoiseConfig", "Reranker", "RescoreReport", "RerankerCheck", "rescore", "rescore_with_report", "rows_to_score",
            "check_reranker", "warn_if_worse", "recorded_check", "load_judge", "DEFAULT_WINDOW", "FOLDS_FILE",
@@ -67,14 +68,16 @@ class DenoiseConfig:
     the sampler can reach: a cross-encoder costs about as much per pair as encoding a passage.
     """
 
-    cross_encoder: str | None = None
-    window: str = "10:30"
-    batch_size: int = 32
+    cross_encoder: str | None = option(None, "A CrossEncoder folder, or a cross-fit folder from `hardneg "
+                                             "train-reranker --folds K` (each query scored by the model that never "
+                                             "saw it); none: no rescoring.")
+    window: str = option("10:30", "MIN:MAX original ranks scored (about one passage-encoding of cost per pair), plus "
+                                  "every known positive; 'off': all.")
+    batch_size: int = option(32, "Pairs per cross-encoder batch.", ge=1)
 
     def __post_init__(self) -> None:
         _parse_window(self.window)
-        if self.batch_size < 1:
-            raise HardnegError(f"batch_size must be at least 1, not {self.batch_size}")
+        check(self)
 
 
 # ---- the model(s) ----------------------------------------------------------------------------
@@ -470,3 +473,25 @@ def warn_if_worse(check: RerankerCheck) -> str | None:
                "with noise; train it longer or use another one")
     log.warning(message)
     return message
+
+
+def check_for_candidates(reranker: Reranker, ds: Dataset, cands: CandidateSet, *, max_queries: int = 100,
+                         batch_size: int = 32, cache: Any = _DEFAULT_CACHE) -> RerankerCheck:
+    """How ``reranker`` reranks BM25's top 100, from the best source there is.
+
+    Its ``train-reranker`` record if it has one; else the ``dev`` split; else the candidate
+    set's own queries (each scored by the fold model that never saw it when cross-fitted;
+    optimistic otherwise). Warns (:func:`warn_if_worse`) when it does not beat BM25.
+    """
+    check = recorded_check(reranker)
+    if check is None:
+        split = "dev" if "dev" in ds.splits else str(cands.meta.get("split", "train"))
+        qids = None if split == "dev" else cands.query_ids()
+        source = f"the '{split}' split" if split == "dev" else (
+            f"'{split}' queries of the candidate set" + (", each scored by the fold model that never saw it"
+                                                         if reranker.folds else
+                                                         " (optimistic if the cross-encoder trained on them)"))
+        check = check_reranker(reranker, ds, split, query_ids=qids, max_queries=max_queries, batch_size=batch_size,
+                               cache=cache, source=source)
+    warn_if_worse(check)
+    return check

@@ -23,7 +23,7 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
    in ``stats["percent_negative_reference"]``).
 4. denoise: drop candidates whose cross-encoder score (``denoise_by``, default ``ce``, added by
    :func:`hardneg.rerank.rescore`) exceeds ``denoise_above``; a score equal to it is kept.
-5. sampler (:mod:`hardneg.samplers`) picks ``num_negatives`` of the survivors; then
+5. sampler (:data:`hardneg.samplers.REGISTRY`) picks ``num_negatives`` of the survivors; then
    ``on_short`` decides what happens to rows with fewer: ``drop`` the row, ``keep`` it short,
    or ``pad-random`` it with random corpus documents the query never retrieved.
 
@@ -42,7 +42,7 @@ selecting again.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from hardneg import samplers
+from hardneg.samplers import Sampler
 from hardneg.candidates import (
     DOC_ID,
     DUP_OF_POSITIVE,
@@ -66,6 +67,7 @@ from hardneg.candidates import (
     score_col,
 )
 from hardneg.errors import HardnegError
+from hardneg.options import check, option
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -74,15 +76,6 @@ __all__ = ["Sampler", "OnShort", "PosRef", "SelectionPolicy", "MinedSet", "Decis
            "write_decisions", "parse_window", "format_stats_table", "summarize", "DECISIONS_FILE"]
 
 NO_RANK = np.iinfo(np.int64).max  # sorts after every real rank; never inside a window
-
-
-class Sampler(str, Enum):
-    TOP = "top"
-    UNIFORM = "uniform"
-    SIMANS = "simans"
-    SOFTMAX = "softmax"
-    RANDOM = "random"
-    NONE = "none"
 
 
 class OnShort(str, Enum):
@@ -113,39 +106,52 @@ def parse_window(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class SelectionPolicy:
-    """How to turn a candidate set into negatives; every field is optional.
+    """How to turn a candidate set into negatives: the one home of the default policy.
 
-    The defaults select the 7 top-scoring non-positives per query (a FlagEmbedding group of
-    1 positive + 7 negatives). NV-Retriever's best setting is ``percent=0.95`` with ``top``;
-    add a ``window`` to skip the very top. ``simans_a``/``simans_b`` and ``temperature`` act
-    on per-query standardised scores (see :mod:`hardneg.samplers`).
+    ``SelectionPolicy()`` is what ``hardneg mine`` / ``select`` and the default recipe use:
+    the 7 top-scoring candidates per query among original ranks 10..100 whose score is at most
+    0.95 x the positive's (NV-Retriever's positive-aware filter; a FlagEmbedding group of
+    1 positive + 7 negatives). ``simans_a``/``simans_b`` and ``temperature`` act on per-query
+    standardised scores (see :mod:`hardneg.samplers`).
+
+    Samplers that do not read candidates (the ``random`` and ``none`` baselines) take no
+    window or percent: left at their defaults they become None; any other filter set with
+    them is refused, since it would have no effect.
     """
 
-    window: tuple[int, int] | None = None
-    max_score: float | None = None
-    margin: float | None = None
-    percent: float | None = None
-    pos_ref: PosRef = PosRef.MIN
-    near_dup_cosine: float | None = None
-    denoise_above: float | None = None
-    denoise_by: str = "ce"
-    rank_by: str | None = None
-    score_by: str | None = None
-    sampler: Sampler = Sampler.TOP
-    num_negatives: int = 7
-    on_short: OnShort = OnShort.KEEP
-    seed: int = 42
-    simans_a: float = 1.0
-    simans_b: float = 0.0
-    temperature: float = 1.0
+    window: tuple[int, int] | None = option((10, 100), "MIN:MAX 1-based ranks on the ORIGINAL ranking (counted "
+                                             "with known positives), both ends kept, applied before any other "
+                                             "filter; 'off': none. Unlike sentence-transformers' range_min, "
+                                             "which skips surviving candidates.")
+    max_score: float | None = option(None, "Keep only if score <= X (TopK-Abs).")
+    margin: float | None = option(None, "Keep only if score <= positive score - M.", ge=0)
+    percent: float | None = option(0.95, "Keep a candidate only if score <= P x positive score (NV-Retriever); "
+                                         "'off': none. Refused for scorers whose scores can be negative: use "
+                                         "margin.", gt=0, le=1)
+    pos_ref: PosRef = option(PosRef.MIN, "Positive score the filters compare with: 'min' (the query's lowest) "
+                                         "or 'per-pair' (one output row per (query, positive)).")
+    near_dup_cosine: float | None = option(None, "Drop candidates whose embedding cosine to a positive exceeds "
+                                                 "this.", ge=-1, le=1, key="near_dup")
+    denoise_above: float | None = option(None, "Drop candidates the cross-encoder (denoise_by) scores above this "
+                                               "(a logit; `hardneg rescore` adds the scores).")
+    denoise_by: str = option("ce", "The scorer denoise_above reads.")
+    rank_by: str | None = option(None, "Scorer whose ranks the window uses; none: the retriever.")
+    score_by: str | None = option(None, "Scorer whose scores the filters use; none: the retriever (never an "
+                                        "RRF value).")
+    sampler: Sampler = option(Sampler.TOP, f"{samplers.help_text()} {' and '.join(samplers.baselines())} take no "
+                                           "window or percent.")
+    num_negatives: int = option(7, "Negatives per output row (k).", ge=0)
+    on_short: OnShort = option(OnShort.KEEP, "When fewer than k survive: drop | keep | pad-random.")
+    seed: int = option(42, "Seed of every random choice in selection.")
+    simans_a: float = option(1.0, "SimANS sharpness a (on per-query standardised scores).", ge=0)
+    simans_b: float = option(0.0, "SimANS offset b.")
+    temperature: float = option(1.0, "Softmax sampler temperature.", gt=0)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731 (frozen)
-        set_("sampler", _enum(Sampler, self.sampler, "sampler"))
-        set_("on_short", _enum(OnShort, self.on_short, "on_short"))
-        set_("pos_ref", _enum(PosRef, self.pos_ref, "pos_ref"))
         if isinstance(self.window, str):
             set_("window", parse_window(self.window))
+        check(self)
         if self.window is not None:
             lo, hi = (int(x) for x in self.window)
             if lo < 1:
@@ -153,23 +159,25 @@ class SelectionPolicy:
             if lo > hi:
                 raise HardnegError(f"window min {lo} is greater than max {hi}")
             set_("window", (lo, hi))
-        if self.percent is not None and not 0 < self.percent <= 1:
-            raise HardnegError(f"percent must be in (0, 1] (NV-Retriever's best: 0.95), got {self.percent}")
-        if self.margin is not None and self.margin < 0:
-            raise HardnegError(f"margin must be >= 0 (keep if score <= positive - margin), got {self.margin}")
-        if self.near_dup_cosine is not None and not -1 <= self.near_dup_cosine <= 1:
-            raise HardnegError(f"near_dup_cosine is a cosine in [-1, 1], got {self.near_dup_cosine}")
-        if int(self.num_negatives) != self.num_negatives or self.num_negatives < 0:
+        if int(self.num_negatives) != self.num_negatives:
             raise HardnegError(f"num_negatives must be an integer >= 0, got {self.num_negatives}")
-        if self.simans_a < 0:
-            raise HardnegError(f"simans a must be >= 0, got {self.simans_a}")
-        if not self.temperature > 0:
-            raise HardnegError(f"temperature must be > 0, got {self.temperature}")
-        if self.sampler in (Sampler.RANDOM, Sampler.NONE) and self._filters_set():
-            raise HardnegError(
-                f"sampler '{self.sampler.value}' does not use the candidates, so "
-                f"{', '.join(self._filters_set())} would have no effect; drop them"
-            )
+        if self.sampler.value in samplers.baselines():
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in ("window", "percent"):  # the default filters are for samplers that read candidates
+                if getattr(self, name) == defaults[name]:
+                    set_(name, None)
+            if self._filters_set():
+                raise HardnegError(
+                    f"sampler '{self.sampler.value}' does not use the candidates, so "
+                    f"{', '.join(self._filters_set())} would have no effect; drop them"
+                )
+
+    @classmethod
+    def unfiltered(cls, **fields: Any) -> "SelectionPolicy":
+        """A policy without the default window and percent: every candidate the exclusions leave
+        (sentence-transformers' ``mine_hard_negatives`` without ``range_min`` / ``relative_margin``).
+        Use it to study one filter alone, or as the base of a policy of your own."""
+        return cls(**{"window": None, "percent": None, **fields})
 
     def _filters_set(self) -> list[str]:
         names = ("window", "max_score", "margin", "percent", "near_dup_cosine", "denoise_above")
@@ -295,7 +303,7 @@ def select(cands: CandidateSet, policy: SelectionPolicy | None = None,
     units = _Units.build(arr, policy.pos_ref)
     rng = np.random.default_rng(policy.seed)
     k = 0 if policy.sampler == Sampler.NONE else int(policy.num_negatives)
-    if policy.sampler in (Sampler.RANDOM, Sampler.NONE):
+    if not samplers.REGISTRY[policy.sampler.value].uses_candidates:
         trace = _Trace.empty()
         picks = _random_picks(arr, units, k, corpus_doc_ids, rng, exclude="flagged")
         picks["reason"] = policy.sampler.value
@@ -492,22 +500,9 @@ def _sample(arr: _Arrays, units: _Units, trace: _Trace, policy: SelectionPolicy,
     """Entry positions of the chosen negatives: up to k per unit among the surviving entries."""
     alive = np.flatnonzero(trace.entry_code == 0)
     rows, unit = trace.entry_row[alive], trace.entry_unit[alive]
-    s = arr.score[rows]
-    if policy.sampler == Sampler.TOP:
-        keys = s
-    elif policy.sampler == Sampler.UNIFORM:
-        keys = samplers.gumbel_keys(np.zeros(len(rows)), rng)
-    else:
-        center, scale = _query_score_scale(arr)
-        qc = arr.q[rows]
-        z, z_ref = samplers.standardize(s, units.ref[unit], center[qc], scale[qc])
-        if policy.sampler == Sampler.SIMANS:
-            logw = samplers.simans_log_weights(z, z_ref, policy.simans_a, policy.simans_b)
-            logw = np.where(np.isnan(z_ref), 0.0, logw)  # no scored positive: uniform, not "top"
-        else:
-            logw = samplers.softmax_log_weights(z, policy.temperature)
-        keys = samplers.gumbel_keys(logw, rng)
-    return alive[samplers.grouped_top_k(keys, unit, k, tiebreak=arr.rank[rows])]
+    scale_of = lambda: tuple(v[arr.q[rows]] for v in _query_score_scale(arr))  # noqa: E731 (only if z is read)
+    x = samplers.Survivors(arr.score[rows], unit, units.ref[unit], arr.rank[rows], scale_of)
+    return alive[samplers.draw(policy.sampler.value, x, k, policy, rng)]
 
 
 def _query_score_scale(arr: _Arrays) -> tuple[np.ndarray, np.ndarray]:
@@ -989,14 +984,6 @@ def format_stats_table(stats: dict[str, Any]) -> "rich.table.Table":  # noqa: F8
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-def _enum(kind: type[Enum], value: Any, what: str) -> Any:
-    try:
-        return kind(value.value if isinstance(value, Enum) else value)
-    except ValueError:
-        choices = ", ".join(m.value for m in kind)
-        raise HardnegError(f"unknown {what} {value!r}; choose one of: {choices}") from None
-
-
 def _ragged(values: Any, rows: Any, n: int) -> list[list]:
     """Split a flat column into one list per output row (rows are sorted, 0..n-1)."""
     rows = np.asarray(rows, dtype=np.int64)

@@ -46,6 +46,7 @@ import numpy as np
 
 from hardneg.data import find_file, join_title, normalize_text, read_corpus
 from hardneg.errors import HardnegError
+from hardneg.options import option
 from hardneg.io import atomic_write_json, atomic_write_text
 
 __all__ = ["Method", "SynthConfig", "SynthPair", "SynthResult", "split_sentences", "boilerplate_sentences",
@@ -66,20 +67,25 @@ class Method(str, Enum):
 class SynthConfig:
     """How to build pairs; see the module doc for each method and filter."""
 
-    method: Method = Method.ICT
-    per_doc: int = 1
-    seed: int = 42
-    keep_prob: float = 0.1
-    min_query_words: int = 4
-    max_query_words: int = 64
-    min_positive_words: int = 16
-    max_positive_words: int | None = None
-    min_alpha: float = 0.5
-    boilerplate_min_docs: int | None = 3
-    max_docs: int | None = None
-    llm_url: str | None = None
-    llm_model: str | None = None
-    llm_timeout: float = 30.0
+    method: Method = option(Method.ICT, "ict (sentence -> rest of its passage) | title (title -> body) | crop "
+                                        "(two random spans) | llm (queries from llm_url).")
+    per_doc: int = option(1, "Queries per document (title: at most 1).")
+    seed: int = option(42, "Seed of every random choice.")
+    keep_prob: float = option(0.1, "ict: probability the query sentence stays in its positive (the ICT paper's 0.1).")
+    min_query_words: int = option(4, "Shorter queries (sentences, titles, crops) are dropped; crop: the shortest "
+                                     "query span.")
+    max_query_words: int = option(64, "Longer queries are dropped; crop: the longest query span.")
+    min_positive_words: int = option(16, "Shorter positives are skipped; crop: the shortest positive span.")
+    max_positive_words: int | None = option(None, "Longer positives are skipped (crop: the longest span; none: "
+                                                  "128).")
+    min_alpha: float = option(0.5, "Least share of letters among a query's non-space characters.")
+    boilerplate_min_docs: int | None = option(3, "A sentence (title) found in this many documents is boilerplate "
+                                                 "(none: off).")
+    max_docs: int | None = option(None, "Use a seeded sample of this many documents.")
+    llm_url: str | None = option(None, "llm: OpenAI-compatible base URL, e.g. http://localhost:8000/v1 (vLLM) or "
+                                       "http://localhost:11434/v1 (Ollama).")
+    llm_model: str | None = option(None, "llm: model name; none: the server's first.")
+    llm_timeout: float = option(30.0, "llm: seconds per request.")
 
     def __post_init__(self) -> None:
         try:

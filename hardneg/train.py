@@ -42,6 +42,7 @@ from hardneg.data import Dataset, _read_jsonl, load_dataset
 from hardneg.errors import DataError, HardnegError
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.memory import MemoryPlan, plan
+from hardneg.options import check, option, parse
 from hardneg.precision import TRAIN_PRECISIONS, machine_info, resolve_train
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ class ShortRows(str, Enum):
 class TrainConfig:
     """Hyper-parameters of one fine-tuning run; the defaults are sentence-transformers' usual ones,
     except ``lr``: 5e-5, not 2e-5. One epoch of SciFact (29 steps of 32) at 2e-5 barely moves the
-    model; 5e-5 gave +0.02 NDCG@10 to hardneg's policy and to ST's alike (README, progression).
+    model; 5e-5 gave +0.02 NDCG@10 to hardneg's policy and to ST's alike (docs/benchmarks.md, progression).
     Lower it for long runs (many thousand steps).
 
     ``num_negatives`` None means "as many as the richest query has" (short queries then
@@ -125,53 +126,58 @@ class TrainConfig:
     sees the whole global batch as negatives, not only its own device's share.
     """
 
-    loss: Loss = Loss.AUTO
-    epochs: float = 1
-    batch_size: int = 32
-    lr: float = 5e-5
-    warmup_ratio: float = 0.1
-    max_seq_length: int = 256
-    num_negatives: int | None = None
-    short_rows: ShortRows = ShortRows.DROP
-    seed: int = 42
-    mini_batch_size: int | None = None
-    guide_model: str | None = None
-    student_range: tuple[float, float] = (0.0, 1.0)
-    max_steps: int | None = None
-    eval_steps: int | float | None = None
-    eval_queries: int = 200
-    eval_corpus: int = 2000
-    holdout_fraction: float = 0.1
-    no_duplicates: bool = True
-    mixed_precision: str = "auto"
-    query_prompt: str = ""
-    passage_prompt: str = ""
-    logging_steps: int = 10
-    show_progress: bool = True
-    checkpoint_dir: str | None = None
-    keep_checkpoints: bool = False
-    gather_across_devices: bool = True
-    memory_gb: float | None = None
+    loss: Loss = option(Loss.AUTO, "auto (mnrl while it fits in 6 GB, else cached-mnrl) | mnrl (InfoNCE, in-batch "
+                                   "+ mined negatives) | cached-mnrl (GradCache: memory bounded by one chunk) | "
+                                   "gist (a guide model masks in-batch false negatives) | marginmse (distils "
+                                   "cross-encoder teacher margins).")
+    epochs: float = option(1, "Passes over the training rows (max_steps overrides).", gt=0)
+    batch_size: int = option(32, "Queries per training batch.", gt=0)
+    lr: float = option(5e-5, "Peak learning rate (measured on SciFact: +0.02 NDCG@10 over 2e-5; lower it for "
+                             "long runs).", gt=0)
+    warmup_ratio: float = option(0.1, "Fraction of the steps spent warming up.", ge=0, lt=1)
+    max_seq_length: int = option(256, "Max tokens per text while training (the model is saved with its own).", gt=0)
+    num_negatives: int | None = option(None, "Negatives per training row; none: as many as the richest query has.",
+                                       ge=0)
+    short_rows: ShortRows = option(ShortRows.DROP, "Queries with fewer negatives than that: drop | repeat.")
+    seed: int = option(42, "Training seed (data order, initialisation of new layers).")
+    mini_batch_size: int | None = option(None, "Texts per GradCache chunk (cached-mnrl; gist with several "
+                                               "negatives); none: as many of the longest text as fit in 8,192 "
+                                               "tokens.", gt=0)
+    guide_model: str | None = option(None, "gist's guide model folder; none: a frozen copy of the starting model.")
+    student_range: tuple[float, float] = option((0.0, 1.0), "marginmse: LOW:HIGH cosine range the teacher margins "
+                                                            "are mapped onto.")
+    max_steps: int | None = option(None, "A fixed budget of optimizer steps (overrides epochs).", ge=1)
+    eval_steps: int | float | None = option(None, "Evaluate on dev every N steps (integer) or fraction of the run; "
+                                                  "none: every quarter.", gt=0)
+    eval_queries: int = option(200, "Dev queries evaluated while training (seeded sample).", ge=1)
+    eval_corpus: int = option(2000, "Documents of that evaluation: the queries' positives plus a seeded sample.",
+                              ge=1)
+    holdout_fraction: float = option(0.1, "`hardneg train` without a dev split: fraction of the train queries held "
+                                          "out for evaluation (`hardneg run` uses [data] dev_holdout).", ge=0, lt=1)
+    no_duplicates: bool = option(True, "No-duplicates batch sampler (no false in-batch negatives from repeated "
+                                       "texts).", cli="--no-duplicates/--allow-duplicates")
+    mixed_precision: str = option("auto", "auto (bf16 autocast on CPUs with AMX and on CUDA, else no) | no | bf16 | "
+                                          "fp16 (CUDA only).", choices=TRAIN_PRECISIONS)
+    query_prompt: str = option("", "Prompt prepended to queries while training (e.g. 'query: '); in a recipe, "
+                                   "left out: [model]'s prompt.")
+    passage_prompt: str = option("", "Prompt prepended to passages while training (e.g. 'passage: ').")
+    logging_steps: int = option(10, "Log the training loss every N steps.", gt=0)
+    show_progress: bool = option(True, "Progress bars.", cli="--progress/--no-progress")
+    checkpoint_dir: str | None = option(None, "Checkpoint folder; none: inside the model folder, removed after "
+                                              "training.")
+    keep_checkpoints: bool = option(False, "Keep the checkpoints after training.")
+    gather_across_devices: bool = option(True, "Under torchrun / accelerate launch (several processes), in-batch "
+                                               "losses use the other devices' texts as negatives too (the global "
+                                               "batch).")
+    memory_gb: float | None = option(None, "Cap on the planned peak memory in GB; none: 90% of what is free. A run "
+                                           "estimated above it is refused before the first step, naming what to "
+                                           "lower.", gt=0)
 
     def __post_init__(self) -> None:
-        for name, enum in (("loss", Loss), ("short_rows", ShortRows)):
-            value = getattr(self, name)
-            try:
-                object.__setattr__(self, name, enum(value))
-            except ValueError:
-                choices = ", ".join(e.value for e in enum)
-                raise HardnegError(f"{name} must be one of {choices}, not {value!r}") from None
+        if isinstance(self.student_range, str):
+            object.__setattr__(self, "student_range", parse(self.student_range, tuple[float, float], "student_range"))
         object.__setattr__(self, "student_range", tuple(float(x) for x in self.student_range))
-        self._check_ranges()
-
-    def _check_ranges(self) -> None:
-        check_schedule(self, ("epochs", "batch_size", "lr", "max_seq_length", "logging_steps"))
-        for name in ("mini_batch_size", "memory_gb"):
-            if getattr(self, name) is not None and not getattr(self, name) > 0:
-                raise HardnegError(f"{name} must be positive or None, not {getattr(self, name)}")
-        if self.mixed_precision not in TRAIN_PRECISIONS:
-            raise HardnegError(f"mixed_precision must be one of {', '.join(TRAIN_PRECISIONS)}, "
-                               f"not {self.mixed_precision!r}")
+        check(self)
         lo, hi = self.student_range
         if not hi > lo:
             raise HardnegError(f"student_range must be (low, high) with high > low, not {self.student_range}")

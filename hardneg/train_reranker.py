@@ -41,6 +41,7 @@ from hardneg.errors import HardnegError
 from hardneg.io import atomic_write_json
 from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
 from hardneg.train import check_schedule
+from hardneg.options import option
 
 if TYPE_CHECKING:
     import datasets
@@ -68,22 +69,26 @@ class RerankerConfig:
     default 3, and ``in_batch_negatives`` other queries' documents) or ``bce`` (``batch_size`` pairs).
     """
 
-    loss: str = "mnrl"
-    in_batch_negatives: int = 4
-    epochs: float = 1
-    batch_size: int = 16
-    lr: float = 1e-4
-    warmup_ratio: float = 0.1
-    max_length: int = 256
-    max_steps: int | None = None
-    seed: int = 42
-    folds: int = 1
-    num_negatives: int | None = None
-    holdout_fraction: float = 0.1
-    eval_queries: int = 200
-    eval_depth: int = 100
-    logging_steps: int = 10
-    show_progress: bool = True
+    loss: str = option("mnrl", "mnrl: listwise softmax over the positive, mined and in-batch negatives (learns "
+                               "within tens of steps) | bce: binary labels per pair.")
+    in_batch_negatives: int = option(4, "mnrl: other queries' documents added to each softmax.")
+    epochs: float = option(1, "Passes over the data (max_steps overrides).")
+    batch_size: int = option(16, "Queries (mnrl) or pairs (bce) per training batch.")
+    lr: float = option(1e-4, "Peak learning rate.")
+    warmup_ratio: float = option(0.1, "Fraction of the steps spent warming up.")
+    max_length: int = option(256, "Max tokens of a (query, document) pair.")
+    max_steps: int | None = option(None, "A fixed budget of optimizer steps.")
+    seed: int = option(42, "Seed of training, folds, held-out queries and sampling.")
+    folds: int = option(1, "K >= 2: cross-fit K models, each never trained on its fold's queries (for judging "
+                           "training queries); evaluated out of fold.")
+    num_negatives: int | None = option(None, "Mined negatives per query; none: 3 with mnrl; with bce all of the "
+                                             "negatives file, 7 from candidates.")
+    holdout_fraction: float = option(0.1, "Without a dev split (and folds 1): train queries held out for the "
+                                          "evaluation.")
+    eval_queries: int = option(200, "Queries of the evaluation (seeded sample).")
+    eval_depth: int = option(100, "The evaluation reranks BM25's top this many.")
+    logging_steps: int = option(10, "Log the training loss every N steps.")
+    show_progress: bool = option(True, "Progress bars.", cli="--progress/--no-progress")
 
     def __post_init__(self) -> None:
         check_schedule(self, ("epochs", "batch_size", "lr", "max_length", "eval_queries", "eval_depth",
@@ -116,6 +121,23 @@ class RerankerResult:
 
 
 # ---- training rows ---------------------------------------------------------------------------
+def training_rows(ds: Dataset, config: RerankerConfig, *, negatives: str | Path | None = None,
+                  candidates: str | Path | None = None, window: str = "10:100") -> Any:
+    """What ``hardneg train-reranker`` trains on: a negatives file, or rows drawn from a candidate
+    set (``config.num_negatives`` per query, default 3 with mnrl and 7 with bce, uniformly from
+    the original ranks in ``window``). Exactly one of the two must be given."""
+    from hardneg.candidates import CandidateSet
+    from hardneg.select import parse_window
+
+    if (negatives is None) == (candidates is None):
+        raise HardnegError("give exactly one of --negatives and --candidates")
+    if negatives is not None:
+        return negatives
+    k = config.num_negatives or (MNRL_NEGATIVES if config.loss == "mnrl" else 7)
+    return rows_from_candidates(CandidateSet.read(candidates), ds, num_negatives=k, window=parse_window(window),
+                                seed=config.seed)
+
+
 def rows_from_candidates(cands, ds: Dataset, *, num_negatives: int = 7, window: tuple[int, int] = (10, 100),
                          seed: int = 42) -> list[dict[str, Any]]:
     """Training rows from a candidate set: per query its positives and ``num_negatives`` drawn
@@ -123,7 +145,7 @@ def rows_from_candidates(cands, ds: Dataset, *, num_negatives: int = 7, window: 
     very top is skipped, where unlabeled positives crowd)."""
     from hardneg.select import SelectionPolicy, select
 
-    mined = select(cands, SelectionPolicy(window=window, sampler="uniform", num_negatives=num_negatives, seed=seed))
+    mined = select(cands, SelectionPolicy.unfiltered(window=window, sampler="uniform", num_negatives=num_negatives, seed=seed))
     view = mined.per_row()
     return [{"query_id": r.query_id, "query": ds.queries[r.query_id], "pos": [ds.doc_text(d) for d in r.pos_ids],
              "neg": [ds.doc_text(d) for d in r.neg_ids]} for r in view.itertuples(index=False)]

@@ -174,11 +174,11 @@ def test_recipe_window_auto_calibrates_each_round(tmp_path):
     again.write_text(dump_recipe(config))
     assert load_recipe(again).auto_window
     # the hidden positive sits in 1-5 (rate 0.25 <= 0.3): the window starts at 1, no percent needed
-    policy = _calibrated(table(), SelectionPolicy(percent=0.95), config.audit, tmp_path)
+    policy = _calibrated(table(), SelectionPolicy.unfiltered(percent=0.95), config.audit, tmp_path)
     assert policy.window == (1, 100) and policy.percent is None
     doc = json.loads((tmp_path / "audit.json").read_text())
     assert doc["window"] == [1, 100] and doc["labels"]["buckets"][0]["rate"] == pytest.approx(0.25)
-    strict = _calibrated(table(), SelectionPolicy(), load_recipe(overrides={"audit": {"target": 0.05}}).audit, tmp_path)
+    strict = _calibrated(table(), SelectionPolicy.unfiltered(), load_recipe(overrides={"audit": {"target": 0.05}}).audit, tmp_path)
     assert strict.window == (1, 100) and strict.percent == 0.99  # percent 0.99 drops the tied hidden positive
 
 

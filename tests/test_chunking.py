@@ -157,7 +157,7 @@ def test_mining_over_chunks_never_returns_a_sibling_of_the_positive():
     assert table["rank_bm25"].notna().all()  # depth covers the whole chunked corpus: every chunk is ranked
     assert cands.meta["chunks"]["max_tokens"] == 24 and cands.meta["corpus_size"] == len(kids) + 5
 
-    mined = select(cands, SelectionPolicy(num_negatives=10))
+    mined = select(cands, SelectionPolicy.unfiltered(num_negatives=10))
     assert set(mined.negatives["doc_id"]) == {"n1", "n2", "n3", "n4", "n5"}  # no chunk of L
     filters = {f["filter"]: f["removed"] for f in mined.stats["filters"]}
     assert filters["known_positive"] == 1 and filters["sibling_of_positive"] == len(kids) - 1
@@ -168,7 +168,7 @@ def test_mining_over_chunks_never_returns_a_sibling_of_the_positive():
     decisions = mined.decisions()
     assert set(decisions.loc[decisions["decision"] == "sibling_of_positive", "doc_id"]) == set(kids) - {pos}
 
-    plain = select(mine_candidates(ds, MineConfig(retriever="bm25", depth=50)), SelectionPolicy(num_negatives=10))
+    plain = select(mine_candidates(ds, MineConfig(retriever="bm25", depth=50)), SelectionPolicy.unfiltered(num_negatives=10))
     assert "sibling_of_positive" not in {f["filter"] for f in plain.stats["filters"]}  # absent without chunks
 
 
@@ -179,7 +179,7 @@ def test_dense_mining_over_chunks_with_the_models_own_tokenizer(tiny_model_dir):
     cands = mine_candidates(ds, MineConfig(retriever="dense", depth=50, chunk_tokens=24, chunk_overlap=4),
                             EncoderConfig(model=str(tiny_model_dir)), cache=None)
     assert cands.meta["chunks"]["tokenizer"] == str(tiny_model_dir)
-    mined = select(cands, SelectionPolicy(num_negatives=10))
+    mined = select(cands, SelectionPolicy.unfiltered(num_negatives=10))
     assert set(mined.negatives["doc_id"]) == {"n1", "n2", "n3", "n4", "n5"}
     (pos,) = mined.positives["doc_id"]
     scores = cands.table.set_index("doc_id")["score_dense"]
@@ -193,7 +193,7 @@ def test_random_baseline_never_draws_a_sibling():
     chunked = chunked_like(ds, cands.meta)
     assert isinstance(chunked, ChunkedDataset)
     for seed in range(5):
-        mined = select(cands, SelectionPolicy(sampler="random", num_negatives=5, seed=seed),
+        mined = select(cands, SelectionPolicy.unfiltered(sampler="random", num_negatives=5, seed=seed),
                        corpus_doc_ids=chunked.doc_ids)
         assert set(mined.negatives["doc_id"]) == {"n1", "n2", "n3", "n4", "n5"}
 

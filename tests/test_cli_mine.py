@@ -77,3 +77,34 @@ def test_bad_options_fail_fast_with_a_message(mined, tmp_path, option, message):
 def test_unknown_retriever_fails_fast(tmp_path):
     result = invoke("mine", "--data", str(SAMPLE), "--retriever", "splade", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2 and "unknown retriever 'splade'" in result.output
+
+
+def test_the_default_policy_has_one_home(mined, tmp_path):
+    """`select(cands)` from Python == `hardneg select` without options == the default recipe's policy."""
+    from hardneg.candidates import CandidateSet
+    from hardneg.data import load_dataset
+    from hardneg.export import write_flag_jsonl
+    from hardneg.recipe import load_recipe
+    from hardneg.select import SelectionPolicy, select
+
+    assert load_recipe().policy == SelectionPolicy()
+    assert invoke("select", str(mined / "candidates.parquet"), "--out", str(tmp_path / "cli")).exit_code == 0
+    ds = load_dataset(SAMPLE)
+    write_flag_jsonl(select(CandidateSet.read(mined / "candidates.parquet")), ds.doc_text_map(), ds.queries,
+                     tmp_path / "py.jsonl")
+    assert (tmp_path / "py.jsonl").read_bytes() == (tmp_path / "cli" / "negatives.jsonl").read_bytes()
+    # the options the `mine` fixture spelled out are the defaults: the same negatives
+    assert (tmp_path / "py.jsonl").read_bytes() == (mined / "negatives.jsonl").read_bytes()
+
+
+def test_baselines_take_no_default_filters_but_refuse_explicit_ones(mined, tmp_path):
+    from hardneg.errors import HardnegError
+    from hardneg.select import SelectionPolicy
+
+    assert SelectionPolicy(sampler="none").window is None and SelectionPolicy(sampler="random").percent is None
+    with pytest.raises(HardnegError, match="'random' does not use the candidates, so window"):
+        SelectionPolicy(sampler="random", window=(5, 50))
+    result = invoke("select", str(mined / "candidates.parquet"), "--sampler", "none", "--out", str(tmp_path / "n"))
+    assert result.exit_code == 0, result.output
+    stats = json.loads((tmp_path / "n" / "stats.json").read_text())
+    assert stats["policy"]["window"] is None and stats["policy"]["percent"] is None

@@ -84,4 +84,4 @@ def test_train_without_negatives_and_a_bad_option(toy, tiny_model_dir, tmp_path)
     bad = runner.invoke(app, ["train", "--data", str(toy), "--out", str(tmp_path / "x"), "--loss", "triplet"])
     assert bad.exit_code == 2 and "loss must be one of" in bad.output and not (tmp_path / "x").exists()
     bad = runner.invoke(app, ["train", "--data", str(toy), "--out", str(tmp_path / "x"), "--student-range", "1"])
-    assert bad.exit_code == 2 and "--student-range must look like LOW:HIGH" in bad.output
+    assert bad.exit_code == 2 and "--student-range expects a list of 2 numbers or 'LOW:HIGH'" in bad.output

@@ -240,12 +240,12 @@ def test_skip_above_round_trips_through_parquet(tmp_path):
 
 
 def _negs(cands, **policy) -> list[str]:
-    return select(cands, SelectionPolicy(**policy)).negatives["doc_id"].tolist()
+    return select(cands, SelectionPolicy.unfiltered(**policy)).negatives["doc_id"].tolist()
 
 
 def test_select_with_a_window_drops_unranked_skip_above_rows():
     cands = add_skip_above(_cands(), SKIPS)
-    mined = select(cands, SelectionPolicy(window=(1, 100), num_negatives=10))
+    mined = select(cands, SelectionPolicy.unfiltered(window=(1, 100), num_negatives=10))
     assert mined.negatives["doc_id"].tolist() == ["d4", "d2", "d8", "d9"]
     fate = mined.decisions().set_index("doc_id")["decision"]
     assert fate["d7"] == "window" and fate["d1"] == "known_positive"
@@ -255,16 +255,16 @@ def test_select_without_a_window_takes_skip_above_rows_last_and_score_filters_dr
     cands = add_skip_above(_cands(), SKIPS)
     assert _negs(cands, num_negatives=3) == ["d4", "d2", "d8"]
     assert _negs(cands, num_negatives=10) == ["d4", "d2", "d8", "d9", "d7"]  # NaN score: only when nothing is left
-    mined = select(cands, SelectionPolicy(margin=0.0, num_negatives=10))
+    mined = select(cands, SelectionPolicy.unfiltered(margin=0.0, num_negatives=10))
     assert mined.negatives["doc_id"].tolist() == ["d9"]  # scores <= the weakest positive's 6
     assert mined.decisions().set_index("doc_id")["decision"]["d7"] == "margin"
-    negs = select(cands, SelectionPolicy(num_negatives=10)).negatives.set_index("doc_id")
+    negs = select(cands, SelectionPolicy.unfiltered(num_negatives=10)).negatives.set_index("doc_id")
     assert negs.loc["d7", "source"] == SKIP_ABOVE_SOURCE and negs.loc["d2", "source"] == "bm25"
 
 
 def test_opting_in_selects_only_skip_above_rows_most_skipped_first():
     cands = add_skip_above(_cands(), SKIPS)
-    mined = select(cands, SelectionPolicy(rank_by="clicks", score_by="clicks", window=(1, 10), num_negatives=5))
+    mined = select(cands, SelectionPolicy.unfiltered(rank_by="clicks", score_by="clicks", window=(1, 10), num_negatives=5))
     assert mined.negatives["doc_id"].tolist() == ["d7", "d2"]
     assert mined.negatives["source"].tolist() == [SKIP_ABOVE_SOURCE, "bm25"]
 
@@ -367,3 +367,12 @@ def test_click_simulator_follows_its_model(tmp_path):
     write_jsonl(tmp_path / "log.jsonl", a)
     summary = sim.summarize(tmp_path / "log.jsonl", ds, "train", sim.ClickModel(seed=3))
     assert summary["impressions"] == 160 and summary["recall_bound"] == 1.0
+
+
+def test_a_log_without_any_skip_above_pair_still_makes_a_folder(tmp_path):
+    """Every impression clicks its top result: no skip-above pair (an empty table, not a crash)."""
+    docs = list(DOCS)[:2]
+    log = write_jsonl(tmp_path / "top.jsonl", [{"query": "x y", "shown": docs, "clicked": [docs[0]]}])
+    result = clicks_to_beir(log, write_corpus(tmp_path / "c.jsonl"), tmp_path / "out")
+    assert result.stats["skip_above_pairs"] == 0 and result.stats["counts"]["positives"] == 1
+    assert (tmp_path / "out" / "qrels" / "train.tsv").is_file()

@@ -51,7 +51,7 @@ def _lines(path) -> list[dict]:
 # ---- FlagEmbedding JSONL ---------------------------------------------------------------------
 def test_flag_jsonl_rows_never_have_empty_neg(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(window=(3, 4), num_negatives=3))  # qc has no rank 3-4: empty row
+    m = select(c, SelectionPolicy.unfiltered(window=(3, 4), num_negatives=3))  # qc has no rank 3-4: empty row
     assert m.rows["n_negatives"].tolist() == [2, 2, 0]
     report = write_flag_jsonl(m, *_texts(c), tmp_path / "negatives.jsonl")
     lines = _lines(tmp_path / "negatives.jsonl")
@@ -64,7 +64,7 @@ def test_flag_jsonl_rows_never_have_empty_neg(tmp_path):
 
 def test_flag_jsonl_content_and_bi_encoder_scores_are_not_teacher_scores(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     write_flag_jsonl(m, *_texts(c), tmp_path / "negatives.jsonl")
     qb = _lines(tmp_path / "negatives.jsonl")[1]
     assert qb["query"] == "question qb"
@@ -79,7 +79,7 @@ def test_flag_jsonl_content_and_bi_encoder_scores_are_not_teacher_scores(tmp_pat
 
 def test_flag_jsonl_writes_cross_encoder_scores_as_teacher_scores(tmp_path):
     c = _cands(with_ce=True)
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     write_flag_jsonl(m, *_texts(c), tmp_path / "negatives.jsonl")
     qa = _lines(tmp_path / "negatives.jsonl")[0]
     assert qa["pos_scores"] == [5.0] and qa["neg_scores"] == [1.0, 0.5]
@@ -91,7 +91,7 @@ def test_flag_jsonl_writes_cross_encoder_scores_as_teacher_scores(tmp_path):
 
 def test_flag_jsonl_omits_teacher_scores_when_any_is_missing(tmp_path):
     c = _cands(with_ce=True, ce_gap=True)
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     write_flag_jsonl(m, *_texts(c), tmp_path / "negatives.jsonl")
     assert all("neg_scores" not in x for x in _lines(tmp_path / "negatives.jsonl"))
     sidecar = json.loads((tmp_path / "negatives.meta.json").read_text())
@@ -100,7 +100,7 @@ def test_flag_jsonl_omits_teacher_scores_when_any_is_missing(tmp_path):
 
 def test_flag_jsonl_per_pair_has_one_line_per_positive(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(pos_ref="per-pair", num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(pos_ref="per-pair", num_negatives=2))
     write_flag_jsonl(m, *_texts(c), tmp_path / "negatives.jsonl")
     lines = _lines(tmp_path / "negatives.jsonl")
     assert [(x["query_id"], x["pos_ids"]) for x in lines] == [
@@ -110,7 +110,7 @@ def test_flag_jsonl_per_pair_has_one_line_per_positive(tmp_path):
 # ---- sentence-transformers -------------------------------------------------------------------
 def test_triplet_rows_are_positive_times_negative(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     report = write_sentence_transformers(m, *_texts(c), tmp_path, "st-triplet")
     # qa 1x2, qb 2x2, qc 1x1
     assert report["rows"] == 2 + 4 + 1
@@ -124,7 +124,7 @@ def test_triplet_rows_are_positive_times_negative(tmp_path):
 
 def test_ntuple_has_exactly_k_negative_columns_and_drops_short_rows(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     report = write_sentence_transformers(m, *_texts(c), tmp_path, "st-ntuple")
     ds = load_dataset("parquet", data_files=str(tmp_path / "train.parquet"), split="train")
     assert ds.column_names == ["anchor", "positive", "negative_1", "negative_2"]
@@ -137,7 +137,7 @@ def test_ntuple_has_exactly_k_negative_columns_and_drops_short_rows(tmp_path):
 
 def test_ntuple_with_no_negatives_is_anchor_positive_pairs(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(sampler="none"))
+    m = select(c, SelectionPolicy.unfiltered(sampler="none"))
     write_sentence_transformers(m, *_texts(c), tmp_path, "st-ntuple")
     ds = Dataset.from_parquet(str(tmp_path / "train.parquet"))
     assert ds.column_names == ["anchor", "positive"] and len(ds) == 4
@@ -145,7 +145,7 @@ def test_ntuple_with_no_negatives_is_anchor_positive_pairs(tmp_path):
 
 def test_labeled_pairs_and_teacher_score_column(tmp_path):
     c = _cands(with_ce=True)
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     write_sentence_transformers(m, *_texts(c), tmp_path, "st-labeled")
     ds = Dataset.from_parquet(str(tmp_path / "train.parquet"))
     assert ds.column_names == ["sentence1", "sentence2", "label"]
@@ -160,7 +160,7 @@ def test_labeled_pairs_and_teacher_score_column(tmp_path):
 
 def test_exports_are_byte_identical_for_the_same_seed(tmp_path):
     c = _cands(with_ce=True)
-    policy = SelectionPolicy(sampler="simans", num_negatives=2, seed=11, on_short="pad-random")
+    policy = SelectionPolicy.unfiltered(sampler="simans", num_negatives=2, seed=11, on_short="pad-random")
     corpus = sorted(set(c.table["doc_id"])) + [f"z{i}" for i in range(50)]
     docs, queries = _texts(c)
     docs |= {f"z{i}": f"random text {i}" for i in range(50)}
@@ -176,7 +176,7 @@ def test_exports_are_byte_identical_for_the_same_seed(tmp_path):
 
 def test_missing_text_and_unknown_format_fail_clearly(tmp_path):
     c = _cands()
-    m = select(c, SelectionPolicy(num_negatives=2))
+    m = select(c, SelectionPolicy.unfiltered(num_negatives=2))
     docs, queries = _texts(c)
     docs.pop("qa-d2")
     with pytest.raises(HardnegError, match="qa-d2"):

@@ -64,9 +64,9 @@ def test_round_plans():
 
 
 def test_remining_a_bm25_recipe_uses_the_new_dense_model():
-    mine, policy = remine_config(MineConfig(retriever="bm25", rank_by="bm25"), SelectionPolicy(rank_by="bm25"))
+    mine, policy = remine_config(MineConfig(retriever="bm25", rank_by="bm25"), SelectionPolicy.unfiltered(rank_by="bm25"))
     assert mine.retriever == "dense" and mine.rank_by is None and policy.rank_by is None
-    mine, _ = remine_config(MineConfig(retriever="hybrid", teachers=["bm25"]), SelectionPolicy())
+    mine, _ = remine_config(MineConfig(retriever="hybrid", teachers=["bm25"]), SelectionPolicy.unfiltered())
     assert mine.retriever == "hybrid" and mine.teachers == ["bm25"]
 
 

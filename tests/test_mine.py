@@ -54,7 +54,7 @@ def test_same_negatives_as_sentence_transformers(minilm, tmp_path):
     st_negs = {row["anchor"]: [row[f"negative_{i}"] for i in range(1, 5)] for row in st}
 
     cands = mine_candidates(ds, MineConfig(retriever="dense", depth=len(ds.doc_ids)), cache=tmp_path, model=minilm)
-    mined = select(cands, SelectionPolicy(sampler="top", num_negatives=4))
+    mined = select(cands, SelectionPolicy.unfiltered(sampler="top", num_negatives=4))
     ours = {ds.queries[r.query_id]: [ds.doc_text(d) for d in r.neg_ids] for r in mined.per_row().itertuples()}
     assert set(st_negs) == set(ours)
     # our score of every (query, document): the whole corpus is ranked (depth = corpus size)
@@ -80,7 +80,7 @@ def test_uneven_positives_all_excluded_and_scored(minilm, tmp_path):
         rows = table[(table.query_id == q) & table.is_positive]
         assert sorted(rows.doc_id) == sorted(docs)
         assert rows["score_dense"].notna().all()
-    mined = select(cands, SelectionPolicy(sampler="top", num_negatives=5))
+    mined = select(cands, SelectionPolicy.unfiltered(sampler="top", num_negatives=5))
     for r in mined.per_row().itertuples():
         assert not set(r.neg_ids) & set(pos[r.query_id])
         assert len(r.neg_ids) == 5

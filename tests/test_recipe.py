@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from hardneg.cli import app
 from hardneg.loop import RoundGate, RoundInit
+from hardneg.options import coerce
 from hardneg.recipe import (
-    CLI_KEYS,
     FLOW_OPTIONS,
     SECTIONS,
     RecipeError,
@@ -21,6 +21,7 @@ from hardneg.recipe import (
     load_recipe,
     parse_override,
     recipe_keys,
+    render_default_recipe,
 )
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
@@ -51,30 +52,35 @@ def test_default_recipe_lists_every_key_of_every_section():
         assert set(raw[section]) == set(recipe_keys(section)), section
 
 
+def cli_keys(command: str) -> dict:
+    """Option -> the recipe key that sets it in `hardneg run` (recorded by cli.with_options)."""
+    return get_command(app).commands[command].callback.recipe_keys
+
+
+def test_the_shipped_default_recipe_is_the_generated_one():
+    assert default_recipe_path().read_text() == render_default_recipe()
+
+
 @pytest.mark.parametrize("command", ["mine", "select", "train"])
 def test_every_cli_option_is_a_recipe_key(command):
     raw = default_raw()
     for name in cli_params(command):
         if name in FLOW_OPTIONS:
             continue
-        assert name in CLI_KEYS[command], f"`hardneg {command}` option {name} has no recipe key"
-        section, key = CLI_KEYS[command][name].split(".")
-        assert key in raw[section], CLI_KEYS[command][name]
+        assert name in cli_keys(command), f"`hardneg {command}` option {name} has no recipe key"
+        section, key = cli_keys(command)[name].split(".")
+        assert key in raw[section], cli_keys(command)[name]
 
 
-@pytest.mark.parametrize("command", ["mine", "train"])
+@pytest.mark.parametrize("command", ["mine", "select", "train", "eval", "diagnose"])
 def test_default_recipe_values_equal_the_cli_defaults(command):
     raw = default_raw()
     for name, param in cli_params(command).items():
-        if name in FLOW_OPTIONS or param.default in (None, ()) or param.required:
+        if name not in cli_keys(command) or param.required:
             continue
-        section, key = CLI_KEYS[command][name].split(".")
-        value = raw[section][key]
-        default = param.default
-        if name == "student_range":
-            default = [float(x) for x in default.split(":")]
-        if name == "model" or (command == "mine" and name == "batch_size"):
-            continue  # the encoder's own keys, checked below
+        section, key = cli_keys(command)[name].split(".")
+        hint = recipe_keys(section)[key]  # both read as the option's type, as the CLI and recipe read them
+        value, default = (coerce(v, hint, numbers_from_text=True) for v in (raw[section][key], param.default))
         assert value == default, f"{command} --{name}: recipe {value!r} != CLI {default!r}"
 
 

@@ -147,7 +147,7 @@ def test_rescore_window_off_scores_every_row_and_bad_inputs_fail(ce_dir):
     with pytest.raises(HardnegError, match="'qb' is not in other"):
         rescore(cands, other, ce_dir, cache=None, progress=False)
     with pytest.raises(HardnegError, match="has no ranks"):  # select cannot rank by a partial rescoring
-        select(out, SelectionPolicy(rank_by="ce"))
+        select(out, SelectionPolicy.unfiltered(rank_by="ce"))
 
 
 def test_second_rescore_is_a_cache_hit_with_identical_bytes(ce_dir, tmp_path):
@@ -203,7 +203,7 @@ def _denoise_table(threshold: float) -> CandidateSet:
 @pytest.mark.parametrize("threshold", [0.3, 0.5, -1.7, 0.0])
 def test_denoise_keeps_exactly_t_and_unscored_drops_t_plus_eps(threshold):
     c = _denoise_table(threshold)
-    mined = select(c, SelectionPolicy(denoise_above=threshold, num_negatives=10))
+    mined = select(c, SelectionPolicy.unfiltered(denoise_above=threshold, num_negatives=10))
     assert sorted(mined.negatives["doc_id"]) == ["at", "below", "unscored"]
     removed = {f["filter"]: f["removed"] for f in mined.stats["filters"]}
     assert removed["denoise"] == 1
@@ -214,10 +214,10 @@ def test_denoise_needs_a_ce_scorer_and_percent_on_ce_is_refused():
     plain = CandidateSet.from_frame(pd.DataFrame([{"query_id": "q", "doc_id": "p", "is_positive": True,
                                                    "rank_dense": 1, "score_dense": 0.9}]), scorers=["dense"])
     with pytest.raises(HardnegError, match="rescore first"):
-        select(plain, SelectionPolicy(denoise_above=0.0))
+        select(plain, SelectionPolicy.unfiltered(denoise_above=0.0))
     with pytest.raises(HardnegError, match="can be negative.*--margin"):
-        select(_denoise_table(0.5), SelectionPolicy(percent=0.95, score_by="ce"))
-    mined = select(_denoise_table(0.5), SelectionPolicy(margin=1.0, score_by="ce", num_negatives=10))
+        select(_denoise_table(0.5), SelectionPolicy.unfiltered(percent=0.95, score_by="ce"))
+    mined = select(_denoise_table(0.5), SelectionPolicy.unfiltered(margin=1.0, score_by="ce", num_negatives=10))
     assert sorted(mined.negatives["doc_id"]) == ["above", "at", "below"]  # <= 3.0 - 1.0; NaN fails a margin
 
 
@@ -225,7 +225,7 @@ def test_denoise_needs_a_ce_scorer_and_percent_on_ce_is_refused():
 def test_export_carries_ce_scores_and_marginmse_builds_rows(ce_dir, tmp_path):
     ds, cands = hand_dataset(), hand_candidates(n_ranked=40)
     rescored = rescore(cands, ds, ce_dir, window=(1, 30), cache=None, progress=False)
-    mined = select(rescored, SelectionPolicy(window=(2, 30), num_negatives=3))
+    mined = select(rescored, SelectionPolicy.unfiltered(window=(2, 30), num_negatives=3))
     docs = {d: ds.doc_text(d) for d in ds.doc_ids}
     report = export(mined, docs, ds.queries, tmp_path)
     lines = [json.loads(x) for x in (tmp_path / "negatives.jsonl").read_text().splitlines()]

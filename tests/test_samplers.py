@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from hardneg import samplers
+from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
+from hardneg.select import Sampler, SelectionPolicy, select
 
 SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
 
@@ -71,6 +74,11 @@ def test_simans_b_moves_the_peak_below_the_positive():
     assert 0.5 <= peak <= 0.7  # one std (~0.23) below 0.9
 
 
+def test_simans_without_a_scored_positive_is_uniform():
+    counts = _first_pick_counts(samplers.simans, pos_score=np.nan)
+    assert _chi2_uniform(counts) < 24.3
+
+
 def test_simans_with_a_zero_is_uniform():
     counts = _first_pick_counts(samplers.simans, pos_score=0.6, a=0.0)
     assert _chi2_uniform(counts) < 24.3
@@ -111,3 +119,42 @@ def test_bad_arguments_fail_clearly():
         samplers.softmax(SCORES, 1, np.random.default_rng(0), temperature=0)
     with pytest.raises(HardnegError, match="Generator"):
         samplers.uniform(SCORES, 1, 42)
+
+
+# ---- the registry ------------------------------------------------------------------------------
+def test_the_registry_defines_the_enum_the_help_and_the_baselines():
+    names = ["top", "uniform", "simans", "softmax", "random", "none"]
+    assert list(samplers.REGISTRY) == names
+    assert [m.value for m in Sampler] == names and Sampler.SIMANS == "simans" and Sampler.NONE.value == "none"
+    assert Sampler is samplers.Sampler
+    assert samplers.baselines() == ("random", "none")
+    text = samplers.help_text()
+    assert "\n" not in text and all(f"{n}: {samplers.REGISTRY[n].help}" in text for n in names)
+    with pytest.raises(HardnegError, match="already registered"):
+        samplers.register("top", "again")(lambda x, policy, rng: x.scores)
+    with pytest.raises(HardnegError, match="does not choose among candidates"):
+        samplers.draw("random", samplers.Survivors(SCORES, np.zeros(8, np.int64)), 1, None, np.random.default_rng(0))
+
+
+def test_draw_takes_k_per_unit_with_rank_ties():
+    x = samplers.Survivors(np.array([0.5, 0.9, 0.9, 0.1, 0.7]), np.array([0, 0, 0, 1, 1]),
+                           ranks=np.array([4, 3, 2, 1, 5]))
+    assert samplers.draw("top", x, 2, None, None).tolist() == [2, 1, 4, 3]
+
+
+@pytest.mark.parametrize("sampler, kw", [("top", {}), ("uniform", {}), ("simans", {"simans_a": 2.0, "simans_b": -0.5}),
+                                         ("softmax", {"temperature": 0.5})])
+def test_select_and_the_per_query_sampler_run_one_kernel(sampler, kw):
+    # one query, positive at rank 1 (0.95), candidates d2..d9 scored SCORES: no filter, same scale
+    docs = [f"d{r}" for r in range(2, 10)]
+    frame = pd.DataFrame({"query_id": "q", "doc_id": ["p", *docs], "is_positive": [True] + [False] * 8,
+                          "rank_dense": range(1, 10), "score_dense": [0.95, *SCORES]})
+    cands = CandidateSet.from_frame(frame, scorers=["dense"])
+    for seed in range(5):
+        mined = select(cands, SelectionPolicy.unfiltered(sampler=sampler, num_negatives=3, seed=seed, **kw))
+        rng = np.random.default_rng(seed)
+        one = {"top": lambda: samplers.top(SCORES, 3),
+               "uniform": lambda: samplers.uniform(SCORES, 3, rng),
+               "simans": lambda: samplers.simans(SCORES, 3, rng, pos_score=0.95, a=2.0, b=-0.5),
+               "softmax": lambda: samplers.softmax(SCORES, 3, rng, temperature=0.5)}[sampler]()
+        assert set(mined.negatives["doc_id"]) == {docs[i] for i in one}

@@ -41,7 +41,7 @@ def removed(mined) -> dict[str, int]:
 # ---- window ----------------------------------------------------------------------------------
 def test_window_keeps_original_ranks_inclusive_at_both_ends():
     c = cands(ranking("q", list(np.linspace(0.9, 0.1, 120)), positives={1: "p"}))
-    m = select(c, SelectionPolicy(window=(10, 100), num_negatives=200))
+    m = select(c, SelectionPolicy.unfiltered(window=(10, 100), num_negatives=200))
     ranks = set(m.negatives["rank"].tolist())
     assert {10, 100} <= ranks and not ({9, 101} & ranks)
     assert ranks == set(range(10, 101))
@@ -51,7 +51,7 @@ def test_window_keeps_original_ranks_inclusive_at_both_ends():
 def test_window_counts_positives_in_the_ranking():
     # positive at rank 1: window 1:2 keeps only rank 2 (ST's range_min would shift to rank 3)
     c = cands(ranking("q", [0.9, 0.8, 0.7, 0.6], positives={1: "p"}))
-    m = select(c, SelectionPolicy(window=(1, 2)))
+    m = select(c, SelectionPolicy.unfiltered(window=(1, 2)))
     assert negs(m) == ["d2"]
 
 
@@ -62,30 +62,30 @@ def _two_positive_query() -> CandidateSet:
 
 
 def test_max_score_keeps_scores_at_most_the_cap():
-    m = select(_two_positive_query(), SelectionPolicy(max_score=0.6))
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(max_score=0.6))
     assert negs(m) == ["d4", "d5", "d6"]
     assert removed(m)["max_score"] == 2
 
 
 def test_margin_against_the_lowest_positive():
-    m = select(_two_positive_query(), SelectionPolicy(margin=0.08))  # keep s <= 0.6 - 0.08
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(margin=0.08))  # keep s <= 0.6 - 0.08
     assert negs(m) == ["d5", "d6"]
 
 
 def test_percent_against_the_lowest_positive():
-    m = select(_two_positive_query(), SelectionPolicy(percent=0.95))  # keep s <= 0.57
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(percent=0.95))  # keep s <= 0.57
     assert negs(m) == ["d4", "d5", "d6"]
     assert removed(m)["percent"] == 2
 
 
 def test_per_pair_filters_against_each_positive():
-    m = select(_two_positive_query(), SelectionPolicy(percent=0.95, pos_ref="per-pair"))
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(percent=0.95, pos_ref="per-pair"))
     assert m.rows["pos_id"].tolist() == ["p1", "p2"]
     assert negs(m, 0) == ["d2", "d3", "d4", "d5", "d6"]  # p1: keep s <= 0.855
     assert negs(m, 1) == ["d4", "d5", "d6"]  # p2: keep s <= 0.57
     assert m.positives.groupby("row")["doc_id"].apply(list).tolist() == [["p1"], ["p2"]]
     assert removed(m)["percent"] == 2  # counted per (query, positive, candidate)
-    m2 = select(_two_positive_query(), SelectionPolicy(margin=0.1, pos_ref="per-pair"))
+    m2 = select(_two_positive_query(), SelectionPolicy.unfiltered(margin=0.1, pos_ref="per-pair"))
     assert negs(m2, 0) == ["d3", "d4", "d5", "d6"] and negs(m2, 1) == ["d5", "d6"]
 
 
@@ -95,11 +95,11 @@ def test_percent_is_refused_for_a_scorer_with_negative_scores():
         r["score_ce"] = r["score_dense"] * 10 - 5
     c = cands(rows, scorers=("dense", "ce"), negative_scores={"ce": True})
     with pytest.raises(HardnegError, match="--margin"):
-        select(c, SelectionPolicy(percent=0.95, score_by="ce"))
-    assert negs(select(c, SelectionPolicy(margin=1.5, score_by="ce"))) == ["d3"]  # ce 4, 3, 2: keep <= 2.5
+        select(c, SelectionPolicy.unfiltered(percent=0.95, score_by="ce"))
+    assert negs(select(c, SelectionPolicy.unfiltered(margin=1.5, score_by="ce"))) == ["d3"]  # ce 4, 3, 2: keep <= 2.5
     c.meta["negative_scores"].pop("ce")
     with pytest.raises(HardnegError, match="does not say"):
-        select(c, SelectionPolicy(percent=0.95, score_by="ce"))
+        select(c, SelectionPolicy.unfiltered(percent=0.95, score_by="ce"))
 
 
 def test_denoise_drops_candidates_the_cross_encoder_calls_relevant():
@@ -107,7 +107,7 @@ def test_denoise_drops_candidates_the_cross_encoder_calls_relevant():
     for r, ce in zip(rows, [9.0, 5.0, -1.0, np.nan]):
         r["score_ce"] = ce
     c = cands(rows, scorers=("dense", "ce"), negative_scores={"ce": True})
-    m = select(c, SelectionPolicy(denoise_above=2.0))
+    m = select(c, SelectionPolicy.unfiltered(denoise_above=2.0))
     assert negs(m) == ["d3", "d4"]  # d2 (ce 5) dropped; unscored d4 kept
     assert removed(m)["denoise"] == 1
 
@@ -117,7 +117,7 @@ def test_all_positives_excluded_for_queries_with_one_and_with_five():
     one = ranking("q1", [0.9, 0.8, 0.7, 0.6], positives={2: "a1"})
     five = ranking("q5", [0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65], positives={1: "b1", 2: "b2", 4: "b4", 6: "b6"},
                    unranked={"b9": 0.1}, prefix="e")
-    m = select(cands(one + five), SelectionPolicy(num_negatives=3))
+    m = select(cands(one + five), SelectionPolicy.unfiltered(num_negatives=3))
     assert negs(m, 0) == ["d1", "d3", "d4"]
     assert negs(m, 1) == ["e3", "e5", "e7"]
     assert [len(p) for p in m.per_row()["pos_ids"]] == [1, 5]
@@ -131,17 +131,17 @@ def test_duplicates_of_a_positive_and_the_query_text_are_excluded_known_negative
     rows = ranking("q", [0.9, 0.8, 0.7, 0.6, 0.5], positives={1: "p"},
                    flags={2: {"dup_of_positive": True}, 3: {"is_query_text": True},
                           4: {"is_known_negative": True}, 5: {"pos_cosine": 0.99}})
-    m = select(cands(rows), SelectionPolicy())
+    m = select(cands(rows), SelectionPolicy.unfiltered())
     assert negs(m) == ["d4", "d5"]
     assert m.negatives["is_known_negative"].tolist() == [True, False]
     assert removed(m) == {"known_positive": 1, "dup_of_positive": 1, "query_text": 1}
-    m2 = select(cands(rows), SelectionPolicy(near_dup_cosine=0.95))
+    m2 = select(cands(rows), SelectionPolicy.unfiltered(near_dup_cosine=0.95))
     assert negs(m2) == ["d4"] and removed(m2)["near_duplicate"] == 1
 
 
 def test_query_without_positive_is_counted_and_skipped():
     rows = ranking("q", [0.9, 0.8], positives={1: "p"}) + ranking("lonely", [0.7, 0.6])
-    m = select(cands(rows), SelectionPolicy())
+    m = select(cands(rows), SelectionPolicy.unfiltered())
     assert m.rows["query_id"].tolist() == ["q"]
     assert m.stats["queries_without_positive"] == 1
     assert removed(m)["no_positive"] == 2
@@ -158,13 +158,13 @@ def _short_table() -> CandidateSet:
 def test_on_short_drop_keep_and_pad_random():
     corpus = [f"a{i}" for i in range(1, 6)] + [f"b{i}" for i in range(1, 5)] + [f"x{i}" for i in range(20)]
     base = dict(max_score=0.5, num_negatives=3)
-    drop = select(_short_table(), SelectionPolicy(on_short="drop", **base))
+    drop = select(_short_table(), SelectionPolicy.unfiltered(on_short="drop", **base))
     assert drop.rows["query_id"].tolist() == ["qa"]
     assert drop.stats["short"] | {} == {"action": "drop", "rows": 1, "queries": 1, "rows_dropped": 1,
                                         "rows_kept_short": 0, "rows_padded": 0, "negatives_padded": 0}
-    keep = select(_short_table(), SelectionPolicy(on_short="keep", **base))
+    keep = select(_short_table(), SelectionPolicy.unfiltered(on_short="keep", **base))
     assert keep.rows["n_negatives"].tolist() == [3, 1] and keep.stats["short"]["rows_kept_short"] == 1
-    pad = select(_short_table(), SelectionPolicy(on_short="pad-random", **base), corpus_doc_ids=corpus)
+    pad = select(_short_table(), SelectionPolicy.unfiltered(on_short="pad-random", **base), corpus_doc_ids=corpus)
     b = pad.negatives[pad.negatives["row"] == 1]
     assert b["reason"].tolist() == ["top", "pad-random", "pad-random"]
     assert b["doc_id"].iloc[0] == "b4"
@@ -173,30 +173,30 @@ def test_on_short_drop_keep_and_pad_random():
     assert b["rank"].isna().tolist() == [False, True, True]
     assert pad.stats["short"]["negatives_padded"] == 2 and pad.stats["short"]["rows_padded"] == 1
     with pytest.raises(HardnegError, match="corpus_doc_ids"):
-        select(_short_table(), SelectionPolicy(on_short="pad-random", **base))
+        select(_short_table(), SelectionPolicy.unfiltered(on_short="pad-random", **base))
 
 
 def test_random_baseline_draws_from_corpus_minus_positives_and_none_selects_nothing():
     c = cands(ranking("q", [0.9, 0.8, 0.7], positives={1: "p"}))
     corpus = ["p", "d2", "d3", "z1", "z2"]
-    m = select(c, SelectionPolicy(sampler="random", num_negatives=4), corpus_doc_ids=corpus)
+    m = select(c, SelectionPolicy.unfiltered(sampler="random", num_negatives=4), corpus_doc_ids=corpus)
     assert sorted(negs(m)) == ["d2", "d3", "z1", "z2"]
     assert m.negatives.set_index("doc_id").loc["d2", "rank"] == 2  # provenance kept when retrieved
-    again = select(c, SelectionPolicy(sampler="random", num_negatives=4), corpus_doc_ids=corpus)
+    again = select(c, SelectionPolicy.unfiltered(sampler="random", num_negatives=4), corpus_doc_ids=corpus)
     assert negs(m) == negs(again)
-    none = select(c, SelectionPolicy(sampler="none"))
+    none = select(c, SelectionPolicy.unfiltered(sampler="none"))
     assert len(none.negatives) == 0 and none.rows["n_negatives"].tolist() == [0]
     with pytest.raises(HardnegError, match="no effect"):
-        SelectionPolicy(sampler="random", window=(1, 5))
+        SelectionPolicy.unfiltered(sampler="random", window=(1, 5))
 
 
 def test_simans_through_select_is_seeded():
     rows = sum((ranking(f"q{i}", list(np.linspace(0.95, 0.2, 40)), positives={1: f"p{i}"}, prefix=f"d{i}_")
                 for i in range(5)), [])
     c = cands(rows)
-    a = select(c, SelectionPolicy(sampler="simans", num_negatives=5, seed=1))
-    b = select(c, SelectionPolicy(sampler="simans", num_negatives=5, seed=1))
-    other = select(c, SelectionPolicy(sampler="simans", num_negatives=5, seed=2))
+    a = select(c, SelectionPolicy.unfiltered(sampler="simans", num_negatives=5, seed=1))
+    b = select(c, SelectionPolicy.unfiltered(sampler="simans", num_negatives=5, seed=1))
+    other = select(c, SelectionPolicy.unfiltered(sampler="simans", num_negatives=5, seed=2))
     assert a.negatives.equals(b.negatives)
     assert negs(a) != negs(other) or negs(a, 1) != negs(other, 1)
     assert (a.rows["n_negatives"] == 5).all()
@@ -204,7 +204,7 @@ def test_simans_through_select_is_seeded():
 
 def test_stats_counts_and_table():
     rows = ranking("q", [0.9, 0.8, 0.7, 0.6, 0.5, 0.4], positives={1: "p"}, flags={2: {"dup_of_positive": True}})
-    m = select(cands(rows), SelectionPolicy(window=(2, 5), max_score=0.65, num_negatives=1))
+    m = select(cands(rows), SelectionPolicy.unfiltered(window=(2, 5), max_score=0.65, num_negatives=1))
     assert m.stats["candidates"] == 6
     assert m.stats["filters"] == [
         {"filter": "known_positive", "removed": 1, "remaining": 5},
@@ -236,19 +236,19 @@ def test_stats_counts_and_table():
     ({"percent": 1.5}, r"\(0, 1\]"),
     ({"percent": 0.0}, r"\(0, 1\]"),
     ({"num_negatives": -1}, ">= 0"),
-    ({"sampler": "hardest"}, "unknown sampler"),
-    ({"on_short": "fill"}, "unknown on_short"),
+    ({"sampler": "hardest"}, "sampler must be one of top"),
+    ({"on_short": "fill"}, "on_short must be one of drop"),
     ({"margin": -0.1}, "margin"),
 ])
 def test_bad_options_fail_fast(kwargs, message):
     with pytest.raises(HardnegError, match=message):
-        SelectionPolicy(**kwargs)
+        SelectionPolicy.unfiltered(**kwargs)
 
 
 def test_unknown_scorer_fails_with_the_known_ones():
     c = cands(ranking("q", [0.9, 0.8], positives={1: "p"}))
     with pytest.raises(HardnegError, match=r"unknown scorer 'ce'.*\['dense'\]"):
-        select(c, SelectionPolicy(score_by="ce"))
+        select(c, SelectionPolicy.unfiltered(score_by="ce"))
     assert parse_window("10:100") == (10, 100)
 
 
@@ -265,7 +265,7 @@ def test_select_handles_a_scifact_sized_set():
         "score_dense": scores.ravel(),
     })
     c = CandidateSet.from_frame(df, scorers=["dense"])
-    policy = SelectionPolicy(window=(10, 100), percent=0.95, num_negatives=7)
+    policy = SelectionPolicy.unfiltered(window=(10, 100), percent=0.95, num_negatives=7)
     m = select(c, policy)
     assert len(m.negatives) == nq * 7
     assert select(c, policy).negatives.equals(m.negatives)
@@ -275,12 +275,12 @@ def test_select_handles_a_scifact_sized_set():
 def _logged_selections():
     corpus = [f"a{i}" for i in range(1, 6)] + [f"b{i}" for i in range(1, 5)] + [f"x{i}" for i in range(20)]
     short = dict(max_score=0.5, num_negatives=3)
-    yield select(_short_table(), SelectionPolicy(on_short="drop", **short)), SelectionPolicy(on_short="drop", **short)
-    pad = SelectionPolicy(on_short="pad-random", **short)
+    yield select(_short_table(), SelectionPolicy.unfiltered(on_short="drop", **short)), SelectionPolicy.unfiltered(on_short="drop", **short)
+    pad = SelectionPolicy.unfiltered(on_short="pad-random", **short)
     yield select(_short_table(), pad, corpus_doc_ids=corpus), pad
-    per_pair = SelectionPolicy(pos_ref="per-pair", margin=0.05, num_negatives=2)
+    per_pair = SelectionPolicy.unfiltered(pos_ref="per-pair", margin=0.05, num_negatives=2)
     yield select(_two_positive_query(), per_pair), per_pair
-    rand = SelectionPolicy(sampler="random", num_negatives=4)
+    rand = SelectionPolicy.unfiltered(sampler="random", num_negatives=4)
     yield select(cands(ranking("q", [0.9, 0.8, 0.7], positives={1: "p"})), rand,
                  corpus_doc_ids=["p", "d2", "d3", "z1", "z2"]), rand
 

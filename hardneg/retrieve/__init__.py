@@ -1,6 +1,10 @@
 """Retrievers behind one interface: ``search(query_ids, query_texts, k) -> Ranking``.
 
-A new retriever is a file in this folder plus a line in :func:`build_retrievers`.
+What the rest of hardneg uses of a retriever is declared in :mod:`hardneg.retrieve.base`
+(:class:`Retriever`, :class:`Scorer`, :class:`DenseScorer`); each retriever is given its ``name``
+at construction. A new retriever is a file in this folder satisfying one of those protocols, plus a
+:class:`Kind` and a line in :func:`build_retrievers`; :class:`~hardneg.retrieve.fusion.HybridRetriever`
+fuses any of them.
 """
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from enum import Enum
 from typing import Sequence
 
 from hardneg.errors import HardnegError
-from hardneg.retrieve.base import Ranking, Retriever
+from hardneg.retrieve.base import DenseScorer, Ranking, Retriever, Scorer
 
 
 class Kind(str, Enum):
@@ -53,20 +57,21 @@ def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str
     from hardneg.retrieve.fusion import HybridRetriever
 
     encoder_config = encoder_config or EncoderConfig()
-    shared: dict[object, Retriever] = {}
+    lexical: list[BM25Retriever] = []  # the one BM25 index
+    dense_by_model: dict[str | None, DenseRetriever] = {}  # one encoder (and its vectors) per model
 
-    def bm25() -> Retriever:
-        if "bm25" not in shared:
-            shared["bm25"] = BM25Retriever(doc_ids, doc_texts)
-        return shared["bm25"]
+    def bm25(name: str) -> BM25Retriever:
+        if not lexical:
+            lexical.append(BM25Retriever(doc_ids, doc_texts, name=name))
+        return lexical[0] if lexical[0].name == name else lexical[0].with_name(name)
 
-    def dense(model: str | None) -> Retriever:
-        key = ("dense", model)
-        if key not in shared:
+    def dense(model: str | None, name: str) -> DenseRetriever:
+        if model not in dense_by_model:
             cfg = replace(encoder_config, model=model) if model else encoder_config
             encoder = Encoder(cfg) if cache is None else Encoder(cfg, cache=cache)
-            shared[key] = DenseRetriever(encoder, doc_ids, doc_texts, search=search or "exact")
-        return shared[key]
+            dense_by_model[model] = DenseRetriever(encoder, doc_ids, doc_texts, name=name, search=search or "exact")
+        first = dense_by_model[model]
+        return first if first.name == name else first.with_name(name)
 
     out: dict[str, Retriever] = {}
     for spec in specs:
@@ -74,25 +79,12 @@ def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str
         if spec.name in out:
             raise HardnegError(f"two retrievers are named '{spec.name}': name one with KIND:NAME")
         if spec.kind is Kind.BM25:
-            out[spec.name] = _named(bm25(), spec.name)
+            out[spec.name] = bm25(spec.name)
         elif spec.kind is Kind.DENSE:
-            out[spec.name] = _named(dense(spec.model), spec.name)
+            out[spec.name] = dense(spec.model, spec.name)
         else:
-            out[spec.name] = HybridRetriever([bm25(), dense(spec.model)], name=spec.name)
+            out[spec.name] = HybridRetriever([bm25("bm25"), dense(spec.model, "dense")], name=spec.name)
     return out
 
 
-class _named:
-    """The same retriever under another system name (shares its index and vectors)."""
-
-    def __init__(self, inner: Retriever, name: str):
-        self.inner, self.name = inner, name
-
-    def search(self, query_ids, query_texts, k) -> Ranking:
-        return self.inner.search(query_ids, query_texts, k)
-
-    def __getattr__(self, attr):
-        return getattr(self.inner, attr)
-
-
-__all__ = ["Kind", "Ranking", "Retriever", "RetrieverSpec", "build_retrievers"]
+__all__ = ["DenseScorer", "Kind", "Ranking", "Retriever", "RetrieverSpec", "Scorer", "build_retrievers"]

@@ -1,11 +1,29 @@
-"""The one result shape every retriever returns: a dense (queries x k) top-k table."""
+"""The one result shape every retriever returns (a dense (queries x k) top-k table) and what
+the rest of hardneg may use of a retriever, declared once:
+
+* :class:`Retriever`: a ``name`` and ``search`` (evaluation, fusion, chunk collapsing use no more);
+* :class:`Scorer`: a retriever that also scores chosen (query, document) pairs, as mining does for
+  every candidate row under every scorer (``score_docs``);
+* :class:`DenseScorer`: a scorer over an embedded corpus, whose query vectors mining computes once
+  and reuses for search, pair scores and positive cosines, whose index it builds (and checkpoints)
+  before the first chunk, and whose encoder a run may swap for a model it holds.
+
+``isinstance(r, Scorer)`` and ``isinstance(r, DenseScorer)`` check that the members exist without
+evaluating them (a dense retriever's ``doc_embeddings`` would embed the corpus).
+"""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from hardneg.encode import Encoder
+    from hardneg.retrieve.ann import SearchInfo
+    from hardneg.retrieve.dense import Search
 
 
 @dataclass(frozen=True)
@@ -57,9 +75,74 @@ class Ranking:
         atomic_write_text(path, "\n".join(lines) + "\n")
 
 
-class Retriever(Protocol):
-    """Anything that ranks a fixed corpus for a batch of queries."""
+_MISSING = object()
+
+
+class _DeclaredMembers(type(Protocol)):
+    """isinstance against a protocol looks its members up statically, as Python 3.12 does.
+
+    Python 3.10 and 3.11 test members with ``hasattr``, which runs properties: checking a dense
+    retriever would embed its corpus (with whatever model it holds at that moment).
+    """
+
+    def __instancecheck__(cls, instance) -> bool:
+        if not getattr(cls, "_is_protocol", False):
+            return super().__instancecheck__(instance)
+        return all(inspect.getattr_static(instance, m, _MISSING) is not _MISSING for m in protocol_members(cls))
+
+
+def protocol_members(protocol: type) -> list[str]:
+    """The members a protocol declares, its bases' included (annotated attributes and methods)."""
+    names: dict[str, None] = {}
+    for base in reversed(protocol.__mro__):
+        if base is Protocol or not getattr(base, "_is_protocol", False) or base.__module__ == "typing":
+            continue
+        names.update(dict.fromkeys(vars(base).get("__annotations__", {})))
+        names.update(dict.fromkeys(n for n in vars(base) if not n.startswith("_")))
+    return list(names)
+
+
+@runtime_checkable
+class Retriever(Protocol, metaclass=_DeclaredMembers):
+    """Anything that ranks a fixed corpus for a batch of queries; ``name`` is given at construction
+    and names its system (columns, run files)."""
 
     name: str
 
     def search(self, query_ids: Sequence[str], query_texts: Sequence[str], k: int) -> Ranking: ...
+
+
+@runtime_checkable
+class Scorer(Retriever, Protocol):
+    """A retriever that also scores given pairs: what mining needs of every scorer it runs."""
+
+    def score_docs(self, query_text: str, doc_indices: np.ndarray) -> np.ndarray:
+        """Float32 scores of one query against documents (positions in the corpus), like ``search``'s."""
+        ...
+
+
+@runtime_checkable
+class DenseScorer(Scorer, Protocol):
+    """A scorer over corpus embeddings; mining embeds each query once (``encoder``) and reuses the
+    vectors for ``search_embeddings``, ``score_pairs`` and positive cosines (``doc_embeddings``).
+
+    ``prepare`` builds (or loads from ``index_path``) an index kind's index before the first chunk;
+    ``search_info`` says what it cost and its recall; ``search_mode`` is the resolved search kind
+    (scores of an exact search's ranked rows are reused, not recomputed). A run that holds its own
+    model sets ``encoder`` and calls ``reset`` (forget vectors and index).
+    """
+
+    encoder: "Encoder"
+    search_mode: "Search"
+    search_info: "SearchInfo"
+
+    @property
+    def doc_embeddings(self) -> np.ndarray: ...
+
+    def prepare(self, query_embs: np.ndarray, k: int, index_path: str | Path | None = None) -> "SearchInfo": ...
+
+    def reset(self) -> None: ...
+
+    def search_embeddings(self, query_ids: Sequence[str], query_embs: np.ndarray, k: int) -> Ranking: ...
+
+    def score_pairs(self, queries: Sequence[str] | np.ndarray, doc_indices: np.ndarray) -> np.ndarray: ...

@@ -1,6 +1,7 @@
 """BM25 with bm25s (Lucene variant by default): the baseline every tuned model must beat."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -22,7 +23,8 @@ class BM25Config:
 
 class BM25Retriever:
     """Lexical retrieval over a fixed corpus. Use it as the baseline and as a teacher whose
-    mistakes differ from the dense model's."""
+    mistakes differ from the dense model's. It satisfies :class:`~hardneg.retrieve.base.Scorer`;
+    :meth:`with_name` gives it under another name over the same index."""
 
     def __init__(self, doc_ids: Sequence[str], doc_texts: Sequence[str], config: BM25Config = BM25Config(),
                  name: str = "bm25", show_progress: bool = False):
@@ -32,6 +34,12 @@ class BM25Retriever:
         self._stemmer = _make_stemmer(config.stemmer)
         self._bm25 = bm25s.BM25(k1=config.k1, b=config.b, method=config.method)
         self._bm25.index(self._tokenize(doc_texts), show_progress=show_progress)
+
+    def with_name(self, name: str) -> "BM25Retriever":
+        """This retriever under another name, over the same index (nothing is indexed again)."""
+        view = copy.copy(self)
+        view.name = name
+        return view
 
     def _tokenize(self, texts: Sequence[str]):
         import bm25s

@@ -9,6 +9,7 @@ scores but does not promise an order among exactly tied ones. For big corpora th
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import replace
 from enum import Enum
@@ -174,6 +175,21 @@ def pair_scores(
     return out.reshape(doc_indices.shape)
 
 
+class _Shared:
+    """What the views of one dense retriever share (:meth:`DenseRetriever.with_name`): the encoder,
+    the corpus vectors, the index and its :class:`~hardneg.retrieve.ann.SearchInfo` (and whatever
+    a subclass keeps beside them)."""
+
+    def __init__(self, encoder: "Encoder"):
+        self.encoder, self.doc_embeddings, self.index, self.search_info = encoder, None, None, None
+
+
+def _shared_attr(attr: str) -> property:
+    """An attribute kept in the retriever's :class:`_Shared` state, so every view sees one value."""
+    return property(lambda self: getattr(self._shared, attr), lambda self, value: setattr(self._shared, attr, value),
+                    doc=f"``{attr}``, shared by every view of this retriever (see ``with_name``)")
+
+
 class DenseRetriever:
     """Rank a fixed corpus by embedding dot product (cosine when the encoder normalises).
 
@@ -183,7 +199,14 @@ class DenseRetriever:
     ranking used. ``search`` is a :class:`Search` kind or a
     :class:`~hardneg.retrieve.ann.SearchConfig`; index kinds are built on the first search
     (or by :meth:`prepare`) and ``search_info`` then says what they cost and their recall.
+    :meth:`with_name` gives the same retriever under another name (one encoder, one set of
+    vectors, one index). It satisfies :class:`~hardneg.retrieve.base.DenseScorer`.
     """
+
+    encoder = _shared_attr("encoder")
+    index = _shared_attr("index")  # an AnnIndex once built (index kinds only)
+    search_info = _shared_attr("search_info")
+    _doc_embeddings = _shared_attr("doc_embeddings")
 
     def __init__(
         self,
@@ -201,14 +224,19 @@ class DenseRetriever:
             raise HardnegError(f"{len(doc_ids)} doc ids but {len(doc_texts)} doc texts")
         self.search_config = search if isinstance(search, SearchConfig) else SearchConfig(kind=search)
         self.search_mode = resolve_kind(self.search_config.kind, len(doc_ids), self.search_config.auto_threshold)
-        self.encoder = encoder
+        self._shared = _Shared(encoder)
         self.doc_ids = list(doc_ids)
         self.doc_texts = doc_texts
         self.name = name
         self.query_chunk, self.corpus_chunk = query_chunk, corpus_chunk
-        self._doc_embeddings: np.ndarray | None = None
-        self.index = None  # an AnnIndex once built (index kinds only)
         self.search_info = SearchInfo(kind=self.search_mode.value)
+
+    def with_name(self, name: str) -> "DenseRetriever":
+        """This retriever under another name: a view sharing its encoder, vectors and index (a model
+        set on one, an index built by one, is the other's too)."""
+        view = copy.copy(self)
+        view.name = name
+        return view
 
     @property
     def doc_embeddings(self) -> np.ndarray:
@@ -272,3 +300,8 @@ class DenseRetriever:
         """
         embs = queries if isinstance(queries, np.ndarray) else self.encoder.encode_queries(list(queries))
         return pair_scores(embs, self.doc_embeddings, doc_indices)
+
+    def score_docs(self, query_text: str, doc_indices: np.ndarray) -> np.ndarray:
+        """Scores of one query against documents ``doc_indices`` (positions in ``doc_ids``), same shape."""
+        doc_indices = np.asarray(doc_indices, dtype=np.int64)
+        return self.score_pairs([query_text], doc_indices.reshape(1, -1)).reshape(doc_indices.shape)

@@ -5,6 +5,7 @@ from typing import Sequence
 
 import numpy as np
 
+from hardneg.errors import HardnegError
 from hardneg.retrieve.base import Ranking, Retriever
 
 
@@ -34,11 +35,20 @@ def rrf(rankings: Sequence[Ranking], k: int, rrf_k: int = 60, depth: int | None 
 
 
 class HybridRetriever:
-    """RRF of several retrievers (by default BM25 + dense): robust when neither dominates."""
+    """RRF of any retrievers (``build_retrievers``'s ``hybrid``: BM25 + dense): robust when neither
+    dominates. Each one ranks the top ``max(k, depth)``; ``fuse`` fuses rankings already made (mining
+    searches its scorers once and fuses their top-``depth`` lists)."""
 
-    def __init__(self, retrievers: Sequence[Retriever], name: str = "hybrid", rrf_k: int = 60, depth: int = 1000):
-        self.retrievers, self.name, self.rrf_k, self.depth = list(retrievers), name, rrf_k, depth
+    def __init__(self, scorers: Sequence[Retriever], name: str = "hybrid", rrf_k: int = 60, depth: int = 1000):
+        if not scorers:
+            raise HardnegError(f"hybrid retriever '{name}' needs at least one retriever to fuse")
+        self.scorers, self.name, self.rrf_k, self.depth = list(scorers), name, rrf_k, depth
 
     def search(self, query_ids: Sequence[str], query_texts: Sequence[str], k: int) -> Ranking:
-        parts = [r.search(query_ids, query_texts, max(k, self.depth)) for r in self.retrievers]
-        return rrf(parts, k, self.rrf_k)
+        return self.fuse([r.search(query_ids, query_texts, max(k, self.depth)) for r in self.scorers], k)
+
+    def fuse(self, rankings: Sequence[Ranking], k: int) -> Ranking:
+        """RRF of ``rankings``, one per scorer in ``scorers``' order, over the same queries."""
+        if len(rankings) != len(self.scorers):
+            raise HardnegError(f"{len(rankings)} rankings for the {len(self.scorers)} scorers of '{self.name}'")
+        return rrf(rankings, k, self.rrf_k)
