@@ -18,6 +18,8 @@ from hardneg.errors import HardnegError
 from hardneg.export import select_and_export
 from hardneg.mine import MineConfig, mine_candidates, mine_to_folder, search_report
 from hardneg.select import SelectionPolicy, select
+from test_rerank import build_tiny_cross_encoder
+from test_resume import Killed, stop_after, write_beir
 from toybeir import write_toy_beir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,29 +29,11 @@ BM25 = dict(retriever="bm25", depth=60, query_chunk=9)
 N_CHUNKS = 5
 
 
-class Killed(Exception):
-    pass
-
-
-def write_multi_beir(folder: Path, n_docs: int = 300, n_queries: int = 40) -> Path:
-    """Random-word documents; query qi has 1 + i % 3 positives (so most have two or more)."""
-    rng = np.random.default_rng(7)
-    words = [f"w{i}" for i in range(60)]
-    (folder / "qrels").mkdir(parents=True)
-    docs = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(words, 10))} for i in range(n_docs)]
-    queries = [{"_id": f"q{i}", "text": " ".join(rng.choice(words, 4))} for i in range(n_queries)]
-    rows = [f"q{q}\td{d}\t1" for q in range(n_queries) for d in rng.choice(n_docs, 1 + q % 3, replace=False)]
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory):
     """(data folder, reference candidates file, its CandidateSet) of an uninterrupted BM25 mine."""
     root = tmp_path_factory.mktemp("flow")
-    data = write_multi_beir(root / "data")
+    data = write_beir(root / "data", 300, 40, seed=7, vocab=60, judged=False)
     reference = root / "reference.parquet"
     cands = mine_candidates(load_dataset(data), MineConfig(**BM25))
     cands.write(reference)
@@ -59,13 +43,6 @@ def multi(tmp_path_factory):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> Path:
     return write_toy_beir(tmp_path_factory.mktemp("toy") / "beir")
-
-
-def stop_after(n: int):
-    def progress(done: int, total: int) -> None:
-        if done == n:
-            raise Killed(f"stopped after chunk {done} of {total}")
-    return progress
 
 
 # ---- 1. mine_to_folder -----------------------------------------------------------------------
@@ -260,27 +237,6 @@ def test_audit_candidates_on_single_positive_queries_needs_a_judge(toy):
 
 
 # ---- 5. check_for_candidates -----------------------------------------------------------------
-def build_tiny_cross_encoder(out_dir: Path, tokenizer_dir: Path, seed: int = 0) -> Path:
-    """A random 2-layer, 32-d BERT with a 1-logit head, saved as a CrossEncoder folder (as in test_rerank)."""
-    import torch
-    from sentence_transformers import CrossEncoder
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, num_labels=1)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        bert = BertForSequenceClassification(config)
-        with torch.no_grad():
-            bert.classifier.weight.mul_(50.0)
-    bert.save_pretrained(out_dir / "hf")
-    tokenizer.save_pretrained(out_dir / "hf")
-    CrossEncoder(str(out_dir / "hf"), max_length=64, local_files_only=True, device="cpu").save(
-        str(out_dir / "ce"), create_model_card=False)
-    return out_dir / "ce"
-
-
 @pytest.fixture(scope="module")
 def ce_dir(tmp_path_factory, tiny_model_dir) -> Path:
     return build_tiny_cross_encoder(tmp_path_factory.mktemp("ce"), tiny_model_dir)

@@ -25,15 +25,17 @@ class Killed(Exception):
     pass
 
 
-def write_beir(folder: Path, n_docs: int = 400, n_queries: int = 48) -> Path:
-    """Random-word documents; queries with 1-3 positives and some judged negatives (grade 0)."""
-    rng = np.random.default_rng(0)
-    words = [f"w{i}" for i in range(80)]
+def write_beir(folder: Path, n_docs: int = 400, n_queries: int = 48, *, seed: int = 0, vocab: int = 80,
+               judged: bool = True) -> Path:
+    """Random-word documents; query qi has 1 + i % 3 positives, and with ``judged`` every fifth
+    query a judged negative (grade 0)."""
+    rng = np.random.default_rng(seed)
+    words = [f"w{i}" for i in range(vocab)]
     (folder / "qrels").mkdir(parents=True)
     docs = [{"_id": f"d{i}", "title": "", "text": " ".join(rng.choice(words, 10))} for i in range(n_docs)]
     queries = [{"_id": f"q{i}", "text": " ".join(rng.choice(words, 4))} for i in range(n_queries)]
     rows = [f"q{q}\td{d}\t1" for q in range(n_queries) for d in rng.choice(n_docs, 1 + q % 3, replace=False)]
-    rows += [f"q{q}\td{(q * 7) % n_docs}\t0" for q in range(0, n_queries, 5)]
+    rows += [f"q{q}\td{(q * 7) % n_docs}\t0" for q in range(0, n_queries, 5)] if judged else []
     (folder / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
     (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
     (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
