@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from hardneg import sampling
 from hardneg.candidates import (DOC_ID, DUP_OF_POSITIVE, IS_POSITIVE, IS_QUERY_TEXT, QUERY_ID, CandidateSet,
                                 rank_col, score_col)
 from hardneg.errors import HardnegError
@@ -227,8 +228,8 @@ def judge_audit(cands: CandidateSet, texts: Mapping[str, str], queries: Mapping[
     is_pos = frame["pos"].to_numpy(bool)
     bidx = np.where(is_pos, -1, bucket_of(frame["rank"].to_numpy(), buckets))
     rng = np.random.default_rng(seed)
-    picked = [_sample_rows(np.flatnonzero(bidx == b), sample, rng) for b in range(len(buckets))]
-    picked.append(_sample_rows(np.flatnonzero(is_pos), sample, rng))
+    picked = [sampling.sample(np.flatnonzero(bidx == b), sample, rng) for b in range(len(buckets))]
+    picked.append(sampling.sample(np.flatnonzero(is_pos), sample, rng))
     rows = np.concatenate(picked)
     qids, docs = frame["q"].to_numpy()[rows], frame["doc"].to_numpy()[rows]
     scores = np.asarray(judge(list(qids), [queries[q] for q in qids], [texts[d] for d in docs]), dtype=np.float64)
@@ -277,12 +278,6 @@ def _correct(buckets: list[dict[str, Any]], positives: Mapping[str, Any], seed: 
                 method="percentile", rng=np.random.default_rng(seed + i))
             ci = [float(boot.confidence_interval.low), float(boot.confidence_interval.high)]
         b["corrected"] = {"rate": rate, "ci": ci, "recall": recall, "false_alarm": floor}
-
-
-def _sample_rows(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    if len(rows) <= n:
-        return rows
-    return np.sort(rng.choice(rows, size=n, replace=False))
 
 
 # ---- calibration -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, evaluate, format_p
 from hardneg.options import check, option
 from hardneg.retrieve.base import Ranking
+from hardneg.sampling import sample
 
 if TYPE_CHECKING:
     from hardneg.data import Dataset
@@ -327,10 +328,7 @@ def _json_safe(x: Any) -> Any:
 def _pairs(ds: "Dataset", max_pairs: int, seed: int) -> tuple[list[tuple[str, str, str]], int]:
     """(split, query id, doc id) of every positive of every split; a seeded sample past ``max_pairs``."""
     pairs = [(s, q, d) for s in ds.splits for q, docs in ds.positives(s).items() for d in docs]
-    if len(pairs) <= max_pairs:
-        return pairs, len(pairs)
-    keep = np.sort(np.random.default_rng(seed).choice(len(pairs), size=max_pairs, replace=False))
-    return [pairs[i] for i in keep], len(pairs)
+    return sample(pairs, max_pairs, seed), len(pairs)
 
 
 def _cut(r: Ranking, k: int) -> Ranking:
@@ -412,11 +410,7 @@ def diagnose(ds: "Dataset", encoder: "Encoder", config: DiagnoseConfig = Diagnos
     gap = _gap(evaluate(ds, config.split, rankings, n_resamples=config.n_resamples, seed=config.seed), config.seed)
 
     # vocabulary fit on (a seeded sample of) the corpus
-    if n_docs > config.vocab_docs:
-        keep = np.sort(np.random.default_rng(config.seed).choice(n_docs, size=config.vocab_docs, replace=False))
-        vocab_texts = [doc_texts[i] for i in keep]
-    else:
-        vocab_texts = doc_texts
+    vocab_texts = sample(doc_texts, config.vocab_docs, config.seed)
     vocab = vocab_fit(encoder.model.tokenizer, vocab_texts, top=config.top_terms).to_dict()
 
     # per-pair overlap, cosine and ranks

@@ -34,7 +34,9 @@ TSV_COLUMNS = ("reason", "split", "query_id", "doc_id", "other_doc_id", "bm25_ra
 PAIR_COLUMNS = ("split", "query_id", "doc_id", "bm25_rank", "dense_rank", "cosine", "cosine_average_doc",
                 "term_overlap", "suspicious")
 
-Block = tuple  # ("p", text) | ("list", [text]) | ("table", header, rows, numeric) | ("img", png, alt)
+#: One piece of a page section, its kind first, rendered alike in Markdown and HTML:
+#: ("p", text) | ("list", [text]) | ("table", header, rows, numeric) | ("img", png, alt)
+PageBlock = tuple[Any, ...]
 
 
 def _pct(x: float | None) -> str:
@@ -49,10 +51,10 @@ def _rank(x: Any) -> str:
     return "" if x is None or x == "" else f"{float(x):g}"
 
 
-def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[str, str, list[Block]]]:
+def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[str, str, list[PageBlock]]]:
     """The page as ``(anchor, heading, blocks)`` sections, shared by the Markdown and HTML forms."""
     g, v, cfg = diag.gap, diag.vocab, diag.config
-    sections: list[tuple[str, str, list[Block]]] = []
+    sections: list[tuple[str, str, list[PageBlock]]] = []
     vd = diag.verdict
     sections.append(("verdict", f"Verdict: tuning {vd.outlook.phrase}",
                      [("p", vd.headline), ("list", vd.reasons)] + [("p", f"Note: {n}.") for n in diag.notes]))
@@ -63,7 +65,7 @@ def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[
              _num(means[s]["recall@100"]), _num(means[s]["mrr@10"]),
              "-" if s == "bm25" else format_p(pv[s]["ndcg@10"], g["n_resamples"])] for s in means]
     w = g["per_query_ndcg@10"]
-    gap_blocks: list[Block] = [
+    gap_blocks: list[PageBlock] = [
         ("table", ["system", "NDCG@10", "95% CI", "Recall@100", "MRR@10", "p (NDCG@10) vs BM25"], rows, [1, 3, 4, 5]),
         ("p", f"Per query (NDCG@10): BM25 better on {w['bm25_better']}, the model better on {w['dense_better']}, "
               f"tied on {w['ties']} of {g['n_queries']}."),
@@ -73,7 +75,7 @@ def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[
     sections.append(("gap", f"The gap on {g['split']} ({g['n_queries']} queries)", gap_blocks))
 
     c, r = v["corpus"], v["reference"]
-    vocab_blocks: list[Block] = [
+    vocab_blocks: list[PageBlock] = [
         ("table", ["words", "pieces per word", "split in 2+", "split in 3+", "distinct words"],
          [["corpus", _num(c["pieces_per_word"]), _pct(c["share_split"]), _pct(c["share_3plus"]), f"{c['words']:,}"],
           ["everyday English (reference)", _num(r["pieces_per_word"]), _pct(r["share_split"]), _pct(r["share_3plus"]),
@@ -103,7 +105,7 @@ def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[
     low = [s for s in diag.suspicious if s["reason"] == "low_rank"]
     dup = diag.near_dup_summary
     n_pairs = len(diag.pairs)
-    sus_blocks: list[Block] = [
+    sus_blocks: list[PageBlock] = [
         ("p", f"{len(low)} of {n_pairs:,} pairs ({_pct(len(low) / n_pairs if n_pairs else float('nan'))}) are ranked "
               f"worse than {diag.low_rank_cut:g} by both BM25 and the model: likely wrong labels, or positives only "
               "an expert could connect. Review them before training."),
@@ -131,7 +133,7 @@ def diagnosis_blocks(diag: "Diagnosis", png: bytes | None = None) -> list[tuple[
     return sections
 
 
-def diagnosis_markdown(diag: "Diagnosis", sections: Sequence[tuple[str, str, list[Block]]] | None = None) -> str:
+def diagnosis_markdown(diag: "Diagnosis", sections: Sequence[tuple[str, str, list[PageBlock]]] | None = None) -> str:
     sections = diagnosis_blocks(diag) if sections is None else sections
     lines = [f"# Diagnosis of {diag.source}", ""]
     for _, heading, blocks in sections:
@@ -149,7 +151,7 @@ def diagnosis_markdown(diag: "Diagnosis", sections: Sequence[tuple[str, str, lis
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _html_blocks(blocks: list[Block]) -> str:
+def _html_blocks(blocks: list[PageBlock]) -> str:
     out = []
     for b in blocks:
         if b[0] == "p":

@@ -35,7 +35,7 @@ import pyarrow as pa
 from hardneg.candidates import score_col, write_parquet
 from hardneg.errors import HardnegError
 from hardneg.io import atomic_path, atomic_write_json
-from hardneg.options import check, option
+from hardneg.options import as_enum, check, option
 from hardneg.select import MinedSet, SelectionPolicy, select
 
 __all__ = ["StFormat", "export", "write_flag_jsonl", "write_sentence_transformers"]
@@ -198,7 +198,7 @@ def write_sentence_transformers(mined: MinedSet, docs: Mapping[str, str], querie
       fed to the model as text. Pairs the scorer did not score are dropped and counted.
     """
     out_dir = Path(out_dir)
-    fmt = _st_format(fmt)
+    fmt = as_enum(StFormat, fmt, "format")
     if fmt == StFormat.TRIPLET:
         train, ids, dropped = _triplets(mined, docs, queries)
     elif fmt == StFormat.NTUPLE:
@@ -315,14 +315,6 @@ def _labeled(mined: MinedSet, docs: Mapping[str, str], queries: Mapping[str, str
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _st_format(fmt: StFormat | str) -> StFormat:
-    try:
-        return StFormat(fmt.value if isinstance(fmt, Enum) else fmt)
-    except ValueError:
-        raise HardnegError(f"unknown format {fmt!r}; choose one of: "
-                           f"{', '.join(f.value for f in StFormat)}") from None
-
-
 def _text(lookup: Mapping[str, str], key: str, what: str) -> str:
     try:
         return lookup[key]

@@ -29,12 +29,13 @@ from hardneg.audit import AuditConfig
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
-from hardneg.options import check, option
+from hardneg.options import as_enum, check, option
 from hardneg.evaluate import N_RESAMPLES, EvalResult, bootstrap_ci, evaluate, format_p, paired_randomization_test
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.mine import MineConfig
 from hardneg.precision import machine_info, resolve_encode, resolve_train
 from hardneg.rerank import DenoiseConfig
+from hardneg.sampling import holdout, holdout_size
 from hardneg.retrieve.base import Ranking
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
@@ -189,7 +190,7 @@ def gate(candidate: np.ndarray, incumbent: np.ndarray, rule: RoundGate | str = R
     cand, inc = np.asarray(candidate, np.float64), np.asarray(incumbent, np.float64)
     if cand.shape != inc.shape or cand.ndim != 1 or cand.size == 0:
         raise HardnegError(f"gate needs two equal-length, non-empty score vectors, got {cand.shape} and {inc.shape}")
-    rule = RoundGate(rule)
+    rule = as_enum(RoundGate, rule, "round_gate")
     gain = float(cand.mean() - inc.mean())
     p = paired_randomization_test(cand, inc, n_resamples, seed)
     if not gain > min_gain:
@@ -214,7 +215,7 @@ def plan_round(r: int, incumbent: str, round_init: RoundInit | str) -> RoundPlan
 
     Round 0's incumbent is the base model, so it mines with the retriever as configured.
     """
-    init = "base" if r == 0 or RoundInit(round_init) is RoundInit.BASE else incumbent
+    init = "base" if r == 0 or as_enum(RoundInit, round_init, "round_init") is RoundInit.BASE else incumbent
     return RoundPlan(r, incumbent, init, r > 0)
 
 
@@ -224,13 +225,15 @@ def remine_config(mine: MineConfig, policy: SelectionPolicy) -> tuple[MineConfig
 
     if RetrieverSpec.parse(mine.retriever).kind is Kind.BM25:
         stale = {"bm25"}
-        mine = replace(mine, retriever="dense", rank_by=_unless(mine.rank_by, stale),
-                       score_by=_unless(mine.score_by, stale))
-        policy = replace(policy, rank_by=_unless(policy.rank_by, stale), score_by=_unless(policy.score_by, stale))
+        mine = replace(mine, retriever="dense", rank_by=_none_if_stale(mine.rank_by, stale),
+                       score_by=_none_if_stale(mine.score_by, stale))
+        policy = replace(policy, rank_by=_none_if_stale(policy.rank_by, stale),
+                         score_by=_none_if_stale(policy.score_by, stale))
     return mine, policy
 
 
-def _unless(value: str | None, stale: set[str]) -> str | None:
+def _none_if_stale(value: str | None, stale: set[str]) -> str | None:
+    """A ``rank_by`` / ``score_by`` scorer, or None (the default) when it is one no longer mined."""
     return None if value in stale else value
 
 
@@ -253,14 +256,14 @@ def split_dev(ds: Dataset, config: DataConfig, seed: int = 0) -> tuple[Dataset, 
         n = len(ds.positives(name))
         description = f"the '{name}' split ({n} queries)"
     else:
-        pool = sorted(ds.positives("train"))
-        n = min(config.dev_max_queries, int(round(config.dev_holdout * len(pool))))
-        if n < 2 or n >= len(pool):
+        pool = ds.positives("train")
+        held = set(holdout(pool, config.dev_holdout, seed, config.dev_max_queries))
+        if len(held) < 2:
+            n = holdout_size(len(pool), config.dev_holdout, config.dev_max_queries)
             raise HardnegError(
                 f"{ds.source}: no dev split, and holding out {config.dev_holdout:g} of {len(pool)} train queries "
                 f"gives {n}: the rounds need at least 2 dev queries and some left to train on (set dev_holdout)")
-        rng = np.random.default_rng(seed)
-        held = {pool[i] for i in rng.choice(len(pool), size=n, replace=False)}
+        n = len(held)
         qrels["train"] = {q: docs for q, docs in ds.qrels["train"].items() if q not in held}
         qrels["dev"] = {q: docs for q, docs in ds.qrels["train"].items() if q in held}
         description = f"{n} of {len(pool)} train queries held out (seed {seed}), never trained on"

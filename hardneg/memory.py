@@ -45,7 +45,7 @@ DEFAULT_CHUNK_TOKENS = 8192
 AVAILABLE_SHARE = 0.9
 
 
-@dataclass
+@dataclass(frozen=True)
 class MemoryPlan:
     """What :func:`plan` decided: the loss, the GradCache chunk, and the figures behind it (bytes).
 

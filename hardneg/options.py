@@ -22,16 +22,17 @@ import textwrap
 import types
 import typing
 from enum import Enum
-from typing import Any, List, Optional, Union
+from typing import Any, List, Optional, TypeVar, Union
 
 from hardneg.errors import HardnegError
 
-__all__ = ["option", "check", "coerce", "parse", "from_cli", "cli_parameters", "recipe_fields", "toml_lines", "NONE_WORDS"]
+__all__ = ["option", "check", "as_enum", "coerce", "parse", "from_cli", "cli_parameters", "recipe_fields", "toml_lines", "NONE_WORDS"]
 
 #: text that stands for "not set" in options that take it (TOML has no null)
 NONE_WORDS = ("none", "off", "null", "")
 
 _MISSING = dataclasses.MISSING
+_E = TypeVar("_E", bound=Enum)
 
 
 def option(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING,  # noqa: A002 (help, as argparse)
@@ -73,13 +74,22 @@ def check(config: Any) -> None:
         value = getattr(config, f.name)
         enum = _enum_type(hints[f.name])
         if enum is not None and value is not None and not isinstance(value, enum):
-            try:
-                value = enum(value.value if isinstance(value, Enum) else value)
-            except ValueError:
-                raise HardnegError(f"{key_of(f)} must be one of {', '.join(e.value for e in enum)}, "
-                                   f"not {value!r}") from None
+            value = as_enum(enum, value, key_of(f))
             object.__setattr__(config, f.name, value)
         _check_value(f, value, int in (hints[f.name], *typing.get_args(hints[f.name])))
+
+
+def as_enum(kind: type[_E], value: Any, name: str) -> _E:
+    """``value`` as a member of ``kind``: a member as is, else by its text (or another Enum's value).
+
+    Raises ``HardnegError("name must be one of a, b, not 'x'")``.
+    """
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        raise HardnegError(f"{name} must be one of {', '.join(e.value for e in kind)}, not {value!r}") from None
 
 
 def _check_value(f: dataclasses.Field, value: Any, integer: bool = False) -> None:

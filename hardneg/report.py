@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg import plots
+from hardneg import plots, sampling
 from hardneg.errors import HardnegError
 from hardneg.htmlpage import details, esc, img, markdown, page, table, truncate
 from hardneg.io import atomic_path, atomic_write_text
@@ -422,11 +422,7 @@ def scores_section(run: RunFolder, figures: _Plots) -> str:
 # ---- the per-query view ------------------------------------------------------------------------
 def sample_queries(query_ids: Sequence[str], n: int, seed: int) -> list[str]:
     """``n`` of the queries, drawn with ``seed``, in their original order (all when fewer)."""
-    ids = list(query_ids)
-    if len(ids) <= n:
-        return ids
-    picked = np.sort(np.random.default_rng(seed).choice(len(ids), size=n, replace=False))
-    return [ids[i] for i in picked]
+    return sampling.sample(list(query_ids), n, seed)
 
 
 def queries_section(run: RunFolder, ds_note: str, sample: int, seed: int) -> str:

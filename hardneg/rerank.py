@@ -43,6 +43,7 @@ from hardneg.candidates import IS_POSITIVE, QUERY_ID, DOC_ID, CandidateSet, rank
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
+from hardneg.sampling import sample
 
 __all__ = ["DenoiseConfig", "Reranker", "RescoreReport", "RerankerCheck", "rescore", "rescore_with_report", "rows_to_score",
            "check_reranker", "warn_if_worse", "recorded_check", "load_judge", "DEFAULT_WINDOW", "FOLDS_FILE",
@@ -437,10 +438,7 @@ def _check_queries(ds: Dataset, split: str, query_ids: Sequence[str] | None, max
     pool = [str(q) for q in (query_ids if query_ids is not None else positives) if str(q) in positives]
     if not pool:
         raise HardnegError(f"no queries with '{split}' positives to check the cross-encoder on")
-    if max_queries is not None and len(pool) > max_queries:
-        keep = np.sort(np.random.default_rng(seed).choice(len(pool), size=max_queries, replace=False))
-        pool = [pool[i] for i in keep]
-    return pool
+    return pool if max_queries is None else sample(pool, max_queries, seed)
 
 
 def _rerank(bm25, scores: np.ndarray):

@@ -300,11 +300,11 @@ def select(cands: CandidateSet, policy: SelectionPolicy | None = None,
         raise HardnegError(f"sampler '{policy.sampler.value}' / on_short '{policy.on_short.value}' "
                            "draws from the corpus: pass corpus_doc_ids")
     arr = _Arrays.build(cands, rank_by, score_by)
-    units = _Units.build(arr, policy.pos_ref)
+    units = _OutputUnits.build(arr, policy.pos_ref)
     rng = np.random.default_rng(policy.seed)
     k = 0 if policy.sampler == Sampler.NONE else int(policy.num_negatives)
     if not samplers.REGISTRY[policy.sampler.value].uses_candidates:
-        trace = _Trace.empty()
+        trace = _FilterTrace.empty()
         picks = _random_picks(arr, units, k, corpus_doc_ids, rng, exclude="flagged")
         picks["reason"] = policy.sampler.value
         avail = np.full(units.n, len(corpus_doc_ids or ()), np.int64)
@@ -321,7 +321,7 @@ def select(cands: CandidateSet, policy: SelectionPolicy | None = None,
 
 
 # ---- stage 0: flat arrays --------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class _Arrays:
     """The candidate table as numpy arrays, one element per row (no per-row Python)."""
 
@@ -385,8 +385,8 @@ def _best_chunks(q: np.ndarray, parent: np.ndarray, is_pos: np.ndarray, rank: np
     return best, np.isin(key, key[rows]) & ~best
 
 
-@dataclass
-class _Units:
+@dataclass(frozen=True)
+class _OutputUnits:
     """Output rows before ``on_short``: one per query (min ref) or per (query, positive)."""
 
     q: np.ndarray  # (U,) query code of each unit
@@ -402,7 +402,7 @@ class _Units:
         return len(self.q)
 
     @classmethod
-    def build(cls, arr: _Arrays, pos_ref: PosRef) -> "_Units":
+    def build(cls, arr: _Arrays, pos_ref: PosRef) -> "_OutputUnits":
         pos_rows = np.flatnonzero(arr.is_pos)
         pos_rows = pos_rows[np.argsort(arr.q[pos_rows], kind="stable")]
         n_pos = np.bincount(arr.q[pos_rows], minlength=arr.nq)
@@ -420,8 +420,8 @@ class _Units:
 
 
 # ---- stages 1-4: exclusions, window, score filters, denoise -----------------------------------
-@dataclass
-class _Trace:
+@dataclass(frozen=True)
+class _FilterTrace:
     """Stage 1-2 decisions per table row; stage 3-5 decisions per (unit, candidate) entry."""
 
     row_code: np.ndarray  # (n,) reason code; 0 = survived stages 1-2; -1 = not a candidate
@@ -433,12 +433,12 @@ class _Trace:
     ref_negative: int = 0  # units whose reference score is < 0 while percent is used
 
     @classmethod
-    def empty(cls) -> "_Trace":
+    def empty(cls) -> "_FilterTrace":
         z = np.zeros(0, np.int64)
         return cls(z.astype(np.int8), z, z, z.astype(np.int8), [], 0)
 
 
-def _filter(arr: _Arrays, units: _Units, policy: SelectionPolicy) -> _Trace:
+def _filter(arr: _Arrays, units: _OutputUnits, policy: SelectionPolicy) -> _FilterTrace:
     """Stages 1-4 as boolean masks; each filter counts only what was still alive."""
     code = np.zeros(len(arr.q), np.int8)
     code[arr.positive_doc & (arr.rank == NO_RANK)] = -1  # unranked positives: reference rows only
@@ -478,10 +478,10 @@ def _filter(arr: _Arrays, units: _Units, policy: SelectionPolicy) -> _Trace:
             # at the stored precision: a score shown as exactly T (float32) is kept; NaN (unscored) is kept
             drop(ce > np.float32(policy.denoise_above), ecode, "denoise")
     ref_negative = int((units.ref < 0).sum()) if policy.percent is not None else 0
-    return _Trace(code, entry_row, entry_unit, ecode, removed, start, ref_negative)
+    return _FilterTrace(code, entry_row, entry_unit, ecode, removed, start, ref_negative)
 
 
-def _expand(arr: _Arrays, units: _Units, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _expand(arr: _Arrays, units: _OutputUnits, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pair each surviving row with each unit of its query; entries grouped by unit."""
     rows = rows[np.argsort(arr.q[rows], kind="stable")]
     reps = units.per_query[arr.q[rows]]
@@ -495,7 +495,7 @@ def _expand(arr: _Arrays, units: _Units, rows: np.ndarray) -> tuple[np.ndarray, 
 
 
 # ---- stage 5: sampling -----------------------------------------------------------------------
-def _sample(arr: _Arrays, units: _Units, trace: _Trace, policy: SelectionPolicy, k: int,
+def _sample(arr: _Arrays, units: _OutputUnits, trace: _FilterTrace, policy: SelectionPolicy, k: int,
             rng: np.random.Generator) -> np.ndarray:
     """Entry positions of the chosen negatives: up to k per unit among the surviving entries."""
     alive = np.flatnonzero(trace.entry_code == 0)
@@ -520,7 +520,7 @@ def _query_score_scale(arr: _Arrays) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.where(std > 0, std, 1.0)
 
 
-def _candidate_picks(arr: _Arrays, trace: _Trace, chosen: np.ndarray, reason: str) -> pd.DataFrame:
+def _candidate_picks(arr: _Arrays, trace: _FilterTrace, chosen: np.ndarray, reason: str) -> pd.DataFrame:
     """The chosen entries, ordered by unit, then score (high first), then original rank."""
     rows, unit = trace.entry_row[chosen], trace.entry_unit[chosen]
     s = arr.score[rows]
@@ -537,7 +537,7 @@ def _picks(unit: np.ndarray, table_row: np.ndarray, doc_id: np.ndarray, reason: 
 
 
 # ---- stage 6: rows short of k ----------------------------------------------------------------
-def _handle_short(arr: _Arrays, units: _Units, picks: pd.DataFrame, avail: np.ndarray, k: int,
+def _handle_short(arr: _Arrays, units: _OutputUnits, picks: pd.DataFrame, avail: np.ndarray, k: int,
                   policy: SelectionPolicy, corpus: Sequence[str] | None,
                   rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Apply ``on_short``; return the per-unit bookkeeping and the picks including pads."""
@@ -558,7 +558,7 @@ def _handle_short(arr: _Arrays, units: _Units, picks: pd.DataFrame, avail: np.nd
     return rows, picks
 
 
-def _random_picks(arr: _Arrays, units: _Units, k: int | np.ndarray, corpus: Sequence[str] | None,
+def _random_picks(arr: _Arrays, units: _OutputUnits, k: int | np.ndarray, corpus: Sequence[str] | None,
                   rng: np.random.Generator, exclude: str) -> pd.DataFrame:
     """Per unit, ``k`` distinct corpus docs drawn uniformly, avoiding the query's banned docs.
 
@@ -621,7 +621,7 @@ def _lookup_rows(arr: _Arrays, qcodes: np.ndarray, docs: np.ndarray) -> np.ndarr
 
 
 # ---- assembling the result -------------------------------------------------------------------
-def _assemble(arr: _Arrays, units: _Units, rows: pd.DataFrame, picks: pd.DataFrame, trace: _Trace,
+def _assemble(arr: _Arrays, units: _OutputUnits, rows: pd.DataFrame, picks: pd.DataFrame, trace: _FilterTrace,
               policy: SelectionPolicy, meta: dict[str, Any]) -> MinedSet:
     """Renumber the kept units as output rows; build the flat tables and the stats."""
     keep = rows["keep"].to_numpy(bool)
@@ -646,7 +646,7 @@ def _assemble(arr: _Arrays, units: _Units, rows: pd.DataFrame, picks: pd.DataFra
     return mined
 
 
-def _kept_positives(arr: _Arrays, units: _Units, row_of_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _kept_positives(arr: _Arrays, units: _OutputUnits, row_of_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(table row, output row) of every positive whose unit made an output row."""
     if units.per_pair:
         unit = np.arange(units.n)
@@ -658,14 +658,14 @@ def _kept_positives(arr: _Arrays, units: _Units, row_of_unit: np.ndarray) -> tup
     return units.pos_rows[ok], row_of_unit[unit[ok]]
 
 
-def _positives_table(arr: _Arrays, units: _Units, row_of_unit: np.ndarray) -> pd.DataFrame:
+def _positives_table(arr: _Arrays, units: _OutputUnits, row_of_unit: np.ndarray) -> pd.DataFrame:
     """Every positive of every kept row (per-pair: the row's own positive)."""
     trow, out_row = _kept_positives(arr, units, row_of_unit)
     table = _item_table(arr, out_row, arr.q[trow], trow, arr.docs(trow))
     return table.drop(columns=["rank", "source", "is_known_negative"])
 
 
-def _negatives_table(arr: _Arrays, units: _Units, picks: pd.DataFrame, row_of_unit: np.ndarray) -> pd.DataFrame:
+def _negatives_table(arr: _Arrays, units: _OutputUnits, picks: pd.DataFrame, row_of_unit: np.ndarray) -> pd.DataFrame:
     """Selected (and padded / random) negatives of every kept row, in output order."""
     unit = picks["unit"].to_numpy(np.int64)
     ok = row_of_unit[unit] >= 0
@@ -702,7 +702,7 @@ def _item_table(arr: _Arrays, out_row: np.ndarray, qcode: np.ndarray, trow: np.n
     return pd.DataFrame(data)
 
 
-def _decisions_table(arr: _Arrays, units: _Units, trace: _Trace, picks: pd.DataFrame) -> pd.DataFrame:
+def _decisions_table(arr: _Arrays, units: _OutputUnits, trace: _FilterTrace, picks: pd.DataFrame) -> pd.DataFrame:
     """What happened to every candidate: removed at stage 1-2, or per (unit, candidate) entry."""
     stage12 = np.flatnonzero(trace.row_code > 0)
     ecode = np.where(trace.entry_code == 0, _CODE["not_sampled"], trace.entry_code)
@@ -723,7 +723,7 @@ def _decisions_table(arr: _Arrays, units: _Units, trace: _Trace, picks: pd.DataF
     })
 
 
-def _decision_log(arr: _Arrays, units: _Units, trace: _Trace, picks: pd.DataFrame, row_of_unit: np.ndarray,
+def _decision_log(arr: _Arrays, units: _OutputUnits, trace: _FilterTrace, picks: pd.DataFrame, row_of_unit: np.ndarray,
                   out_rows: pd.DataFrame, negatives: pd.DataFrame) -> pd.DataFrame:
     """:meth:`MinedSet.decision_log`: chosen negatives, positives of output rows, then the rest."""
     scorers = list(arr.scorers)
@@ -883,7 +883,7 @@ def _log_frame(table: "pa.Table") -> pd.DataFrame:
 
 
 # ---- statistics ------------------------------------------------------------------------------
-def _stats(arr: _Arrays, units: _Units, rows: pd.DataFrame, mined: MinedSet, trace: _Trace,
+def _stats(arr: _Arrays, units: _OutputUnits, rows: pd.DataFrame, mined: MinedSet, trace: _FilterTrace,
            policy: SelectionPolicy) -> dict[str, Any]:
     """Counts per filter, short rows and their fate, output sizes, score summaries (JSON-ready)."""
     k = mined.num_negatives

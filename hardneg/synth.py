@@ -46,8 +46,9 @@ import numpy as np
 
 from hardneg.data import find_file, join_title, normalize_text, read_corpus
 from hardneg.errors import HardnegError
-from hardneg.options import option
+from hardneg.options import as_enum, option
 from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.sampling import sample
 
 __all__ = ["Method", "SynthConfig", "SynthPair", "SynthResult", "split_sentences", "boilerplate_sentences",
            "synthesize", "write_synth", "LLMClient"]
@@ -88,11 +89,7 @@ class SynthConfig:
     llm_timeout: float = option(30.0, "llm: seconds per request.")
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "method", Method(getattr(self.method, "value", self.method)))
-        except ValueError:
-            raise HardnegError(f"unknown method {self.method!r}; choose one of: "
-                               f"{', '.join(m.value for m in Method)}") from None
+        object.__setattr__(self, "method", as_enum(Method, self.method, "method"))
         if self.per_doc < 1:
             raise HardnegError(f"--per-doc must be >= 1, got {self.per_doc}")
         if not 0 <= self.keep_prob <= 1:
@@ -367,9 +364,7 @@ def synthesize(doc_ids: list[str], titles: list[str], texts: list[str], config: 
     if cfg.method is Method.TITLE:
         boiler = boilerplate_sentences([[t] for t in titles if t.strip()], cfg.boilerplate_min_docs)
     counts["boilerplate_distinct"] = len(boiler)
-    use = np.arange(len(doc_ids))
-    if cfg.max_docs is not None and cfg.max_docs < len(doc_ids):
-        use = np.sort(np.random.default_rng(cfg.seed).choice(len(doc_ids), cfg.max_docs, replace=False))
+    use = np.arange(len(doc_ids)) if cfg.max_docs is None else sample(len(doc_ids), cfg.max_docs, cfg.seed)
     if cfg.method is Method.LLM and llm is None:
         llm = LLMClient(cfg.llm_url, cfg.llm_model, cfg.llm_timeout)
     out_titles, out_texts = list(titles), list(texts)

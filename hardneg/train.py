@@ -42,8 +42,9 @@ from hardneg.data import Dataset, _read_jsonl, load_dataset
 from hardneg.errors import DataError, HardnegError
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.memory import MemoryPlan, plan
-from hardneg.options import check, option, parse
+from hardneg.options import as_enum, check, option, parse
 from hardneg.precision import TRAIN_PRECISIONS, machine_info, resolve_train
+from hardneg.sampling import holdout, sample
 
 if TYPE_CHECKING:
     import datasets
@@ -399,7 +400,7 @@ def build_train_dataset(
     import datasets
 
     rows, meta = _rows_and_meta(negatives, meta)
-    loss, policy = Loss(loss), ShortRows(short_rows)
+    loss, policy = as_enum(Loss, loss, "loss"), as_enum(ShortRows, short_rows, "short_rows")
     excluded = set(exclude_queries)
     kept = [r for r in rows if r["query_id"] not in excluded]
     k = resolve_num_negatives(kept, num_negatives)
@@ -473,7 +474,7 @@ def _margin_columns(rows, k: int, meta, student_range, report: BuildReport) -> d
 
 
 # ---- evaluation subset ------------------------------------------------------------------------
-@dataclass
+@dataclass(frozen=True)
 class EvalSet:
     """Queries, corpus subset and qrels for the in-training evaluator, and where they came from."""
 
@@ -498,36 +499,28 @@ def build_eval_set(data: Dataset, query_ids: Sequence[str], config: TrainConfig,
     split = dev_split or ("dev" if "dev" in data.splits else None)
     if split is not None:
         positives = data.positives(split)
-        chosen = _sample(sorted(positives), config.eval_queries, rng)
-        source, holdout = f"'{split}' split: {len(chosen)} of {len(positives)} queries", []
+        chosen = sample(sorted(positives), config.eval_queries, rng)
+        source, held = f"'{split}' split: {len(chosen)} of {len(positives)} queries", []
     else:
         train_pos = data.positives("train") if "train" in data.splits else {}
-        pool = sorted(set(query_ids) & set(train_pos))
-        n = min(config.eval_queries, int(round(config.holdout_fraction * len(pool))))
-        if n < 1 or n >= len(pool):
+        pool = set(query_ids) & set(train_pos)
+        chosen = held = holdout(pool, config.holdout_fraction, rng, config.eval_queries)
+        if not held:
             return None
-        chosen = holdout = _sample(pool, n, rng)
         positives = train_pos
-        source = f"{n} of {len(pool)} train queries held out from training (no dev split)"
+        source = f"{len(held)} of {len(pool)} train queries held out from training (no dev split)"
     relevant = {q: set(positives[q]) for q in chosen}
     corpus_ids = _eval_corpus(data, relevant, config.eval_corpus, rng)
     corpus = {d: data.doc_text(d) for d in corpus_ids}
     description = f"{source}; corpus {len(corpus)} of {len(data.doc_ids)} docs (their positives + a seeded sample)"
-    return EvalSet({q: data.queries[q] for q in chosen}, corpus, relevant, description, holdout)
-
-
-def _sample(ids: list[str], n: int, rng: np.random.Generator) -> list[str]:
-    """Up to ``n`` of ``ids`` chosen with ``rng``, kept in their given order."""
-    if len(ids) <= n:
-        return list(ids)
-    return [ids[i] for i in sorted(rng.choice(len(ids), size=n, replace=False))]
+    return EvalSet({q: data.queries[q] for q in chosen}, corpus, relevant, description, held)
 
 
 def _eval_corpus(data: Dataset, relevant: Mapping[str, set[str]], size: int, rng: np.random.Generator) -> list[str]:
     needed = sorted(set().union(*relevant.values()))
     skip = set(needed)
     others = [d for d in data.doc_ids if d not in skip]
-    return needed + _sample(others, max(0, size - len(needed)), rng)
+    return needed + sample(others, max(0, size - len(needed)), rng)
 
 
 def build_evaluator(evalset: EvalSet, config: TrainConfig):

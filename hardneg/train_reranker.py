@@ -40,6 +40,7 @@ from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
 from hardneg.io import atomic_write_json
 from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
+from hardneg.sampling import holdout
 from hardneg.train import check_schedule
 from hardneg.options import option
 
@@ -318,22 +319,18 @@ def _train_pool(ds: Dataset, rows) -> list[str]:
 
 def _train_single(ds, rows, model, config: RerankerConfig, out: Path, dev_split: str | None):
     split = dev_split or ("dev" if "dev" in ds.splits else None)
-    holdout: list[str] = []
+    held: list[str] = []
     if split is not None:
         ds.split_qrels(split)  # an unknown split fails now, not after training
     else:
-        pool = _train_pool(ds, rows)
-        n = min(config.eval_queries, int(round(config.holdout_fraction * len(pool))))
-        if 1 <= n < len(pool):
-            rng = np.random.default_rng(config.seed)
-            holdout = [pool[i] for i in sorted(rng.choice(len(pool), size=n, replace=False))]
-    losses, counts = _train_one(model, rows, holdout, config, out)
-    counts = {**counts, "held_out_queries": len(holdout)}
+        held = holdout(_train_pool(ds, rows), config.holdout_fraction, config.seed, config.eval_queries)
+    losses, counts = _train_one(model, rows, held, config, out)
+    counts = {**counts, "held_out_queries": len(held)}
     if split is not None:
         check = _check(out, ds, split, None, config, f"the '{split}' split")
-    elif holdout:
-        check = _check(out, ds, "train", holdout, config,
-                       f"{len(holdout)} train queries held out from training")
+    elif held:
+        check = _check(out, ds, "train", held, config,
+                       f"{len(held)} train queries held out from training")
     else:
         log.warning("no dev split and too few train queries to hold out: the reranker is not evaluated")
         check = None

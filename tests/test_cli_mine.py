@@ -76,7 +76,7 @@ def test_bad_options_fail_fast_with_a_message(mined, tmp_path, option, message):
 
 def test_unknown_retriever_fails_fast(tmp_path):
     result = invoke("mine", "--data", str(SAMPLE), "--retriever", "splade", "--out", str(tmp_path / "x"))
-    assert result.exit_code == 2 and "unknown retriever 'splade'" in result.output
+    assert result.exit_code == 2 and "retriever must be one of bm25, dense, hybrid, not 'splade'" in result.output
 
 
 def test_the_default_policy_has_one_home(mined, tmp_path):

@@ -151,7 +151,7 @@ def test_crop_spans_lie_within_the_length_bounds():
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(HardnegError, match="unknown method 'cloze'"):
+    with pytest.raises(HardnegError, match="method must be one of ict, title, crop, llm, not 'cloze'"):
         SynthConfig(method="cloze")
     with pytest.raises(HardnegError, match="keep-prob"):
         SynthConfig(keep_prob=1.5)

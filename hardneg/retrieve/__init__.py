@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Sequence
 
 from hardneg.errors import HardnegError
+from hardneg.options import as_enum
 from hardneg.retrieve.base import DenseScorer, Ranking, Retriever, Scorer
 
 
@@ -34,10 +35,7 @@ class RetrieverSpec:
     def parse(cls, text: str) -> "RetrieverSpec":
         head, _, model = text.partition("=")
         kind, _, name = head.partition(":")
-        try:
-            k = Kind(kind.strip().lower())
-        except ValueError:
-            raise HardnegError(f"unknown retriever '{kind}' (choose from {', '.join(k.value for k in Kind)})") from None
+        k = as_enum(Kind, kind.strip().lower(), "retriever")
         return cls(k, name.strip() or k.value, model.strip() or None)
 
 

@@ -41,7 +41,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from hardneg.errors import HardnegError
+from hardneg.options import as_enum
 from hardneg.retrieve.dense import Search, _sort_rows, exact_topk, pair_scores
+from hardneg.sampling import sample
 
 __all__ = ["ANN_KINDS", "AnnIndex", "SearchConfig", "SearchInfo", "build_index", "recall_at_k", "resolve_kind"]
 
@@ -78,11 +80,7 @@ class SearchConfig:
     query_chunk: int = 4096
 
     def __post_init__(self) -> None:
-        try:
-            object.__setattr__(self, "kind", Search(self.kind))
-        except ValueError:
-            raise HardnegError(f"search must be one of {', '.join(s.value for s in Search)}, "
-                               f"not {self.kind!r}") from None
+        object.__setattr__(self, "kind", as_enum(Search, self.kind, "search"))
         for name in ("nlist", "nprobe", "ef_search", "refine"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -132,7 +130,7 @@ class SearchInfo:
 
 def resolve_kind(kind: Search | str, n_docs: int, threshold: int = AUTO_THRESHOLD) -> Search:
     """``AUTO`` -> exact below ``threshold`` documents, else IVF; any other kind unchanged."""
-    kind = Search(kind)
+    kind = as_enum(Search, kind, "search")
     if kind is not Search.AUTO:
         return kind
     return Search.EXACT if n_docs < threshold else Search.IVF
@@ -190,7 +188,7 @@ class AnnIndex:
     """
 
     def __init__(self, index: Any, kind: Search, corpus: np.ndarray, params: dict[str, Any]):
-        self.index, self.kind, self.corpus = index, Search(kind), corpus
+        self.index, self.kind, self.corpus = index, as_enum(Search, kind, "search"), corpus
         self.params = dict(params)
         self._apply_search_params()
 
@@ -199,7 +197,7 @@ class AnnIndex:
         """Train (IVF: seeded sample, seeded k-means) and fill an index of ``kind`` over ``corpus``."""
         import faiss
 
-        kind = Search(kind)
+        kind = as_enum(Search, kind, "search")
         if kind not in _FACTORY:
             raise HardnegError(f"no faiss index for search kind {kind.value!r}")
         n_docs, dim = corpus.shape
@@ -327,10 +325,7 @@ def _search_defaults(kind: Search, params: dict[str, int], config: SearchConfig)
 
 def _training_rows(n_docs: int, nlist: int, seed: int) -> np.ndarray:
     """A seeded, sorted sample of 50 rows per list (all rows for small corpora)."""
-    size = min(n_docs, 50 * nlist)
-    if size == n_docs:
-        return np.arange(n_docs)
-    return np.sort(np.random.default_rng(seed).choice(n_docs, size=size, replace=False))
+    return sample(n_docs, 50 * nlist, seed)
 
 
 # ---- build + measure ----------------------------------------------------------------------------
