@@ -43,7 +43,7 @@ import numpy as np
 from hardneg.errors import HardnegError
 from hardneg.retrieve.dense import Search, _sort_rows, exact_topk, pair_scores
 
-__all__ = ["ANN_KINDS", "AnnIndex", "SearchConfig", "SearchInfo", "build_index", "recall_at_k", "resolve_kind"]
+__all__ = ["AnnIndex", "SearchConfig", "SearchInfo", "build_index"]
 
 log = logging.getLogger("hardneg")
 
