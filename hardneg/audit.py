@@ -24,13 +24,11 @@ import numpy as np
 import pandas as pd
 
 from hardneg import sampling
-from hardneg.candidates import (DOC_ID, DUP_OF_POSITIVE, IS_POSITIVE, IS_QUERY_TEXT, QUERY_ID, CandidateSet,
-                                rank_col, score_col)
+from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 
-__all__ = ["AuditConfig", "BUCKETS", "PERCENT_GRID", "Calibration", "auto_window", "calibrate", "judge_audit",
-           "label_audit", "wilson"]
+__all__ = ["AuditConfig", "Calibration", "audit_candidates", "auto_window", "calibrate", "read_audit"]
 
 BUCKETS: tuple[tuple[int, int], ...] = ((1, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, 200))
 PERCENT_GRID: tuple[float, ...] = tuple(round(1.0 - 0.01 * i, 2) for i in range(21))  # 1.00 .. 0.80
@@ -91,9 +89,11 @@ def _check_split(cands: CandidateSet) -> None:
 def _frame(cands: CandidateSet) -> pd.DataFrame:
     """query, doc, positive flag, original rank (NaN if unranked), score, of the rows an audit may see."""
     df = cands.table
-    drop = df[IS_QUERY_TEXT].to_numpy() | (df[DUP_OF_POSITIVE].to_numpy() & ~df[IS_POSITIVE].to_numpy())
+    drop = df[Column.IS_QUERY_TEXT].to_numpy() | (df[Column.DUP_OF_POSITIVE].to_numpy()
+                                                  & ~df[Column.IS_POSITIVE].to_numpy())
     out = pd.DataFrame({
-        "q": df[QUERY_ID].to_numpy(), "doc": df[DOC_ID].to_numpy(), "pos": df[IS_POSITIVE].to_numpy(bool),
+        "q": df[Column.QUERY_ID].to_numpy(), "doc": df[Column.DOC_ID].to_numpy(),
+        "pos": df[Column.IS_POSITIVE].to_numpy(bool),
         "rank": df[rank_col(cands.rank_by)].to_numpy("float64", na_value=np.nan),
         "score": df[score_col(cands.score_by)].to_numpy("float64", na_value=np.nan)
         if score_col(cands.score_by) in df else np.nan,

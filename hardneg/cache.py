@@ -29,8 +29,7 @@ import numpy as np
 from hardneg.io import atomic_path, atomic_write_json
 from hardneg.options import option
 
-__all__ = ["CacheKey", "EmbeddingCache", "FolderFingerprint", "ModelContent", "default_cache_dir", "folder_fingerprint",
-           "memoised_texts_hashes", "model_content", "model_fingerprint", "texts_hash"]
+__all__ = ["CacheConfig", "EmbeddingCache", "default_cache_dir"]
 
 CACHE_FORMAT = 1  # bump when the key or the file layout changes
 

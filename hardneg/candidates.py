@@ -6,7 +6,7 @@ every known positive (also a positive ranked below ``depth``: its rank is then n
 score is still there). Everything :func:`hardneg.select.select` needs is in this file, so
 trying a new selection policy never re-encodes or re-searches.
 
-Columns (one row per (query, candidate doc)):
+Columns (one row per (query, candidate doc); :class:`Column` names them):
 
 * ``query_id``, ``doc_id``, ``source`` (strings)
 * ``is_positive`` (bool), ``dup_of_positive`` (bool), ``is_query_text`` (bool),
@@ -15,6 +15,8 @@ Columns (one row per (query, candidate doc)):
   ``score_<s>`` (float32, NaN when not scored)
 * only when mined over chunks of long documents (:mod:`hardneg.chunking`): ``parent_id``
   (string), the candidate chunk's document; ``meta["chunks"]`` holds the chunking settings
+* only with skip-above negatives of a click log (:func:`hardneg.clicks.add_skip_above`):
+  ``is_skip_above`` (bool)
 
 The JSON metadata sits under the Parquet schema key ``b"hardneg"``; it names the scorers,
 ``rank_by``, ``score_by``, ``depth``, ``negative_scores`` (can that scorer's scores be
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,38 +44,42 @@ import pyarrow.parquet as pq
 from hardneg.errors import HardnegError
 from hardneg.io import atomic_path
 
-__all__ = [
-    "CandidateSet",
-    "CandidateWriter",
-    "META_KEY",
-    "QUERY_ID",
-    "DOC_ID",
-    "SOURCE",
-    "IS_POSITIVE",
-    "DUP_OF_POSITIVE",
-    "IS_QUERY_TEXT",
-    "POS_COSINE",
-    "IS_KNOWN_NEGATIVE",
-    "PARENT_ID",
-    "rank_col",
-    "score_col",
-    "write_parquet",
-]
+__all__ = ["CandidateSet", "CandidateWriter", "Column", "rank_col", "score_col"]
 
 META_KEY = b"hardneg"
-QUERY_ID = "query_id"
-DOC_ID = "doc_id"
-SOURCE = "source"
-IS_POSITIVE = "is_positive"
-DUP_OF_POSITIVE = "dup_of_positive"
-IS_QUERY_TEXT = "is_query_text"
-POS_COSINE = "pos_cosine"
-IS_KNOWN_NEGATIVE = "is_known_negative"
-PARENT_ID = "parent_id"  # optional: a chunk's document (candidates mined over chunks)
 
-STRING_COLUMNS = (QUERY_ID, DOC_ID, SOURCE)
-FLAG_COLUMNS = (IS_POSITIVE, DUP_OF_POSITIVE, IS_QUERY_TEXT, IS_KNOWN_NEGATIVE)
-REQUIRED_COLUMNS = STRING_COLUMNS + FLAG_COLUMNS + (POS_COSINE,)
+
+class Column(str, Enum):
+    """The candidate set's column names (see the module doc), one member per column.
+
+    A member is its name as a ``str`` (it hashes, compares, formats and prints as the value), so
+    ``table[Column.DOC_ID]`` and ``table["doc_id"]`` are the same column. The per-scorer columns
+    are :func:`rank_col` and :func:`score_col`.
+    """
+
+    QUERY_ID = "query_id"
+    DOC_ID = "doc_id"
+    SOURCE = "source"
+    IS_POSITIVE = "is_positive"
+    DUP_OF_POSITIVE = "dup_of_positive"
+    IS_QUERY_TEXT = "is_query_text"
+    POS_COSINE = "pos_cosine"
+    IS_KNOWN_NEGATIVE = "is_known_negative"
+    #: optional: a chunk's document (candidates mined over chunks, :mod:`hardneg.chunking`)
+    PARENT_ID = "parent_id"
+    #: optional: a skip-above negative of a click log (:func:`hardneg.clicks.add_skip_above`)
+    IS_SKIP_ABOVE = "is_skip_above"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+STRING_COLUMNS = (Column.QUERY_ID, Column.DOC_ID, Column.SOURCE)
+FLAG_COLUMNS = (Column.IS_POSITIVE, Column.DUP_OF_POSITIVE, Column.IS_QUERY_TEXT, Column.IS_KNOWN_NEGATIVE)
+REQUIRED_COLUMNS = STRING_COLUMNS + FLAG_COLUMNS + (Column.POS_COSINE,)
 REQUIRED_META = ("scorers", "rank_by", "score_by")
 
 #: Rows per Parquet row group. Fixed, so the same rows always give the same bytes.
@@ -125,12 +132,12 @@ class CandidateSet:
         if not scorers:
             raise HardnegError("a candidate set needs at least one scorer")
         df = df.copy()
-        defaults = {SOURCE: scorers[0], DUP_OF_POSITIVE: False, IS_QUERY_TEXT: False,
-                    IS_KNOWN_NEGATIVE: False, POS_COSINE: np.nan}
+        defaults = {Column.SOURCE: scorers[0], Column.DUP_OF_POSITIVE: False, Column.IS_QUERY_TEXT: False,
+                    Column.IS_KNOWN_NEGATIVE: False, Column.POS_COSINE: np.nan}
         for col, value in defaults.items():
             if col not in df.columns:
                 df[col] = value
-            elif col != POS_COSINE:  # a flag given for some rows only: the others are False
+            elif col != Column.POS_COSINE:  # a flag given for some rows only: the others are False
                 df[col] = df[col].where(df[col].notna(), value)
         for s in scorers:
             if rank_col(s) not in df.columns:
@@ -168,18 +175,19 @@ class CandidateSet:
 
     def query_ids(self) -> list[str]:
         """Query ids in order of first appearance."""
-        return list(pd.unique(self.table[QUERY_ID]))
+        return list(pd.unique(self.table[Column.QUERY_ID]))
 
     def positive_scores(self, scorer: str | None = None) -> pd.DataFrame:
         """``query_id, doc_id, score`` of every known positive under ``scorer`` (default score_by)."""
         scorer = scorer or self.score_by
-        pos = self.table.loc[self.table[IS_POSITIVE].to_numpy(bool), [QUERY_ID, DOC_ID, score_col(scorer)]]
+        pos = self.table.loc[self.table[Column.IS_POSITIVE].to_numpy(bool),
+                             [Column.QUERY_ID, Column.DOC_ID, score_col(scorer)]]
         return pos.rename(columns={score_col(scorer): "score"}).reset_index(drop=True)
 
     def min_positive_score(self, scorer: str | None = None) -> pd.Series:
         """Per query the lowest positive score (NaN-skipping): the default margin reference."""
         pos = self.positive_scores(scorer)
-        return pos.groupby(QUERY_ID, sort=False)["score"].min()
+        return pos.groupby(Column.QUERY_ID, sort=False)["score"].min()
 
     # ---- validation ------------------------------------------------------------------------
     def validate(self) -> None:
@@ -197,8 +205,8 @@ class CandidateSet:
         missing = [c for c in wanted if c not in self.table.columns]
         if missing:
             raise HardnegError(f"candidate table lacks column(s): {', '.join(missing)}")
-        if self.table[IS_POSITIVE].isna().any():
-            raise HardnegError(f"candidate column {IS_POSITIVE} has nulls")
+        if self.table[Column.IS_POSITIVE].isna().any():
+            raise HardnegError(f"candidate column {Column.IS_POSITIVE} has nulls")
 
     # ---- storage ---------------------------------------------------------------------------
     @classmethod
@@ -308,13 +316,15 @@ def write_parquet(table: pa.Table, path: str | Path, row_group_size: int = ROW_G
 def _coerce(df: pd.DataFrame, scorers: list[str]) -> pd.DataFrame:
     """Cast the contract columns to their dtypes (strings, bools, Int32 ranks, float32)."""
     out = df.copy()
-    for c in STRING_COLUMNS + (PARENT_ID,):
+    if any(isinstance(c, Column) for c in out.columns):  # labels stay plain str (pandas < 3 keeps members)
+        out.columns = [c.value if isinstance(c, Column) else c for c in out.columns]
+    for c in STRING_COLUMNS + (Column.PARENT_ID,):
         if c in out.columns:
             out[c] = out[c].astype(str)
     for c in FLAG_COLUMNS:
         if c in out.columns:
             out[c] = out[c].astype(bool)
-    float_cols = [POS_COSINE] + [score_col(s) for s in scorers]
+    float_cols = [Column.POS_COSINE] + [score_col(s) for s in scorers]
     for c in float_cols:
         if c in out.columns:
             out[c] = pd.to_numeric(out[c], errors="coerce").astype(np.float32)
@@ -331,9 +341,9 @@ def _empty_frame(scorers: list[str]) -> pd.DataFrame:
 
 def _sorted(df: pd.DataFrame, rank_column: str) -> pd.DataFrame:
     """Rows by query (first appearance), then rank (nulls last), then doc id."""
-    qcode = pd.factorize(df[QUERY_ID], sort=False)[0]
+    qcode = pd.factorize(df[Column.QUERY_ID], sort=False)[0]
     rank = df[rank_column].to_numpy(dtype=np.int64, na_value=np.iinfo(np.int64).max)
-    doc_order = pd.factorize(df[DOC_ID], sort=True)[0]
+    doc_order = pd.factorize(df[Column.DOC_ID], sort=True)[0]
     order = np.lexsort((doc_order, rank, qcode))
     return df.iloc[order].reset_index(drop=True)
 
@@ -341,9 +351,9 @@ def _sorted(df: pd.DataFrame, rank_column: str) -> pd.DataFrame:
 def _arrow_schema(df: pd.DataFrame, meta: dict[str, Any]) -> pa.Schema:
     """Explicit Arrow types for the contract columns; others as inferred. No pandas metadata."""
     scorers = list(meta["scorers"])
-    fixed: dict[str, pa.DataType] = {c: pa.string() for c in STRING_COLUMNS + (PARENT_ID,)}
+    fixed: dict[str, pa.DataType] = {c: pa.string() for c in STRING_COLUMNS + (Column.PARENT_ID,)}
     fixed |= {c: pa.bool_() for c in FLAG_COLUMNS}
-    fixed[POS_COSINE] = pa.float32()
+    fixed[Column.POS_COSINE] = pa.float32()
     for s in scorers:
         fixed[rank_col(s)] = pa.int32()
         fixed[score_col(s)] = pa.float32()

@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 from hardneg.errors import HardnegError
 from hardneg.io import atomic_write_json
 
-__all__ = ["CHECKPOINT_DIRNAME", "MineCheckpoint", "digest"]
+__all__: list[str] = []  # internal: the checkpoints of hardneg.mine
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIRNAME = ".mine-checkpoint"

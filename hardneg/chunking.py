@@ -47,8 +47,7 @@ from hardneg.errors import HardnegError
 if TYPE_CHECKING:
     from hardneg.retrieve.base import Retriever
 
-__all__ = ["ChunkConfig", "ChunkedDataset", "chunk_config", "chunk_dataset", "chunked_like", "collapse_to_docs",
-           "load_tokenizer", "model_max_length", "search_documents"]
+__all__ = ["ChunkConfig", "ChunkedDataset", "chunk_dataset"]
 
 SEP = "#c"  # chunk id = f"{doc_id}{SEP}{i}"
 _BATCH = 1024  # texts tokenised per call

@@ -50,32 +50,17 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from hardneg.candidates import (
-    DOC_ID,
-    DUP_OF_POSITIVE,
-    IS_KNOWN_NEGATIVE,
-    IS_POSITIVE,
-    IS_QUERY_TEXT,
-    POS_COSINE,
-    QUERY_ID,
-    SOURCE,
-    CandidateSet,
-    rank_col,
-    score_col,
-)
+from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.data import Dataset, find_file, normalize_text, read_corpus
 from hardneg.errors import DataError, HardnegError
 from hardneg.io import atomic_path, atomic_write_json, atomic_write_text
 from hardneg.options import option
 
-__all__ = ["ClickLog", "ClickPolicy", "ClickConfig", "ClickResult", "read_click_log", "pair_table",
-           "click_positives", "skip_above_pairs", "position_bias", "split_queries", "clicks_to_beir",
-           "read_skip_above", "add_skip_above", "format_position_bias", "SKIP_ABOVE_SOURCE",
-           "CLICKS_SCORER", "IS_SKIP_ABOVE"]
+__all__ = ["ClickConfig", "ClickLog", "ClickPolicy", "ClickResult", "add_skip_above", "clicks_to_beir",
+           "read_click_log", "read_skip_above"]
 
 SKIP_ABOVE_SOURCE = "clicks-skip-above"
 CLICKS_SCORER = "clicks"
-IS_SKIP_ABOVE = "is_skip_above"
 
 _FIELDS = ("query", "query_id", "shown", "clicked", "dwell", "timestamp", "session")
 
@@ -648,36 +633,37 @@ def add_skip_above(cands: CandidateSet, skips: pd.DataFrame, ds: Dataset | None 
         raise HardnegError(f"the candidate set already has a '{CLICKS_SCORER}' scorer (skip-above added twice?)")
     table = cands.table.copy()
     scorers = cands.scorers + [CLICKS_SCORER]
-    mined = set(table[QUERY_ID])
+    mined = set(table[Column.QUERY_ID])
     given = skips.drop_duplicates(["query_id", "doc_id"])
     in_set = given[given["query_id"].isin(mined)]
-    key = pd.MultiIndex.from_arrays([table[QUERY_ID].astype(str), table[DOC_ID].astype(str)])
+    key = pd.MultiIndex.from_arrays([table[Column.QUERY_ID].astype(str), table[Column.DOC_ID].astype(str)])
     row_of = pd.Series(np.arange(len(table)), index=key)
     row_of = row_of[~row_of.index.duplicated()]
     where = row_of.reindex(pd.MultiIndex.from_arrays([in_set["query_id"], in_set["doc_id"]])).to_numpy()
     existing = ~np.isnan(where)
     hit_rows = where[existing].astype(np.int64)
-    is_pos = table[IS_POSITIVE].to_numpy(bool)
+    is_pos = table[Column.IS_POSITIVE].to_numpy(bool)
     refused = is_pos[hit_rows]
     flag_rows = hit_rows[~refused]
     flagged = in_set[existing][~refused]
     new = in_set[~existing]
 
-    table[IS_SKIP_ABOVE] = False
+    table[Column.IS_SKIP_ABOVE] = False
     table[rank_col(CLICKS_SCORER)] = pd.array([pd.NA] * len(table), dtype="Int32")
     table[score_col(CLICKS_SCORER)] = np.full(len(table), np.nan, np.float32)
     col = table.columns.get_loc
-    table.iloc[flag_rows, col(IS_SKIP_ABOVE)] = True
+    table.iloc[flag_rows, col(Column.IS_SKIP_ABOVE)] = True
     table.iloc[flag_rows, col(rank_col(CLICKS_SCORER))] = flagged["best_position"].to_numpy(np.int64)
     table.iloc[flag_rows, col(score_col(CLICKS_SCORER))] = flagged["skips"].to_numpy(np.float32)
 
-    rows = pd.DataFrame({QUERY_ID: new["query_id"].astype(str).to_numpy(),
-                         DOC_ID: new["doc_id"].astype(str).to_numpy()})
-    rows[SOURCE] = SKIP_ABOVE_SOURCE
-    rows[IS_POSITIVE] = False
-    rows[DUP_OF_POSITIVE], rows[IS_QUERY_TEXT], rows[IS_KNOWN_NEGATIVE] = _new_row_flags(rows, table, cands, ds)
-    rows[POS_COSINE] = np.nan
-    rows[IS_SKIP_ABOVE] = True
+    rows = pd.DataFrame({Column.QUERY_ID: new["query_id"].astype(str).to_numpy(),
+                         Column.DOC_ID: new["doc_id"].astype(str).to_numpy()})
+    rows[Column.SOURCE] = SKIP_ABOVE_SOURCE
+    rows[Column.IS_POSITIVE] = False
+    flags = _new_row_flags(rows, table, cands, ds)
+    rows[Column.DUP_OF_POSITIVE], rows[Column.IS_QUERY_TEXT], rows[Column.IS_KNOWN_NEGATIVE] = flags
+    rows[Column.POS_COSINE] = np.nan
+    rows[Column.IS_SKIP_ABOVE] = True
     for s in cands.scorers:
         rows[rank_col(s)] = pd.NA
         rows[score_col(s)] = np.nan
@@ -700,15 +686,15 @@ def _new_row_flags(rows: pd.DataFrame, table: pd.DataFrame, cands: CandidateSet,
     n = len(rows)
     if ds is None or n == 0:
         return np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
-    pos = table.loc[table[IS_POSITIVE].to_numpy(bool), [QUERY_ID, DOC_ID]]
+    pos = table.loc[table[Column.IS_POSITIVE].to_numpy(bool), [Column.QUERY_ID, Column.DOC_ID]]
     pos_norm: dict[str, set[str]] = {}
-    for q, d in zip(pos[QUERY_ID], pos[DOC_ID]):
+    for q, d in zip(pos[Column.QUERY_ID], pos[Column.DOC_ID]):
         if d in ds._doc_index:
             pos_norm.setdefault(q, set()).add(normalize_text(ds.doc_text(d)))
     split = cands.meta.get("split", "train")
     known = {(q, d) for q, docs in (ds.known_negatives(split) if split in ds.qrels else {}).items() for d in docs}
     dup, qtext, kneg = [], [], []
-    for q, d in zip(rows[QUERY_ID], rows[DOC_ID]):
+    for q, d in zip(rows[Column.QUERY_ID], rows[Column.DOC_ID]):
         text = normalize_text(ds.doc_text(d)) if d in ds._doc_index else None
         dup.append(text is not None and text in pos_norm.get(q, ()))
         qtext.append(text is not None and q in ds.queries and text == normalize_text(ds.queries[q]))

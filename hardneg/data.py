@@ -25,6 +25,8 @@ from typing import Iterator
 
 from hardneg.errors import DataError
 
+__all__ = ["Dataset", "Leakage", "leakage", "load_dataset"]
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "dev", "test")

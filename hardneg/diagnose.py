@@ -43,8 +43,7 @@ if TYPE_CHECKING:
     from hardneg.data import Dataset
     from hardneg.encode import Encoder
 
-__all__ = ["DiagnoseConfig", "Diagnosis", "Outlook", "Verdict", "dense_ranks", "diagnose", "near_duplicates",
-           "score_rank", "suspicious_mask", "term_overlap", "verdict"]
+__all__ = ["DiagnoseConfig", "Diagnosis", "Outlook", "Verdict", "diagnose", "verdict"]
 
 SYSTEMS = ("bm25", "dense", "hybrid")
 FRAG_HIGH = 1.2  # corpus words take >= 20% more pieces than everyday English: a misfit

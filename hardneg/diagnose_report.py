@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hardneg.data import Dataset
     from hardneg.diagnose import Diagnosis
 
-__all__ = ["diagnosis_blocks", "diagnosis_markdown", "diagnosis_section", "write_diagnosis"]
+__all__ = ["diagnosis_markdown", "write_diagnosis"]
 
 SHOWN = 20  # suspicious pairs listed on the page (the TSV has all)
 TEXT_CHARS = 300

@@ -35,8 +35,7 @@ from hardneg.retrieve.dense import DenseRetriever, Search, _shared_attr, _sort_r
 if TYPE_CHECKING:
     from hardneg.encode import Encoder, EncoderConfig
 
-__all__ = ["ENGINES", "RayDenseRetriever", "RayEngine", "check_options", "connect", "encode_passages",
-           "merge_topk", "shard_bounds", "use_ray"]
+__all__ = ["RayDenseRetriever", "RayEngine", "encode_passages"]
 
 ENGINES = ("local", "ray")
 RAY_SEARCHES = ("exact", "auto")  # the Ray engine's search is exact, sharded

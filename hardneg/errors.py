@@ -1,6 +1,8 @@
 """Errors a user can act on. The CLI prints them as one line and exits 2."""
 from __future__ import annotations
 
+__all__ = ["DataError", "HardnegError"]
+
 
 class HardnegError(Exception):
     """A problem with the user's input or options (not a bug in hardneg)."""

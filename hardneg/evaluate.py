@@ -16,6 +16,8 @@ from hardneg.data import Dataset, leakage
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.retrieve.base import Ranking
 
+__all__ = ["EvalResult", "evaluate", "paired_randomization_test", "per_query_scores", "write_eval"]
+
 METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 N_RESAMPLES = 10_000
 

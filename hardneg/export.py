@@ -38,7 +38,7 @@ from hardneg.io import atomic_path, atomic_write_json
 from hardneg.options import as_enum, check, option
 from hardneg.select import MinedSet, SelectionPolicy, select
 
-__all__ = ["StFormat", "export", "write_flag_jsonl", "write_sentence_transformers"]
+__all__ = ["ExportConfig", "StFormat", "export", "select_and_export"]
 
 FLAG_FILE, FLAG_META = "negatives.jsonl", "negatives.meta.json"
 ST_FILE, ST_IDS, ST_META = "train.parquet", "train.ids.parquet", "train.meta.json"

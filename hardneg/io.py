@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+__all__: list[str] = []  # internal: atomic writes
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:

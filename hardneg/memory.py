@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 from hardneg.errors import HardnegError
 
-__all__ = ["MemoryPlan", "TooLarge", "available_bytes", "peak_bytes", "plan", "rss_bytes"]
+__all__ = ["MemoryPlan", "TooLarge", "plan"]
 
 GB = 1024 ** 3
 #: bytes per token and layer = FACTOR[precision] x (34 h + 5 a L); with RUNTIME_BYTES, fitted to the

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from hardneg.cache import texts_hash
-from hardneg.candidates import PARENT_ID, CandidateSet, CandidateWriter, rank_col, score_col
+from hardneg.candidates import CandidateSet, CandidateWriter, Column, rank_col, score_col
 from hardneg.checkpoint import MineCheckpoint, digest
 from hardneg.data import Dataset, normalize_text
 from hardneg.errors import HardnegError
@@ -28,6 +28,8 @@ from hardneg.retrieve import Kind, RetrieverSpec, build_retrievers
 from hardneg.retrieve.ann import SearchConfig
 from hardneg.retrieve.base import DenseScorer, Ranking, Scorer
 from hardneg.retrieve.fusion import HybridRetriever
+
+__all__ = ["MineConfig", "mine_candidates", "mine_to_folder", "write_candidates"]
 
 DEFAULT_DEPTH = 200
 HYBRID = "hybrid"  #: the scorer name of the RRF ranks when the retriever is hybrid
@@ -305,7 +307,7 @@ def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
         frame[score_col(HYBRID)] = np.nan  # rank-only scorer: RRF values are not relevance scores
     _add_flags(frame, ds, job.config.split, qids, job.positives, job.retrievers)
     if getattr(ds, "parent", None):  # a ChunkedDataset: each chunk's document
-        frame[PARENT_ID] = frame["doc_id"].map(ds.parent)
+        frame[Column.PARENT_ID] = frame["doc_id"].map(ds.parent)
     meta = {k: v for k, v in job.meta.items() if k not in ("scorers", "rank_by", "score_by", "negative_scores")}
     return CandidateSet.from_frame(frame, scorers=job.meta["scorers"], rank_by=job.meta["rank_by"],
                                    score_by=job.meta["score_by"], negative_scores=job.meta["negative_scores"], **meta)

@@ -29,7 +29,7 @@ import numpy as np
 
 from hardneg.errors import HardnegError
 
-__all__ = ["OnnxRunner", "export_onnx"]
+__all__ = ["export_onnx"]
 
 log = logging.getLogger(__name__)
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

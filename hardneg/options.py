@@ -26,7 +26,7 @@ from typing import Any, List, Optional, TypeVar, Union
 
 from hardneg.errors import HardnegError
 
-__all__ = ["option", "check", "as_enum", "coerce", "parse", "from_cli", "cli_parameters", "recipe_fields", "toml_lines", "NONE_WORDS"]
+__all__: list[str] = []  # internal: how config classes declare options (read by the CLI and recipes)
 
 #: text that stands for "not set" in options that take it (TOML has no null)
 NONE_WORDS = ("none", "off", "null", "")

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["false_negative_curve", "filter_drops", "score_histogram", "system_bars"]
+__all__: list[str] = []  # internal: the reports' figures
 
 DPI = 100
 POSITIVE, NEGATIVE, OTHER = "#2a7ab9", "#d9662b", "#7a7a7a"  # colour-blind-safe pair + grey

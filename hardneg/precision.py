@@ -21,7 +21,7 @@ from typing import Any
 
 from hardneg.errors import HardnegError
 
-__all__ = ["ENCODE_PRECISIONS", "TRAIN_PRECISIONS", "machine_info", "resolve_encode", "resolve_train"]
+__all__: list[str] = []  # internal: the encoder's and the trainer's precision choice
 
 AUTO_ENV = "HARDNEG_AUTO_PRECISION"
 #: encoding: fp32; bf16 autocast (fp32 weights, bf16 matmuls); weights cast to bf16 / fp16

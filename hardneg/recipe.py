@@ -37,8 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["FLOW_OPTIONS", "RecipeError", "SECTIONS", "default_recipe_path", "default_recipe_text", "demo_overrides",
-           "dump_recipe", "load_recipe", "parse_override", "recipe_from_dict", "recipe_keys", "render_default_recipe"]
+__all__ = ["RecipeError", "default_recipe_text", "dump_recipe", "load_recipe", "parse_override"]
 
 
 class RecipeError(HardnegError):

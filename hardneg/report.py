@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from hardneg.data import Dataset
     from hardneg.select import Decisions
 
-__all__ = ["RunFolder", "find_audit", "find_progression", "read_run", "write_report"]
+__all__ = ["write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -433,15 +433,15 @@ def queries_section(run: RunFolder, ds_note: str, sample: int, seed: int) -> str
         return _note("metrics.json records no rounds: no per-query view.")
     if rnd.sel is None:
         return _note(f"No per-query view for {rnd.name}: {rnd.why_not}.")
-    from hardneg.candidates import IS_POSITIVE, QUERY_ID, rank_col, score_col
+    from hardneg.candidates import Column, rank_col, score_col
 
     mined, cands = rnd.sel, rnd.cands
     qids = sample_queries(cands.query_ids(), sample, seed)
     wanted = set(qids)
     rank_by, score_by = mined.meta["rank_by"], mined.meta["score_by"]
-    table_ = cands.table[cands.table[QUERY_ID].isin(wanted)]
-    pos = table_[table_[IS_POSITIVE].to_numpy(bool)]
-    pos = pd.DataFrame({"query_id": pos[QUERY_ID], "doc_id": pos["doc_id"], "rank": pos[rank_col(rank_by)],
+    table_ = cands.table[cands.table[Column.QUERY_ID].isin(wanted)]
+    pos = table_[table_[Column.IS_POSITIVE].to_numpy(bool)]
+    pos = pd.DataFrame({"query_id": pos[Column.QUERY_ID], "doc_id": pos[Column.DOC_ID], "rank": pos[rank_col(rank_by)],
                         "score": pos[score_col(score_by)]})
     negatives = mined.negatives
     negs = negatives[negatives["query_id"].isin(wanted)]

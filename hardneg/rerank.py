@@ -39,15 +39,14 @@ import numpy as np
 import pandas as pd
 
 from hardneg.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
-from hardneg.candidates import IS_POSITIVE, QUERY_ID, DOC_ID, CandidateSet, rank_col, score_col
+from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 from hardneg.sampling import sample
 
-__all__ = ["DenoiseConfig", "Reranker", "RescoreReport", "RerankerCheck", "rescore", "rescore_with_report", "rows_to_score",
-           "check_reranker", "warn_if_worse", "recorded_check", "load_judge", "DEFAULT_WINDOW", "FOLDS_FILE",
-           "REPORT_FILE"]
+__all__ = ["DenoiseConfig", "Reranker", "RerankerCheck", "RescoreReport", "check_reranker", "load_judge",
+           "rescore", "rescore_with_report"]
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +258,7 @@ def rows_to_score(table: pd.DataFrame, rank_column: str, window: tuple[int, int]
     rank = table[rank_column].to_numpy(dtype=np.float64, na_value=np.nan)
     with np.errstate(invalid="ignore"):
         inside = (rank >= lo) & (rank <= hi)
-    return inside | table[IS_POSITIVE].to_numpy(dtype=bool)
+    return inside | table[Column.IS_POSITIVE].to_numpy(dtype=bool)
 
 
 def rescore(cands: CandidateSet, ds: Dataset, cross_encoder: "str | Path | Reranker | Any", *,
@@ -291,8 +290,8 @@ def rescore_with_report(cands: CandidateSet, ds: Dataset, cross_encoder: Any, *,
     hits0, misses0, ran0 = (store.hits if store else 0), (store.misses if store else 0), reranker.pairs_run
     table = cands.table
     rows = np.flatnonzero(rows_to_score(table, rank_col(rank_by), window))
-    qids = table[QUERY_ID].to_numpy(object)[rows]
-    queries, docs = _texts(ds, qids, table[DOC_ID].to_numpy(object)[rows])
+    qids = table[Column.QUERY_ID].to_numpy(object)[rows]
+    queries, docs = _texts(ds, qids, table[Column.DOC_ID].to_numpy(object)[rows])
     scores = reranker.score(qids, queries, docs, batch_size=batch_size, cache=store, progress=progress)
     out = _with_scores(cands, name, rows, scores)
     n_queries = len(pd.unique(qids))

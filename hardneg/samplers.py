@@ -40,26 +40,7 @@ import numpy as np
 
 from hardneg.errors import HardnegError
 
-__all__ = [
-    "Sampler",
-    "SamplerSpec",
-    "Survivors",
-    "REGISTRY",
-    "register",
-    "register_baseline",
-    "draw",
-    "help_text",
-    "baselines",
-    "top",
-    "uniform",
-    "simans",
-    "softmax",
-    "standardize",
-    "simans_log_weights",
-    "softmax_log_weights",
-    "gumbel_keys",
-    "grouped_top_k",
-]
+__all__ = ["REGISTRY", "Sampler", "SamplerSpec", "Survivors", "register", "register_baseline"]
 
 
 # ---- the registry ----------------------------------------------------------------------------

@@ -52,28 +52,15 @@ import pandas as pd
 
 from hardneg import samplers
 from hardneg.samplers import Sampler
-from hardneg.candidates import (
-    DOC_ID,
-    DUP_OF_POSITIVE,
-    IS_KNOWN_NEGATIVE,
-    IS_POSITIVE,
-    IS_QUERY_TEXT,
-    PARENT_ID,
-    POS_COSINE,
-    QUERY_ID,
-    SOURCE,
-    CandidateSet,
-    rank_col,
-    score_col,
-)
+from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["Sampler", "OnShort", "PosRef", "SelectionPolicy", "MinedSet", "Decisions", "select", "read_decisions",
-           "write_decisions", "parse_window", "format_stats_table", "summarize", "DECISIONS_FILE"]
+__all__ = ["Decisions", "MinedSet", "OnShort", "PosRef", "Sampler", "SelectionPolicy", "read_decisions", "select",
+           "write_decisions"]
 
 NO_RANK = np.iinfo(np.int64).max  # sorts after every real rank; never inside a window
 
@@ -338,15 +325,15 @@ class _Arrays:
     @classmethod
     def build(cls, cands: CandidateSet, rank_by: str, score_by: str) -> "_Arrays":
         t = cands.table
-        q, queries = pd.factorize(t[QUERY_ID], sort=False)
+        q, queries = pd.factorize(t[Column.QUERY_ID], sort=False)
         q = q.astype(np.int64)
-        is_pos = t[IS_POSITIVE].to_numpy(dtype=bool)
+        is_pos = t[Column.IS_POSITIVE].to_numpy(dtype=bool)
         rank = t[rank_col(rank_by)].to_numpy(dtype=np.int64, na_value=NO_RANK)
         score = t[score_col(score_by)].to_numpy(dtype=np.float64, na_value=np.nan)
-        chunked = PARENT_ID in t.columns
+        chunked = Column.PARENT_ID in t.columns
         sibling = np.zeros(len(t), bool)
         if chunked:
-            is_pos, sibling = _best_chunks(q, t[PARENT_ID].to_numpy(dtype=object), is_pos, rank, score)
+            is_pos, sibling = _best_chunks(q, t[Column.PARENT_ID].to_numpy(dtype=object), is_pos, rank, score)
         return cls(table=t, scorers=cands.scorers, q=q, queries=np.asarray(queries, dtype=object), is_pos=is_pos,
                    rank=rank, score=score, sibling=sibling, chunked=chunked)
 
@@ -361,7 +348,7 @@ class _Arrays:
 
     def docs(self, rows: np.ndarray) -> np.ndarray:
         """Doc ids of some rows as an object array (converting only those rows)."""
-        return np.asarray(self.table[DOC_ID].array.take(np.asarray(rows, np.int64)), dtype=object)
+        return np.asarray(self.table[Column.DOC_ID].array.take(np.asarray(rows, np.int64)), dtype=object)
 
     def flag(self, column: str) -> np.ndarray:
         return self.table[column].to_numpy(dtype=bool)
@@ -454,11 +441,11 @@ def _filter(arr: _Arrays, units: _OutputUnits, policy: SelectionPolicy) -> _Filt
     drop(units.per_query[arr.q] == 0, code, "no_positive", always=False)
     drop(arr.is_pos, code, "known_positive")
     drop(arr.sibling, code, "sibling_of_positive", always=arr.chunked)
-    drop(arr.flag(DUP_OF_POSITIVE), code, "dup_of_positive")
-    drop(arr.flag(IS_QUERY_TEXT), code, "query_text")
+    drop(arr.flag(Column.DUP_OF_POSITIVE), code, "dup_of_positive")
+    drop(arr.flag(Column.IS_QUERY_TEXT), code, "query_text")
     with np.errstate(invalid="ignore"):
         if policy.near_dup_cosine is not None:
-            drop(arr.floats(POS_COSINE) > policy.near_dup_cosine, code, "near_duplicate")
+            drop(arr.floats(Column.POS_COSINE) > policy.near_dup_cosine, code, "near_duplicate")
         if policy.window is not None:
             lo, hi = policy.window
             drop((arr.rank < lo) | (arr.rank > hi), code, "window")
@@ -570,7 +557,7 @@ def _random_picks(arr: _Arrays, units: _OutputUnits, k: int | np.ndarray, corpus
     if corpus is None or not need.any():
         return _picks([], [], [], None, [])
     mask = np.ones(len(arr.q), bool) if exclude == "retrieved" else (
-        arr.positive_doc | arr.flag(DUP_OF_POSITIVE) | arr.flag(IS_QUERY_TEXT))
+        arr.positive_doc | arr.flag(Column.DUP_OF_POSITIVE) | arr.flag(Column.IS_QUERY_TEXT))
     rows = np.flatnonzero(mask)
     rows = rows[np.argsort(arr.q[rows], kind="stable")]
     docs = arr.docs(rows)
@@ -614,7 +601,7 @@ def _lookup_rows(arr: _Arrays, qcodes: np.ndarray, docs: np.ndarray) -> np.ndarr
     if len(docs) == 0:
         return np.zeros(0, np.int64)
     left = pd.DataFrame({"q": qcodes, "doc": docs.astype(str)})
-    right = pd.DataFrame({"q": arr.q, "doc": arr.table[DOC_ID].astype(str).to_numpy(),
+    right = pd.DataFrame({"q": arr.q, "doc": arr.table[Column.DOC_ID].astype(str).to_numpy(),
                           "row": np.arange(len(arr.q))}).drop_duplicates(["q", "doc"])
     merged = left.merge(right, on=["q", "doc"], how="left", sort=False)
     return merged["row"].fillna(-1).to_numpy(np.int64)
@@ -694,8 +681,8 @@ def _item_table(arr: _Arrays, out_row: np.ndarray, qcode: np.ndarray, trow: np.n
         "doc_id": np.asarray(docs, object),
         "rank": _nullable_rank(take(arr.rank, NO_RANK)),
         "score": take(arr.score, np.nan).astype(np.float32),
-        "source": np.where(inside, np.asarray(arr.table[SOURCE].array.take(safe), object), "corpus"),
-        "is_known_negative": inside & arr.flag(IS_KNOWN_NEGATIVE)[safe],
+        "source": np.where(inside, np.asarray(arr.table[Column.SOURCE].array.take(safe), object), "corpus"),
+        "is_known_negative": inside & arr.flag(Column.IS_KNOWN_NEGATIVE)[safe],
     }
     for s in arr.scorers:
         data[score_col(s)] = take(arr.floats(score_col(s)), np.nan).astype(np.float32)

@@ -50,8 +50,7 @@ from hardneg.options import as_enum, option
 from hardneg.io import atomic_write_json, atomic_write_text
 from hardneg.sampling import sample
 
-__all__ = ["Method", "SynthConfig", "SynthPair", "SynthResult", "split_sentences", "boilerplate_sentences",
-           "synthesize", "write_synth", "LLMClient"]
+__all__ = ["LLMClient", "Method", "SynthConfig", "SynthPair", "SynthResult", "synthesize", "write_synth"]
 
 #: Upper bound of a crop positive's length when ``max_positive_words`` is not set.
 CROP_MAX_POSITIVE = 128

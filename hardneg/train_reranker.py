@@ -48,8 +48,7 @@ if TYPE_CHECKING:
     import datasets
     from sentence_transformers import CrossEncoder
 
-__all__ = ["RerankerConfig", "RerankerResult", "assign_folds", "pair_dataset", "rows_from_candidates",
-           "train_reranker", "tuple_dataset"]
+__all__ = ["RerankerConfig", "RerankerResult", "train_reranker"]
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Fragmentation", "VocabFit", "count_pieces", "count_words", "fragmentation",
-           "fragmented_terms", "reference_words", "vocab_fit"]
+__all__ = ["VocabFit", "vocab_fit"]
 
 WORD = re.compile(r"[^\W\d_]+")
 # Word-start markers of SentencePiece ("▁") and byte-level BPE ("Ġ"): a marker standing alone

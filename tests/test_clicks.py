@@ -12,11 +12,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hardneg.candidates import CandidateSet
+from hardneg.candidates import CandidateSet, Column
 from hardneg.cli import app
 from hardneg.clicks import (
     CLICKS_SCORER,
-    IS_SKIP_ABOVE,
     SKIP_ABOVE_SOURCE,
     ClickConfig,
     ClickPolicy,
@@ -222,8 +221,8 @@ def test_add_skip_above_flags_retrieved_rows_and_adds_unranked_ones():
     assert t.loc["d7", "source"] == SKIP_ABOVE_SOURCE and pd.isna(t.loc["d7", "rank_bm25"])
     assert np.isnan(t.loc["d7", "score_bm25"]) and not t.loc["d7", "is_positive"]
     assert t.loc["d2", "source"] == "bm25" and t.loc["d2", "rank_bm25"] == 3  # retrieved row kept as it was
-    assert t[IS_SKIP_ABOVE].to_dict() == {"d1": False, "d4": False, "d2": True, "d8": False, "d3": False,
-                                          "d9": False, "d7": True}
+    assert t[Column.IS_SKIP_ABOVE].to_dict() == {"d1": False, "d4": False, "d2": True, "d8": False, "d3": False,
+                                                 "d9": False, "d7": True}
     assert t.loc["d1", "is_positive"] and pd.isna(t.loc["d1", "rank_clicks"])  # a positive is never a skip row
     assert (t.loc["d7", "rank_clicks"], t.loc["d7", "score_clicks"]) == (1, 3.0)
     with pytest.raises(HardnegError, match="added twice"):
@@ -236,7 +235,7 @@ def test_skip_above_round_trips_through_parquet(tmp_path):
     back = CandidateSet.read(tmp_path / "c.parquet")
     assert back.meta["skip_above"]["added"] == 1
     row = back.table.set_index("doc_id").loc["d7"]
-    assert row[IS_SKIP_ABOVE] and row["source"] == SKIP_ABOVE_SOURCE and row["rank_clicks"] == 1
+    assert row[Column.IS_SKIP_ABOVE] and row["source"] == SKIP_ABOVE_SOURCE and row["rank_clicks"] == 1
 
 
 def _negs(cands, **policy) -> list[str]:
@@ -330,7 +329,7 @@ def test_cli_clicks_with_test_split_then_mine_skip_above_select(tmp_path, log_pa
                             "--out", str(mine / "cands-clicks.parquet")])
     assert r.exit_code == 0, r.output
     cands = CandidateSet.read(mine / "cands-clicks.parquet")
-    skip_rows = cands.table[cands.table[IS_SKIP_ABOVE]]
+    skip_rows = cands.table[cands.table[Column.IS_SKIP_ABOVE]]
     assert sorted(skip_rows["doc_id"]) == ["d2", "d7"]
     r = runner.invoke(app, ["select", str(mine / "cands-clicks.parquet"), "--rank-by", "clicks", "--score-by",
                             "clicks", "--window", "1:20", "--percent", "off", "--out", str(tmp_path / "sel")])

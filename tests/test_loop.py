@@ -6,6 +6,7 @@ The end-to-end run uses the 32-d random model of ``tiny_model_dir`` on the toy B
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 from typing import Any
 
@@ -139,7 +140,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
     import hardneg.cache
     import hardneg.encode
-    import hardneg.train
+
+    train_module = importlib.import_module("hardneg.train")  # the module: `hardneg.train` is the function
 
     tmp = tmp_path_factory.mktemp("run")
     data = write_toy_beir(tmp / "toy")
@@ -148,7 +150,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     out = tmp / "out"
     counts, trained_on = Counter(), []
     init, memory, files, train = (SentenceTransformer.__init__, hardneg.cache.model_fingerprint,
-                                  hardneg.cache._read_folder, hardneg.train.train)
+                                  hardneg.cache._read_folder, train_module.train)
 
     def count(name, fn):
         def wrapper(*args, **kwargs):
@@ -164,7 +166,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
         m.setattr(SentenceTransformer, "__init__", count("loads", init))
         m.setattr(hardneg.encode, "model_fingerprint", count("memory fingerprints", memory))
         m.setattr(hardneg.cache, "_read_folder", count("file fingerprints", files))
-        m.setattr(hardneg.train, "train", recording_train)
+        m.setattr(train_module, "train", recording_train)
         result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
     SEEN.update(counts=dict(counts), trained_on=trained_on)
     assert result.exit_code == 0, result.output

@@ -5,6 +5,7 @@ rendered in headless Chromium (skipped when Debian's `chromium` is not installed
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import re
 import shutil
@@ -187,14 +188,14 @@ def test_the_report_is_deterministic(run_dir):
 def test_the_report_reads_the_stored_decisions_and_reselects_only_without_them(run_dir, tmp_path, monkeypatch):
     """Each round's decisions.parquet (written when it selected) is what the report shows: no
     select re-run. A folder without it (written before it existed) re-runs select: the same page."""
-    import hardneg.select
+    select_module = importlib.import_module("hardneg.select")  # the module: `hardneg.select` is the function
 
     out, _ = run_dir
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("model", "plots"))
     assert sorted(p.parent.name for p in copy.glob("rounds/r*/decisions.parquet")) == ["r0", "r1"]
     with monkeypatch.context() as m:
-        m.setattr(hardneg.select, "select", lambda *a, **k: pytest.fail("the report re-ran select"))
+        m.setattr(select_module, "select", lambda *a, **k: pytest.fail("the report re-ran select"))
         stored = write_report(copy).read_bytes()
     for file in copy.glob("rounds/r*/decisions.parquet"):
         file.unlink()

@@ -45,7 +45,7 @@ from hardneg.options import as_enum
 from hardneg.retrieve.dense import Search, _sort_rows, exact_topk, pair_scores
 from hardneg.sampling import sample
 
-__all__ = ["ANN_KINDS", "AnnIndex", "SearchConfig", "SearchInfo", "build_index", "recall_at_k", "resolve_kind"]
+__all__ = ["AnnIndex", "SearchConfig", "SearchInfo", "build_index"]
 
 log = logging.getLogger("hardneg")
 

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from hardneg.retrieve.ann import SearchInfo
     from hardneg.retrieve.dense import Search
 
+__all__ = ["DenseScorer", "Ranking", "Retriever", "Scorer"]
+
 
 @dataclass(frozen=True)
 class Ranking:

@@ -9,6 +9,8 @@ import numpy as np
 
 from hardneg.retrieve.base import Ranking
 
+__all__ = ["BM25Config", "BM25Retriever"]
+
 
 @dataclass(frozen=True)
 class BM25Config:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from hardneg.encode import Encoder
     from hardneg.retrieve.ann import SearchConfig
 
-__all__ = ["DenseRetriever", "Search", "exact_topk", "faiss_flat_topk", "pair_scores", "scores_block"]
+__all__ = ["DenseRetriever", "Search", "exact_topk"]
 
 
 class Search(str, Enum):

@@ -8,6 +8,8 @@ import numpy as np
 from hardneg.errors import HardnegError
 from hardneg.retrieve.base import Ranking, Retriever
 
+__all__ = ["HybridRetriever", "rrf"]
+
 
 def rrf(rankings: Sequence[Ranking], k: int, rrf_k: int = 60, depth: int | None = None) -> Ranking:
     """Fuse rankings over the same queries and corpus: score(d) = sum 1 / (rrf_k + rank(d)).
