@@ -42,14 +42,49 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show everything the libraries print: progress "
+                                 "bars, the trainer's logs (else only in the run folder's train.log) and each "
+                                 "repeat of a warning. Before the command: `hardneg --verbose demo`."),
+) -> None:
+    from hardneg.output import configure
+
+    configure(verbose)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the current ``sys.stderr`` (a rich status or a test runner may swap it)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
 def _setup_logging() -> None:
-    """hardneg's own warnings (skipped rows, merged queries) go to stderr; libraries stay quiet."""
+    """hardneg's own warnings (skipped rows, merged queries) go to stderr, each once without
+    --verbose (:class:`hardneg.output.OnceFilter`, reset for each command); libraries stay quiet."""
+    from hardneg.output import OnceFilter
+
     log = logging.getLogger("hardneg")
     if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _Stderr()
         handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.addFilter(OnceFilter())
         log.addHandler(handler)
         log.propagate = False
+    for f in (f for h in log.handlers for f in h.filters if isinstance(f, OnceFilter)):
+        f.seen.clear()
+
+
+def _say(msg: str) -> None:
+    """One progress line (a stage done): printed as it is, never read as markup."""
+    console.print(msg, style="dim", markup=False, highlight=False)
+
+
+def _working(text: str):
+    """A transient status line while a stage runs (:func:`hardneg.output.working`)."""
+    from hardneg.output import working
+
+    return working(console, text)
 
 
 def friendly(fn):
@@ -205,8 +240,9 @@ def eval_cmd(
     rankings = {}
     for name, r in retrievers.items():
         t = time.perf_counter()
-        rankings[name] = (r.search(qids, texts, evaluation.depth) if docs is ds
-                          else search_documents(r, docs, qids, texts, evaluation.depth))
+        with _working(f"{name}: retrieving for {len(qids)} queries"):
+            rankings[name] = (r.search(qids, texts, evaluation.depth) if docs is ds
+                              else search_documents(r, docs, qids, texts, evaluation.depth))
         console.print(f"[dim]{name}: retrieved in {time.perf_counter() - t:.1f}s[/dim]")
     result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)
     write_eval(result, out, rankings)
@@ -270,7 +306,8 @@ def mine(
         if total > 1:
             console.print(f"query chunk {done}/{total} mined (checkpoint: {out / CHECKPOINT_DIRNAME})")
 
-    cands = mine_to_folder(ds, out, config, encoder, cache.cache_dir, restart=restart, progress=progress)
+    with _working(f"mining '{config.split}' with {config.retriever}"):
+        cands = mine_to_folder(ds, out, config, encoder, cache.cache_dir, restart=restart, progress=progress)
     if cands.run.get("resumed_chunks"):
         console.print(f"resumed {cands.run['resumed_chunks']} of {cands.run['chunks']} query chunks")
     searches = search_report(cands)
@@ -325,9 +362,10 @@ def train_cmd(
     data: Any = None, model: Any = None, pairs: Any = None, config: Any = None,
 ):
     """Fine-tune a sentence-transformers model on mined negatives; keeps the best dev checkpoint."""
-    from hardneg.train import train
+    from hardneg.train import TRAIN_LOG, train
 
-    result = train(_load(data), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
+    with _working("training"):
+        result = train(_load(data), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
     console.print(result.data.summary())
     console.print(f"{result.memory['summary']}; precision {result.precision} "
                   f"on {result.machine['cpu']} (AMX-BF16: {'yes' if result.machine['amx_bf16'] else 'no'})")
@@ -338,24 +376,31 @@ def train_cmd(
     if result.losses:
         console.print(f"loss {result.losses[0][1]:.4f} (step {result.losses[0][0]}) -> {result.losses[-1][1]:.4f} "
                       f"(step {result.losses[-1][0]})")
-    console.print(f"trained in {result.train_seconds:.1f}s; wrote {out} (model card README.md, hardneg_train.json)")
+    console.print(f"trained in {result.train_seconds:.1f}s; wrote {out} (model card README.md, hardneg_train.json, "
+                  f"the trainer's log {TRAIN_LOG})")
 
 
 def _run_and_print(config, out: Path, title: str) -> None:
+    from rich import box
+
     from hardneg.io import atomic_write_text
     from hardneg.loop import format_run_table, run
     from hardneg.recipe import dump_recipe
+    from hardneg.train import TRAIN_LOG
 
     atomic_write_text(out / "recipe.toml", dump_recipe(config))
-    result = run(config, out, progress=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    console.print(format_run_table(result, title=f"{title}: {result.metrics['split']}, "
-                                                 f"{result.metrics['n_queries']} queries"))
+    with _working("starting"):
+        result = run(config, out, progress=_say)
+    table = format_run_table(result, title=f"{title}: {result.metrics['split']}, {result.metrics['n_queries']} queries")
+    table.box = box.SIMPLE_HEAD  # light rules: the same table in two thirds of the bytes
+    console.print(table)
     if not result.metrics["tuned_kept_on_dev"]:
         console.print("note: no round beat the base model on dev; 'tuned' is round r0, shown for the record")
     for note in result.metrics["notes"]:
         console.print(f"note: {note}")
-    console.print(f"wrote {out}/report.html, report.md, metrics.json, recipe.toml, eval/, rounds/"
-                  f"{', model/' if result.metrics['tuned_kept_on_dev'] else ''} ({result.seconds:.0f}s)")
+    console.print(f"wrote {out}/report.html, report.md, metrics.json, recipe.toml, eval/, rounds/ (the trainer's "
+                  f"logs: rounds/r<i>/{TRAIN_LOG}){', model/' if result.metrics['tuned_kept_on_dev'] else ''} "
+                  f"({result.seconds:.0f}s)")
 
 
 SetOpt = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=VALUE (TOML value), repeatable.")
@@ -588,7 +633,8 @@ def train_reranker_cmd(
 
     ds = _load(data)
     rows = training_rows(ds, config, negatives=negatives, candidates=candidates, window=window)
-    result = train_reranker(ds, rows, out, model.model, config, data.dev_split)
+    with _working("training the cross-encoder"):
+        result = train_reranker(ds, rows, out, model.model, config, data.dev_split)
     d = result.data
     console.print(f"trained on {d['pairs']:,} pairs ({d['positives']:,} positive, {d['negatives']:,} negative) "
                   f"of {d['queries']:,} queries" + (f" in {config.folds} folds" if result.folds else "")

@@ -384,7 +384,8 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (lift over base and BM25 with
     Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
     TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
-    model, dev verdict) and ``out/model`` (the kept model; absent when none beat the base).
+    model, dev verdict, ``train.log``: the trainer's own log) and ``out/model`` (the kept model;
+    absent when none beat the base).
     ``data`` passes an already loaded dataset instead of ``config.data.path``.
 
     Each model (the base, each round's) has one encoder for the whole run: loaded once (the
@@ -400,6 +401,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
 
 
 def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None) -> RunResult:
+    from hardneg import output
     from hardneg.cache import EmbeddingCache
     from hardneg.encode import Encoder
     from hardneg.mine import chunked_for
@@ -427,6 +429,7 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
         f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
 
     _clear_previous(out)
+    output.status(f"baselines: bm25 and the base model on {test} and dev")
     with clock.time("baselines"):
         base = dense(Encoder(enc, cache=cache))  # loaded from its folder only if something must be encoded
         base_fp = base.fingerprint
@@ -447,6 +450,7 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     else:
         say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
 
+    output.status(f"test evaluation: tuned ({tuned_from}), base, bm25 on {test}")
     with clock.time("test evaluation"):
         test_runs["tuned"] = models[tuned_from].ranking(data, test, depth, chunks)
         ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
@@ -461,6 +465,7 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
                            metrics, seconds)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", report_markdown(run_result))
+    output.status("writing report.html")
     try:  # the HTML report is a view of the files above: its failure must not fail the run
         from hardneg.report import write_report
 
@@ -484,6 +489,7 @@ def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base: _Den
     ``chunks`` the rounds mine and train on chunks and the dev gate ranks documents. Each
     round's model stays in memory as trained (the saved folder holds the same weights) and
     gets one encoder (``dense``) for its dev gate, the next round's mining and the test."""
+    from hardneg import output
     from hardneg.encode import Encoder
 
     models: dict[str, _Dense] = {"base": base}
@@ -496,18 +502,23 @@ def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base: _Den
         rdir = out / "rounds" / f"r{r}"
         mine_cfg, policy = (remine_config(config.mine, config.policy) if plan.remine
                             else (config.mine, config.policy))
+        output.status(f"r{r}: mining with {plan.miner} ({mine_cfg.retriever})")
         with clock.time("mining"):
             negatives, neg_stats, miner_fp, cache_delta = _mine_round(
                 chunks or view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan, corpus_texts)
         say(f"r{r}: mined with {plan.miner} ({mine_cfg.retriever}): {neg_stats['rows']} rows, "
-            f"{neg_stats['negatives']} negatives; cache {cache_delta['hits']} hits, {cache_delta['misses']} misses")
+            f"{neg_stats['negatives']} negatives; cache {cache_delta['hits']} hits, {cache_delta['misses']} misses "
+            f"({time.perf_counter() - t0:.0f}s)")
+        output.status(f"r{r}: training from {plan.init}")
         with clock.time("training"):
             card = {"policy": neg_stats["policy"], "mined_by": f"{plan.miner} ({mine_cfg.retriever})",
                     "round": f"r{r} of `hardneg run`, trained from {plan.init}"}
             trained, student = _train_round(chunks or view, negatives, dirs[plan.init], rdir / "model",
                                             config.train, card)
+        say(f"r{r}: {_trained_line(trained)}")
         tuned = dense(Encoder(config.encoder, model=student, cache=cache))  # the best checkpoint, as saved
         models[f"r{r}"], dirs[f"r{r}"] = tuned, str(rdir / "model")
+        output.status(f"r{r}: dev evaluation")
         with clock.time("dev evaluation"):
             scores = _dev_scores(view, tuned.ranking(view, "dev", config.eval.depth, chunks))
         loop = config.loop
@@ -528,6 +539,14 @@ def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base: _Den
             models.pop(incumbent, None)  # free a superseded model (r0 is kept for the "tuned" row)
         incumbent, inc_scores = f"r{r}", scores
     return results, models
+
+
+def _trained_line(trained: Mapping[str, Any]) -> str:
+    """One progress line of a round's training: steps, loss, the step kept, seconds."""
+    loss = (f", loss {trained['first_loss']:.3f} -> {trained['last_loss']:.3f}"
+            if trained["first_loss"] is not None else "")
+    kept = f", kept step {trained['best_step']}" if trained["best_step"] is not None else ""
+    return f"trained {trained['steps']} steps on {trained['rows']} rows{loss}{kept} ({trained['seconds']:.0f}s)"
 
 
 def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, config: RunConfig, miner: _Dense,
@@ -601,16 +620,17 @@ def _train_round(view: Dataset, negatives: tuple[Path, list, dict], init: str | 
     import json
 
     from hardneg.encode import default_model_path
-    from hardneg.train import load_student, train
+    from hardneg.train import TRAIN_LOG, load_student, train
 
     path, rows, sidecar = negatives
+    log_file = model_dir.parent / TRAIN_LOG  # rounds/r<i>/train.log: beside the model, not copied with it
     student = load_student(init)  # what train() would load from ``init``; trained in place
     student.model_card_data.base_model = str(init) if init else default_model_path()  # the card's "trained from"
     if rows:
         meta = {**json.loads(json.dumps(sidecar)), "negatives_file": str(path), **card}  # as read back from disk
-        res = train(view, rows, student, model_dir, config, dev_split="dev", meta=meta)
+        res = train(view, rows, student, model_dir, config, dev_split="dev", meta=meta, log_file=log_file)
     else:  # nothing exported (the in-batch-only baseline): train() takes the empty file's sidecar
-        res = train(view, path, student, model_dir, config, dev_split="dev", meta=card)
+        res = train(view, path, student, model_dir, config, dev_split="dev", meta=card, log_file=log_file)
     return {"rows": res.data.n_rows, "queries": res.data.n_queries, "num_negatives": res.data.num_negatives,
             "steps": res.losses[-1][0] if res.losses else 0,
             "first_loss": res.losses[0][1] if res.losses else None,

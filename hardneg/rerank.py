@@ -166,12 +166,14 @@ class Reranker:
         import torch
         from tqdm.auto import tqdm
 
+        from hardneg import output
+
         model = self.models[i]
         order = np.argsort([-(len(q) + len(d)) for q, d in pairs], kind="stable")
         scores = np.zeros(len(pairs), np.float32)
         step = batch_size * CHUNK_BATCHES
         desc = "cross-encoder" + (f" fold {i}" if self.folds else "")
-        with tqdm(total=len(pairs), desc=desc, unit="pair", disable=not progress) as bar:
+        with tqdm(total=len(pairs), desc=desc, unit="pair", disable=not (progress and output.bars())) as bar:
             for start in range(0, len(pairs), step):
                 idx = order[start:start + step]
                 chunk = [pairs[j] for j in idx]

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-__all__ = ["sample", "holdout", "holdout_size"]
+__all__: list[str] = []  # internal: the seeded draws every stage shares
 
 T = TypeVar("T")
 

@@ -27,17 +27,20 @@ Losses (:class:`Loss`):
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Collection, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from hardneg import output
 from hardneg.data import Dataset, _read_jsonl, load_dataset
 from hardneg.errors import DataError, HardnegError
 from hardneg.io import atomic_write_json, atomic_write_text
@@ -68,6 +71,7 @@ __all__ = [
     "score_range",
     "sidecar_path",
     "train",
+    "trainer_logs",
 ]
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,7 @@ TEACHER_SCORERS = ("ce", "cross-encoder", "cross_encoder", "crossencoder", "rera
 EVAL_NAME = "dev"
 BEST_METRIC = f"eval_{EVAL_NAME}_cosine_ndcg@10"
 RESULT_FILE = "hardneg_train.json"
+TRAIN_LOG = "train.log"  # the trainer's own logs (a log, not a result: see hardneg.output.library_logs_to)
 CARD_METRICS = ("ndcg@10", "mrr@10", "recall@10", "recall@100")
 CARD_SKIP = ("show_progress", "checkpoint_dir", "keep_checkpoints", "logging_steps")
 
@@ -755,6 +760,7 @@ def train(
     *,
     meta: Mapping[str, Any] | None = None,
     pairs_split: str = "train",
+    log_file: str | Path | None = None,
 ) -> TrainResult:
     """Fine-tune ``model`` on ``negatives`` and save the best checkpoint to ``out_dir``.
 
@@ -767,6 +773,10 @@ def train(
     ``negatives`` None, or a ``negatives.jsonl`` left empty by the in-batch-only baseline
     (:func:`in_batch_only`), trains on the (query, positive) pairs of ``pairs_split``
     (:func:`pair_rows`) with in-batch negatives only.
+
+    ``log_file`` (default ``out_dir/train.log``) receives the trainer's own logs: its loss and
+    evaluation dicts, its INFO lines and the libraries' warnings. Quiet (the command line without
+    ``--verbose``, :mod:`hardneg.output`) they go there only, with no progress bars.
     """
     config = config or TrainConfig()
     data = data if isinstance(data, Dataset) else load_dataset(data)
@@ -790,7 +800,8 @@ def train(
     student = load_student(model)
     native_length, student.max_seq_length = student.max_seq_length, config.max_seq_length
     out_dir = Path(out_dir)
-    result = _fit(student, train_ds, evalset, config, out_dir, report, meta)
+    result = _fit(student, train_ds, evalset, config, out_dir, report, meta,
+                  Path(log_file) if log_file is not None else out_dir / TRAIN_LOG)
     student.max_seq_length = native_length  # trained at config.max_seq_length, saved at the model's own
     if _main_process():  # DDP: one writer; every process returns once the model is saved
         _save(student, result, out_dir, base_name)
@@ -811,7 +822,7 @@ def _model_name(model) -> str:
 
 
 def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_dir: Path,
-         report: BuildReport, meta: Mapping[str, Any]) -> TrainResult:
+         report: BuildReport, meta: Mapping[str, Any], log_file: Path) -> TrainResult:
     """Run the trainer; the student ends up holding the best checkpoint's weights."""
     from sentence_transformers import SentenceTransformerTrainer
 
@@ -824,14 +835,16 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
     memory = _memory_plan(student, train_ds, config, precision)
     clock = _StepClock()
-    trainer = SentenceTransformerTrainer(
-        model=student, args=args, train_dataset=train_ds,
-        loss=build_loss(student, config, report.num_negatives, args.world_size, memory),
-        evaluator=build_evaluator(evalset, config) if evalset else None, callbacks=[clock.callback()],
-    )
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
+    with trainer_logs(log_file) as logged:
+        trainer = logged.quiet(SentenceTransformerTrainer(
+            model=student, args=args, train_dataset=train_ds,
+            loss=build_loss(student, config, report.num_negatives, args.world_size, memory),
+            evaluator=build_evaluator(evalset, config) if evalset else None,
+            callbacks=[clock.callback(), *logged.callbacks],
+        ))
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
     losses, evals = _split_log(trainer.state.log_history)
     _barrier()  # DDP: every process has loaded the best checkpoint before it goes
     if not (config.keep_checkpoints or config.checkpoint_dir) and _main_process():  # never delete a named folder
@@ -841,6 +854,78 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
         _best_eval(evals, trainer.state.best_model_checkpoint), seconds, dict(meta), args.world_size,
         memory.to_dict(), precision, machine_info(), clock.seconds,
     )
+
+
+@dataclass
+class TrainerLogs:
+    """What :func:`trainer_logs` gives a trainer: ``callbacks`` to pass it, :meth:`quiet` to apply."""
+
+    callbacks: list
+
+    def quiet(self, trainer):
+        """Without ``--verbose``: no progress bar and no log dicts on the terminal (the log file has
+        the dicts). Returns ``trainer``."""
+        if self.callbacks and not output.verbose():
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+            trainer.remove_callback(ProgressCallback)
+            trainer.remove_callback(PrinterCallback)
+        return trainer
+
+
+@contextmanager
+def trainer_logs(log_file: str | Path) -> Iterator[TrainerLogs]:
+    """A trainer's logs into ``log_file`` (the main process's; DDP replicas print as they do).
+
+    Create the trainer and train inside the block. Its callback writes each log dict to the file
+    and, quiet (:mod:`hardneg.output`), updates the status line (step i of n); quiet, the
+    libraries' loggers write only to the file and sentence-transformers' "Computing widget
+    examples" bar, which has no switch, is disabled.
+    """
+    if not _main_process():
+        yield TrainerLogs([])
+        return
+    trainer_log = logging.getLogger(f"{__name__}.trainer")
+    with output.library_logs_to(log_file, trainer_log), _no_widget_bar():
+        yield TrainerLogs([_log_callback(trainer_log)])
+
+
+def _log_callback(trainer_log: logging.Logger):
+    """The trainer callback of :func:`trainer_logs`: log dicts to the file, steps to the status line."""
+    from transformers import TrainerCallback
+
+    class TrainerLog(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            output.status(f"training: step 0/{state.max_steps}")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            output.status(f"training: step {state.global_step}/{state.max_steps}")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not output.verbose() and args.disable_tqdm:
+                logs.pop("total_flos", None)  # what the PrinterCallback it replaces did to the trainer's history
+            trainer_log.info("step %d: %s", state.global_step, json.dumps(logs, default=str))
+
+    return TrainerLog()
+
+
+@contextmanager
+def _no_widget_bar() -> Iterator[None]:
+    """Quiet: sentence-transformers' model-card widget examples computed without their tqdm bar
+    (still computed: they draw from ``random``, and the run must stay the same run)."""
+    try:
+        from sentence_transformers.base import model_card
+    except ImportError:  # another layout: its bar shows
+        model_card = None
+    if output.verbose() or model_card is None or not hasattr(model_card, "tqdm"):
+        yield
+        return
+    bar = model_card.tqdm
+    model_card.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        model_card.tqdm = bar
 
 
 class _StepClock:

@@ -41,7 +41,7 @@ from hardneg.errors import HardnegError
 from hardneg.io import atomic_write_json
 from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
 from hardneg.sampling import holdout
-from hardneg.train import check_schedule
+from hardneg.train import TRAIN_LOG, check_schedule, trainer_logs
 from hardneg.options import option
 
 if TYPE_CHECKING:
@@ -239,8 +239,9 @@ def _load_base(model: "str | Path | None", max_length: int, seed: int) -> "Cross
 
 
 def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, int],
-         config: RerankerConfig) -> list[list[float]]:
-    """Train in place with the configured loss; returns [[step, loss], ...]."""
+         config: RerankerConfig, log_file: Path) -> list[list[float]]:
+    """Train in place with the configured loss; returns [[step, loss], ...]. The trainer's own
+    logs go to ``log_file`` (:func:`hardneg.train.trainer_logs`)."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
@@ -259,8 +260,10 @@ def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, 
             save_strategy="no", logging_steps=config.logging_steps, logging_first_step=True, report_to="none",
             disable_tqdm=not config.show_progress, dataloader_num_workers=0,
             dataloader_pin_memory=torch.cuda.is_available(), **sampler)
-        trainer = CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds, loss=loss)
-        trainer.train()
+        with trainer_logs(log_file) as logged:
+            trainer = logged.quiet(CrossEncoderTrainer(model=ce, args=args, train_dataset=train_ds, loss=loss,
+                                                       callbacks=logged.callbacks))
+            trainer.train()
     return [[int(h["step"]), float(h["loss"])] for h in trainer.state.log_history if "loss" in h]
 
 
@@ -276,7 +279,7 @@ def _train_one(model, rows, exclude: Collection[str], config: RerankerConfig, ou
         raise HardnegError(f"a reranker needs positive and negative pairs; got {counts['positives']} positive and "
                            f"{counts['negatives']} negative (mine negatives first)")
     ce = _load_base(model, config.max_length, config.seed)
-    losses = _fit(ce, train_ds, counts, config)
+    losses = _fit(ce, train_ds, counts, config, out / TRAIN_LOG)
     ce.save(str(out), create_model_card=False)
     return losses, counts
 

@@ -188,6 +188,17 @@ def test_run_writes_metrics_report_and_model(tiny_run):
     assert "tuned - base" in output and "p vs bm25" in output
 
 
+def test_run_prints_a_line_per_stage_and_keeps_the_trainer_logs_in_the_rounds(tiny_run):
+    out, _, output = tiny_run
+    assert "{'loss'" not in output and "%|" not in output and "Loading weights" not in output
+    for line in ("r0: mined with base", "r0: trained 3 steps", "r0: dev NDCG@10", "r1: trained"):
+        assert line in output, line
+    for r in ("r0", "r1"):
+        log = (out / "rounds" / r / "train.log").read_text()
+        assert '"loss"' in log and "Running training" in log, r
+    assert not (out / "model" / "train.log").exists()  # beside the round's model, not copied with it
+
+
 def test_run_metrics_agree_with_the_per_query_file(tiny_run):
     out, metrics, _ = tiny_run
     rows = list(csv.DictReader((out / "eval" / "per_query.tsv").open(), delimiter="\t"))
