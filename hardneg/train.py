@@ -71,7 +71,6 @@ __all__ = [
     "score_range",
     "sidecar_path",
     "train",
-    "trainer_logs",
 ]
 
 log = logging.getLogger(__name__)
