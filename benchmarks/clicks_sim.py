@@ -39,7 +39,7 @@ import numpy as np
 
 from hardneg.clicks import ClickPolicy, click_positives, position_bias, read_click_log
 from hardneg.data import load_dataset
-from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.retrieve.bm25 import BM25Retriever
 
 

@@ -136,7 +136,7 @@ class Bench:
                 from clicks_sim import ClickModel, simulate, summarize
 
                 from hardneg.clicks import ClickConfig, ClickPolicy, clicks_to_beir
-                from hardneg.io import atomic_write_json, atomic_write_text
+                from hardneg.files import atomic_write_json, atomic_write_text
 
                 log = self.work / "clicks-log" / "log.jsonl"
                 atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in simulate(self.ds, "train", ClickModel())))
@@ -198,7 +198,7 @@ class Bench:
     def ce_scores(self, cands):
         """The dense candidates with ``score_ce`` from the cross-fitted reranker (cached file)."""
         from hardneg.candidates import CandidateSet
-        from hardneg.rerank import rescore_with_report
+        from hardneg.crossencoder import rescore_with_report
 
         if not self.args.reranker:
             raise SystemExit("the ce-denoise row needs --reranker (a `hardneg train-reranker --folds` folder)")

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from hardneg.io import atomic_path, atomic_write_json
+from hardneg.files import atomic_path, atomic_write_json
 from hardneg.options import option
 
 __all__ = ["CacheConfig", "EmbeddingCache", "default_cache_dir"]

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_path
+from hardneg.files import atomic_path
 
 __all__ = ["CandidateSet", "CandidateWriter", "Column", "rank_col", "score_col"]
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_write_json
+from hardneg.files import atomic_write_json
 
 __all__: list[str] = []  # internal: the checkpoints of hardneg.mine
 

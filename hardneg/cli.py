@@ -28,7 +28,7 @@ from hardneg.export import ExportConfig
 from hardneg.loop import DataConfig, EvalConfig
 from hardneg.mine import MineConfig
 from hardneg.options import cli_parameters, declared, from_cli, key_of
-from hardneg.rerank import DenoiseConfig
+from hardneg.crossencoder import DenoiseConfig
 from hardneg.select import SelectionPolicy
 from hardneg.synth import SynthConfig
 from hardneg.train import TrainConfig
@@ -295,7 +295,7 @@ def mine(
     document's best-scoring chunk is its positive and its other chunks are never negatives.
     """
     from hardneg.checkpoint import CHECKPOINT_DIRNAME
-    from hardneg.io import atomic_write_json
+    from hardneg.files import atomic_write_json
     from hardneg.mine import mine_to_folder, search_report
 
     config = replace(config, rank_by=policy.rank_by, score_by=policy.score_by)
@@ -383,7 +383,7 @@ def train_cmd(
 def _run_and_print(config, out: Path, title: str) -> None:
     from rich import box
 
-    from hardneg.io import atomic_write_text
+    from hardneg.files import atomic_write_text
     from hardneg.loop import format_run_table, run
     from hardneg.recipe import dump_recipe
     from hardneg.train import TRAIN_LOG
@@ -462,7 +462,7 @@ def recipe_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of printing."),
 ):
     """Print the commented default recipe (every key, full-quality defaults) to start your own."""
-    from hardneg.io import atomic_write_text
+    from hardneg.files import atomic_write_text
     from hardneg.recipe import default_recipe_text
 
     text = default_recipe_text()
@@ -498,8 +498,8 @@ def audit(
     """
     from hardneg.audit import audit_candidates
     from hardneg.candidates import CandidateSet
-    from hardneg.io import atomic_write_json
-    from hardneg.rerank import load_judge
+    from hardneg.files import atomic_write_json
+    from hardneg.crossencoder import load_judge
 
     cands = CandidateSet.read(candidates)
     judge = {}
@@ -559,7 +559,7 @@ def calibrate(
     """
     from hardneg.audit import calibrate as calibrate_audit
     from hardneg.audit import read_audit
-    from hardneg.io import atomic_write_text
+    from hardneg.files import atomic_write_text
 
     cal = calibrate_audit(read_audit(audit_file), config.target, config.window_end, use)
     text = cal.recipe_toml()
@@ -595,7 +595,7 @@ def rescore_cmd(
     """
     from hardneg.cache import EmbeddingCache
     from hardneg.candidates import CandidateSet
-    from hardneg.rerank import Reranker, check_for_candidates, rescore_with_report
+    from hardneg.crossencoder import Reranker, check_for_candidates, rescore_with_report
 
     cands = CandidateSet.read(candidates)
     ds = _dataset_of(cands, data)
@@ -628,7 +628,7 @@ def train_reranker_cmd(
 
     --model is the starting model (a sentence-transformers folder gets a new head).
     """
-    from hardneg.rerank import warn_if_worse
+    from hardneg.crossencoder import warn_if_worse
     from hardneg.train_reranker import train_reranker, training_rows
 
     ds = _load(data)

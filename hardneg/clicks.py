@@ -53,7 +53,7 @@ import pandas as pd
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.data import Dataset, find_file, normalize_text, read_corpus
 from hardneg.errors import DataError, HardnegError
-from hardneg.io import atomic_path, atomic_write_json, atomic_write_text
+from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
 from hardneg.options import option
 
 __all__ = ["ClickConfig", "ClickLog", "ClickPolicy", "ClickResult", "add_skip_above", "clicks_to_beir",

@@ -19,7 +19,7 @@ import numpy as np
 
 from hardneg.evaluate import format_p
 from hardneg.htmlpage import esc, img, page, table, truncate
-from hardneg.io import atomic_path, atomic_write_json, atomic_write_text
+from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
     from hardneg.data import Dataset

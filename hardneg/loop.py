@@ -31,10 +31,10 @@ from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.options import as_enum, check, option
 from hardneg.evaluate import N_RESAMPLES, EvalResult, bootstrap_ci, evaluate, format_p, paired_randomization_test
-from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.mine import MineConfig
 from hardneg.precision import machine_info, resolve_encode, resolve_train
-from hardneg.rerank import DenoiseConfig
+from hardneg.crossencoder import DenoiseConfig
 from hardneg.sampling import holdout, holdout_size
 from hardneg.retrieve.base import Ranking
 from hardneg.select import SelectionPolicy
@@ -588,7 +588,7 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
 def _rescored(cands, view: Dataset, cfg: DenoiseConfig, cache, rdir: Path):
     """``[denoise]``: add the cross-encoder's ``score_ce`` in its window; write ``rescore.json``
     with the cost and the warning when the cross-encoder does not beat BM25 on its own check."""
-    from hardneg.rerank import recorded_check, rescore_with_report, warn_if_worse
+    from hardneg.crossencoder import recorded_check, rescore_with_report, warn_if_worse
 
     check = recorded_check(cfg.cross_encoder)
     warning = warn_if_worse(check) if check is not None else None

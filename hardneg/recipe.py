@@ -28,7 +28,7 @@ from hardneg.export import ExportConfig
 from hardneg.loop import DataConfig, EvalConfig, LoopConfig, RunConfig
 from hardneg.mine import MineConfig
 from hardneg.options import Mismatch, coerce, recipe_fields, toml_lines, toml_value, type_name
-from hardneg.rerank import DenoiseConfig
+from hardneg.crossencoder import DenoiseConfig
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
 

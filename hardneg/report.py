@@ -34,7 +34,7 @@ import pandas as pd
 from hardneg import plots, sampling
 from hardneg.errors import HardnegError
 from hardneg.htmlpage import details, esc, img, markdown, page, table, truncate
-from hardneg.io import atomic_path, atomic_write_text
+from hardneg.files import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
     from hardneg.candidates import CandidateSet

@@ -22,7 +22,7 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
    is allowed on, and still below the positive should a cosine come out negative (counted
    in ``stats["percent_negative_reference"]``).
 4. denoise: drop candidates whose cross-encoder score (``denoise_by``, default ``ce``, added by
-   :func:`hardneg.rerank.rescore`) exceeds ``denoise_above``; a score equal to it is kept.
+   :func:`hardneg.crossencoder.rescore`) exceeds ``denoise_above``; a score equal to it is kept.
 5. sampler (:data:`hardneg.samplers.REGISTRY`) picks ``num_negatives`` of the survivors; then
    ``on_short`` decides what happens to rows with fewer: ``drop`` the row, ``keep`` it short,
    or ``pad-random`` it with random corpus documents the query never retrieved.

@@ -43,7 +43,7 @@ import numpy as np
 from hardneg import output
 from hardneg.data import Dataset, _read_jsonl, load_dataset
 from hardneg.errors import DataError, HardnegError
-from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.memory import MemoryPlan, plan
 from hardneg.options import as_enum, check, option, parse
 from hardneg.precision import TRAIN_PRECISIONS, machine_info, resolve_train
@@ -71,7 +71,6 @@ __all__ = [
     "score_range",
     "sidecar_path",
     "train",
-    "trainer_logs",
 ]
 
 log = logging.getLogger(__name__)

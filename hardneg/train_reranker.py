@@ -17,12 +17,12 @@ or any local model, with ``CrossEncoderTrainer`` and one of two losses:
 The result is a
 normal CrossEncoder folder plus ``hardneg_reranker.json`` holding its own evaluation:
 NDCG@10 of BM25's top 100 reranked by it, against BM25, on the dev split or on held-out
-train queries (:func:`hardneg.rerank.check_reranker`).
+train queries (:func:`hardneg.crossencoder.check_reranker`).
 
 Cross-fitting (``folds=K``, K >= 2): when the cross-encoder will judge the training queries
 themselves (denoising their candidates), a model trained on a query would vouch for its own
 training labels. So K models are trained, ``fold_<i>/`` on the queries outside fold i, with
-``folds.json`` mapping query id -> fold; :class:`hardneg.rerank.Reranker` scores each query
+``folds.json`` mapping query id -> fold; :class:`hardneg.crossencoder.Reranker` scores each query
 with the fold model that never saw it, and the evaluation is out-of-fold on train queries.
 """
 from __future__ import annotations
@@ -38,8 +38,8 @@ import numpy as np
 
 from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_write_json
-from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
+from hardneg.files import atomic_write_json
+from hardneg.crossencoder import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
 from hardneg.sampling import holdout
 from hardneg.train import TRAIN_LOG, check_schedule, trainer_logs
 from hardneg.options import option

@@ -290,7 +290,7 @@ def test_run_denoises_with_a_cross_encoder(tiny_model_dir, tmp_path):
     """[denoise] cross_encoder + [select] denoise_above: each round scores its window with the
     cross-encoder before selecting, and the denoise filter drops what it scores above T."""
     from hardneg.candidates import CandidateSet
-    from test_rerank import build_tiny_cross_encoder
+    from test_crossencoder import build_tiny_cross_encoder
 
     ce = build_tiny_cross_encoder(tmp_path / "ce", tiny_model_dir)
     data = write_toy_beir(tmp_path / "toy")

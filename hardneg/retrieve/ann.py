@@ -266,7 +266,7 @@ class AnnIndex:
         """Write the index (faiss format) and a JSON sidecar (params, and ``info`` if given)."""
         import faiss
 
-        from hardneg.io import atomic_path, atomic_write_json
+        from hardneg.files import atomic_path, atomic_write_json
 
         path = Path(path)
         with atomic_path(path) as tmp:

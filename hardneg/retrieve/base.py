@@ -67,7 +67,7 @@ class Ranking:
 
     def write_trec(self, path: str | Path, system: str) -> None:
         """Write a TREC run file (``qid Q0 docid rank score system``), atomically."""
-        from hardneg.io import atomic_write_text
+        from hardneg.files import atomic_write_text
 
         lines = [
             f"{q} Q0 {d} {r} {s:.6f} {system}"

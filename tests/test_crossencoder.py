@@ -15,7 +15,7 @@ from hardneg.cli import app
 from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
 from hardneg.export import export
-from hardneg.rerank import Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
+from hardneg.crossencoder import Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
 from hardneg.select import SelectionPolicy, select
 from hardneg.train import build_train_dataset
 from hardneg.train_reranker import RerankerConfig, assign_folds, pair_dataset, tuple_dataset
