@@ -10,7 +10,7 @@ The flow, each step one name here (their configs beside them)::
     evaluate(ds, "test", runs)                                # EvalResult; runs from build_retrievers
     run(load_recipe(path), out)                               # the whole loop from a recipe (RunConfig)
 
-Everything else lives in its module (``hardneg.audit``, ``hardneg.crossencoder``, ``hardneg.clicks``, ...).
+Everything else lives in its module (``hardneg.audit``, ``hardneg.crossencoder``, ``hardneg.positives.clicks``, ...).
 ``hardneg.select``, ``hardneg.export``, ``hardneg.train`` and ``hardneg.evaluate`` name the
 functions; import from the modules of the same name for the rest (``from hardneg.train import
 TrainResult``). Importing hardneg loads neither torch nor transformers: they load when used.

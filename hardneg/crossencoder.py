@@ -14,7 +14,7 @@ MarginMSE distillation have the positives' scores. Then:
   which ``hardneg train --loss marginmse`` distils.
 
 Scores are raw logits (no sigmoid: ``T = 0`` is probability 0.5), so they can be negative and
-``--percent`` is refused on them. They are cached on disk (:class:`hardneg.cache.EmbeddingCache`)
+``--percent`` is refused on them. They are cached on disk (:class:`hardneg.encode.cache.EmbeddingCache`)
 under the weights fingerprint and a hash of the (query, document) pairs: rescoring the same set
 again does not run the model.
 
@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
+from hardneg.encode.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError

@@ -394,7 +394,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     memory (the files are still written) and stores every candidate's fate in
     ``rounds/r<i>/decisions.parquet``, which the report reads.
     """
-    from hardneg.cache import memoised_texts_hashes
+    from hardneg.encode.cache import memoised_texts_hashes
 
     with memoised_texts_hashes():
         return _run(config, Path(out), progress or log.info, data)
@@ -402,7 +402,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
 
 def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None) -> RunResult:
     from hardneg import output
-    from hardneg.cache import EmbeddingCache
+    from hardneg.encode.cache import EmbeddingCache
     from hardneg.encode import Encoder
     from hardneg.mine import chunked_for
 

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg.cache import texts_hash
+from hardneg.encode.cache import texts_hash
 from hardneg.candidates import CandidateSet, CandidateWriter, Column, rank_col, score_col
 from hardneg.checkpoint import MineCheckpoint, digest
 from hardneg.data import Dataset, normalize_text
@@ -48,7 +48,7 @@ class MineConfig:
     Queries are mined ``query_chunk`` at a time: the unit of memory and of checkpoints.
     ``engine`` "ray" embeds the corpus and searches it (exactly, sharded) on a Ray cluster at
     ``ray_address`` over ``ray_shards`` corpus shards with ``ray_actors`` model copies
-    (:mod:`hardneg.engine_ray`); the candidate set equals the local engine's exact one.
+    (:mod:`hardneg.retrieve.ray_engine`); the candidate set equals the local engine's exact one.
     ``chunk_tokens`` mines over chunks of at most that many of the model's tokens, neighbours
     sharing ``chunk_overlap`` (:mod:`hardneg.chunking`): candidates are chunks, with a
     ``parent_id`` column naming their document.
@@ -94,7 +94,7 @@ class MineConfig:
         chunk_config(self.chunk_tokens, self.chunk_overlap)  # validates them
         check(self)
         self.search_config()  # validates the search options
-        from hardneg.engine_ray import check_options  # imports no Ray
+        from hardneg.retrieve.ray_engine import check_options  # imports no Ray
 
         check_options(self.engine, self.search, self.ray_shards, self.ray_actors)
 
@@ -208,7 +208,7 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model, doc_text
     if model is not None:
         _use_model(retrievers, model)
     if config.engine == "ray":
-        from hardneg.engine_ray import RayEngine, use_ray
+        from hardneg.retrieve.ray_engine import RayEngine, use_ray
 
         retrievers = use_ray(retrievers, RayEngine(config.ray_address, config.ray_shards, config.ray_actors),
                              _in_memory(model))

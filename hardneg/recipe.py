@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hardneg.audit import AuditConfig
-from hardneg.cache import CacheConfig
+from hardneg.encode.cache import CacheConfig
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.export import ExportConfig

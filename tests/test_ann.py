@@ -8,7 +8,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from hardneg.cache import CACHE_FORMAT, CacheKey
+from hardneg.encode.cache import CACHE_FORMAT, CacheKey
 from hardneg.errors import HardnegError
 from hardneg.retrieve.ann import AUTO_THRESHOLD, AnnIndex, SearchConfig, build_index, recall_at_k, resolve_kind
 from hardneg.retrieve.dense import DenseRetriever, Search, exact_topk

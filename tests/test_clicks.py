@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hardneg.candidates import CandidateSet, Column
 from hardneg.cli import app
-from hardneg.clicks import (
+from hardneg.positives.clicks import (
     CLICKS_SCORER,
     SKIP_ABOVE_SOURCE,
     ClickConfig,

@@ -323,7 +323,7 @@ def write_click_log(path: Path) -> Path:
 
 
 def test_click_bias_of_reads_the_log_else_clicks_stats_else_none(toy, tmp_path):
-    from hardneg.clicks import ClickConfig, clicks_to_beir
+    from hardneg.positives.clicks import ClickConfig, clicks_to_beir
     from hardneg.diagnose import click_bias_of
 
     ds = load_dataset(toy)

@@ -16,8 +16,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hardneg.cli import app
-from hardneg.htmlpage import markdown
-from hardneg.plots import false_negative_curve, filter_drops, score_histogram
+from hardneg.report.htmlpage import markdown
+from hardneg.report.plots import false_negative_curve, filter_drops, score_histogram
 from hardneg.report import sample_queries, write_report
 from test_loop import RECIPE
 from toybeir import write_toy_beir

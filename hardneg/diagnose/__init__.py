@@ -7,7 +7,7 @@ model it would start from. It measures, without training anything:
   bootstrap intervals and the paired randomization test of :func:`hardneg.evaluate.evaluate`
   (vectors come from the embedding cache when they are there);
 * **vocabulary fit**: subword pieces per word on the corpus vs everyday English
-  (:mod:`hardneg.vocab`), and the most fragmented frequent domain terms;
+  (:mod:`hardneg.diagnose.vocab`), and the most fragmented frequent domain terms;
 * **what BM25 can see**: the share of each query's terms (as BM25 sees them: bm25s tokens,
   English stopwords removed, PyStemmer-stemmed) found in its positive, the pairs sharing no
   term at all, and the dense cosine of query and positive against the query's cosine with an
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from hardneg.clicks import position_bias, read_click_log
+from hardneg.positives.clicks import position_bias, read_click_log
 from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, evaluate, format_p
 from hardneg.options import check, option
@@ -291,7 +291,7 @@ def click_bias_of(data: str | Path, ds: Any, log: str | Path | None = None) -> d
 
 
 def click_bias(rows: Sequence[Mapping[str, Any]], source: str) -> dict[str, Any]:
-    """Position bias of a click log for the diagnosis, from :func:`hardneg.clicks.position_bias` rows.
+    """Position bias of a click log for the diagnosis, from :func:`hardneg.positives.clicks.position_bias` rows.
 
     ``decay`` is CTR at the last shown position over CTR at position 1. Below 0.5 the log is
     strongly position-biased: low positions get few clicks whatever their relevance, so a
@@ -384,7 +384,7 @@ def diagnose(ds: "Dataset", encoder: "Encoder", config: DiagnoseConfig = Diagnos
     from hardneg.retrieve.bm25 import BM25Retriever
     from hardneg.retrieve.dense import DenseRetriever, pair_scores
     from hardneg.retrieve.fusion import rrf
-    from hardneg.vocab import vocab_fit
+    from hardneg.diagnose.vocab import vocab_fit
 
     eval_qids = list(ds.positives(config.split))
     if not eval_qids:

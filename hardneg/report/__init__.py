@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg import plots, sampling
+from hardneg import sampling
+from hardneg.report import plots
 from hardneg.errors import HardnegError
-from hardneg.htmlpage import details, esc, img, markdown, page, table, truncate
+from hardneg.report.htmlpage import details, esc, img, markdown, page, table, truncate
 from hardneg.files import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
    in ``stats["percent_negative_reference"]``).
 4. denoise: drop candidates whose cross-encoder score (``denoise_by``, default ``ce``, added by
    :func:`hardneg.crossencoder.rescore`) exceeds ``denoise_above``; a score equal to it is kept.
-5. sampler (:data:`hardneg.samplers.REGISTRY`) picks ``num_negatives`` of the survivors; then
+5. sampler (:data:`hardneg.select.samplers.REGISTRY`) picks ``num_negatives`` of the survivors; then
    ``on_short`` decides what happens to rows with fewer: ``drop`` the row, ``keep`` it short,
    or ``pad-random`` it with random corpus documents the query never retrieved.
 
@@ -50,8 +50,8 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg import samplers
-from hardneg.samplers import Sampler
+from hardneg.select import samplers
+from hardneg.select.samplers import Sampler
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
@@ -99,7 +99,7 @@ class SelectionPolicy:
     the 7 top-scoring candidates per query among original ranks 10..100 whose score is at most
     0.95 x the positive's (NV-Retriever's positive-aware filter; a FlagEmbedding group of
     1 positive + 7 negatives). ``simans_a``/``simans_b`` and ``temperature`` act on per-query
-    standardised scores (see :mod:`hardneg.samplers`).
+    standardised scores (see :mod:`hardneg.select.samplers`).
 
     Samplers that do not read candidates (the ``random`` and ``none`` baselines) take no
     window or percent: left at their defaults they become None; any other filter set with

@@ -19,8 +19,8 @@ import typer
 from rich.console import Console
 
 from hardneg.audit import AuditConfig
-from hardneg.cache import CacheConfig
-from hardneg.clicks import ClickConfig, ClickPolicy
+from hardneg.encode.cache import CacheConfig
+from hardneg.positives.clicks import ClickConfig, ClickPolicy
 from hardneg.diagnose import DiagnoseConfig
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
@@ -30,9 +30,9 @@ from hardneg.mine import MineConfig
 from hardneg.options import cli_parameters, declared, from_cli, key_of
 from hardneg.crossencoder import DenoiseConfig
 from hardneg.select import SelectionPolicy
-from hardneg.synth import SynthConfig
+from hardneg.positives.synth import SynthConfig
 from hardneg.train import TrainConfig
-from hardneg.train_reranker import RerankerConfig
+from hardneg.train.reranker import RerankerConfig
 
 app = typer.Typer(
     add_completion=False,
@@ -593,7 +593,7 @@ def rescore_cmd(
     `hardneg train --loss marginmse`. The window defaults to 1:100 here (every rank a sampler
     could reach); in a recipe's [denoise] to the default policy's reach.
     """
-    from hardneg.cache import EmbeddingCache
+    from hardneg.encode.cache import EmbeddingCache
     from hardneg.candidates import CandidateSet
     from hardneg.crossencoder import Reranker, check_for_candidates, rescore_with_report
 
@@ -629,7 +629,7 @@ def train_reranker_cmd(
     --model is the starting model (a sentence-transformers folder gets a new head).
     """
     from hardneg.crossencoder import warn_if_worse
-    from hardneg.train_reranker import train_reranker, training_rows
+    from hardneg.train.reranker import train_reranker, training_rows
 
     ds = _load(data)
     rows = training_rows(ds, config, negatives=negatives, candidates=candidates, window=window)
@@ -678,7 +678,7 @@ def clicks_cmd(
     """Positives from a click log (and skip-above negatives): a BEIR folder `mine` and `train` read."""
     from rich.table import Table
 
-    from hardneg.clicks import clicks_to_beir
+    from hardneg.positives.clicks import clicks_to_beir
 
     result = clicks_to_beir(log, corpus, out, replace(config, policy=policy))
     s, c = result.stats, result.stats["counts"]
@@ -714,7 +714,7 @@ def skip_above_cmd(
     dataset mined) gives the duplicate and query-text flags.
     """
     from hardneg.candidates import CandidateSet
-    from hardneg.clicks import add_skip_above, read_skip_above
+    from hardneg.positives.clicks import add_skip_above, read_skip_above
 
     cands = CandidateSet.read(candidates)
     ds = _dataset_of(cands, data) if data.path or cands.meta.get("data") else None
@@ -736,7 +736,7 @@ def synth_cmd(
     config: Any = None,
 ):
     """Positives from an unlabeled corpus (no qrels, no model): a BEIR folder `mine` and `train` read."""
-    from hardneg.synth import write_synth
+    from hardneg.positives.synth import write_synth
 
     result = write_synth(corpus, out, config)
     c = result.counts
@@ -763,7 +763,7 @@ def diagnose_cmd(
 ):
     """Before spending money: BM25 vs the untuned model, vocabulary fit, overlap, suspicious positives, a verdict."""
     from hardneg.diagnose import click_bias_of, diagnose
-    from hardneg.diagnose_report import write_diagnosis
+    from hardneg.diagnose.report import write_diagnosis
     from hardneg.encode import Encoder
 
     start = time.perf_counter()
@@ -789,6 +789,3 @@ def diagnose_cmd(
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from hardneg.evaluate import format_p
-from hardneg.htmlpage import esc, img, page, table, truncate
+from hardneg.report.htmlpage import esc, img, page, table, truncate
 from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
