@@ -310,7 +310,7 @@ def rescore_with_report(cands: CandidateSet, ds: Dataset, cross_encoder: Any, *,
 
 
 def _parse_window(window: tuple[int, int] | str | None) -> tuple[int, int] | None:
-    from hardneg.select import parse_window
+    from hardneg.select.policy import parse_window
 
     if isinstance(window, str):
         window = None if window.strip().lower() in ("off", "none", "") else parse_window(window)

@@ -556,7 +556,8 @@ def _mine_round(view: Dataset, mine_cfg: MineConfig, policy: SelectionPolicy, co
     from hardneg.export import FLAG_FILE, export
     from hardneg.mine import mine_candidates
     from hardneg.retrieve import RetrieverSpec
-    from hardneg.select import DECISIONS_FILE, select, write_decisions
+    from hardneg.select import select, write_decisions
+    from hardneg.select.decisions import DECISIONS_FILE
 
     mine_cfg = replace(mine_cfg, rank_by=policy.rank_by, score_by=policy.score_by)
     spec = RetrieverSpec.parse(mine_cfg.retriever)
@@ -620,7 +621,9 @@ def _train_round(view: Dataset, negatives: tuple[Path, list, dict], init: str | 
     import json
 
     from hardneg.encode import default_model_path
-    from hardneg.train import TRAIN_LOG, load_student, train
+    from hardneg.train import train
+    from hardneg.train.config import TRAIN_LOG
+    from hardneg.train.losses import load_student
 
     path, rows, sidecar = negatives
     log_file = model_dir.parent / TRAIN_LOG  # rounds/r<i>/train.log: beside the model, not copied with it
@@ -641,7 +644,7 @@ def _train_round(view: Dataset, negatives: tuple[Path, list, dict], init: str | 
 
 def _clear_previous(out: Path) -> None:
     """Remove what an earlier run into ``out`` left (its kept model, its rounds), so nothing stale remains."""
-    from hardneg.train import RESULT_FILE
+    from hardneg.train.config import RESULT_FILE
 
     if (out / "model" / RESULT_FILE).is_file():
         shutil.rmtree(out / "model")

@@ -269,7 +269,7 @@ def _print_clean(result) -> None:
 # ---- mining and selection ------------------------------------------------------------------------
 def _select_and_print(cands, ds, out: Path, policy, export) -> None:
     from hardneg.export import select_and_export
-    from hardneg.select import format_stats_table
+    from hardneg.select.stats import format_stats_table
 
     start = time.perf_counter()
     mined, report = select_and_export(cands, ds, out, policy, export.format)
@@ -362,7 +362,8 @@ def train_cmd(
     data: Any = None, model: Any = None, pairs: Any = None, config: Any = None,
 ):
     """Fine-tune a sentence-transformers model on mined negatives; keeps the best dev checkpoint."""
-    from hardneg.train import TRAIN_LOG, train
+    from hardneg.train import train
+    from hardneg.train.config import TRAIN_LOG
 
     with _working("training"):
         result = train(_load(data), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
@@ -386,7 +387,7 @@ def _run_and_print(config, out: Path, title: str) -> None:
     from hardneg.files import atomic_write_text
     from hardneg.loop import format_run_table, run
     from hardneg.recipe import dump_recipe
-    from hardneg.train import TRAIN_LOG
+    from hardneg.train.config import TRAIN_LOG
 
     atomic_write_text(out / "recipe.toml", dump_recipe(config))
     with _working("starting"):

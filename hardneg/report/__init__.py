@@ -164,7 +164,8 @@ def _load_round(rnd: RoundFiles, ds: "Dataset | None") -> None:
     """
     from hardneg.candidates import CandidateSet
     from hardneg.chunking import chunked_like
-    from hardneg.select import DECISIONS_FILE, Decisions, SelectionPolicy, select
+    from hardneg.select import Decisions, SelectionPolicy, select
+    from hardneg.select.decisions import DECISIONS_FILE
 
     file = rnd.path / "candidates.parquet"
     if rnd.stats is None or "policy" not in rnd.stats:

@@ -41,7 +41,8 @@ from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
 from hardneg.crossencoder import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
 from hardneg.sampling import holdout
-from hardneg.train import TRAIN_LOG, check_schedule, trainer_logs
+from hardneg.train.config import TRAIN_LOG, check_schedule
+from hardneg.train.trainer import trainer_logs
 from hardneg.options import option
 
 if TYPE_CHECKING:
@@ -127,7 +128,7 @@ def training_rows(ds: Dataset, config: RerankerConfig, *, negatives: str | Path 
     set (``config.num_negatives`` per query, default 3 with mnrl and 7 with bce, uniformly from
     the original ranks in ``window``). Exactly one of the two must be given."""
     from hardneg.candidates import CandidateSet
-    from hardneg.select import parse_window
+    from hardneg.select.policy import parse_window
 
     if (negatives is None) == (candidates is None):
         raise HardnegError("give exactly one of --negatives and --candidates")
@@ -241,7 +242,7 @@ def _load_base(model: "str | Path | None", max_length: int, seed: int) -> "Cross
 def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, int],
          config: RerankerConfig, log_file: Path) -> list[list[float]]:
     """Train in place with the configured loss; returns [[step, loss], ...]. The trainer's own
-    logs go to ``log_file`` (:func:`hardneg.train.trainer_logs`)."""
+    logs go to ``log_file`` (:func:`hardneg.train.trainer.trainer_logs`)."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
