@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from hardneg.cli import app
 from hardneg.data import load_dataset
 from hardneg.errors import HardnegError
-from hardneg.loop import DataConfig, RoundGate, gate, plan_round, remine_config, split_dev
+from hardneg.loop import DataConfig, RoundGate, gate, plan_round, split_dev
+from hardneg.loop.rounds import remine_config
 from hardneg.mine import MineConfig
 from hardneg.select import SelectionPolicy
 from toybeir import write_toy_beir
@@ -141,7 +142,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     import hardneg.encode.cache
     import hardneg.encode
 
-    train_module = importlib.import_module("hardneg.train")  # the module: `hardneg.train` is the function
+    rounds_module = importlib.import_module("hardneg.loop.rounds")  # the rounds call its `train`
 
     tmp = tmp_path_factory.mktemp("run")
     data = write_toy_beir(tmp / "toy")
@@ -150,7 +151,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     out = tmp / "out"
     counts, trained_on = Counter(), []
     init, memory, files, train = (SentenceTransformer.__init__, hardneg.encode.cache.model_fingerprint,
-                                  hardneg.encode.cache._read_folder, train_module.train)
+                                  hardneg.encode.cache._read_folder, rounds_module.train)
 
     def count(name, fn):
         def wrapper(*args, **kwargs):
@@ -166,7 +167,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
         m.setattr(SentenceTransformer, "__init__", count("loads", init))
         m.setattr(hardneg.encode, "model_fingerprint", count("memory fingerprints", memory))
         m.setattr(hardneg.encode.cache, "_read_folder", count("file fingerprints", files))
-        m.setattr(train_module, "train", recording_train)
+        m.setattr(rounds_module, "train", recording_train)
         result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
     SEEN.update(counts=dict(counts), trained_on=trained_on)
     assert result.exit_code == 0, result.output

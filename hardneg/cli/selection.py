@@ -9,7 +9,8 @@ from typing import Any, Optional
 
 import typer
 
-from hardneg.audit import AuditConfig, audit_candidates, calibrate as calibrate_audit, read_audit
+from hardneg.audit import AuditConfig, audit_candidates, read_audit
+from hardneg.audit import calibrate as calibrate_audit
 from hardneg.candidates import CandidateSet
 from hardneg.cli.common import (CACHE, EXPORT, POLICY, Opts, _dataset_of, _load, _select_and_print, _working, console,
                                 friendly, with_options)

@@ -58,8 +58,8 @@ from hardneg.select.decisions import Decisions, _decision_log, _decisions_table,
 from hardneg.select.mined import MinedSet
 from hardneg.select.policy import OnShort, PosRef, SelectionPolicy
 from hardneg.select.samplers import Sampler
-from hardneg.select.stages import (_Arrays, _candidate_picks, _FilterTrace, _filter, _handle_short,
-                                   _negatives_table, _OutputUnits, _positives_table, _random_picks, _sample)
+from hardneg.select.stages import (_Arrays, _candidate_picks, _filter, _FilterTrace, _handle_short, _negatives_table,
+                                   _OutputUnits, _positives_table, _random_picks, _sample)
 from hardneg.select.stats import _stats
 
 __all__ = ["Decisions", "MinedSet", "OnShort", "PosRef", "Sampler", "SelectionPolicy", "read_decisions", "select",

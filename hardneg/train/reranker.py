@@ -36,14 +36,14 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 import numpy as np
 
+from hardneg.crossencoder import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
 from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
-from hardneg.crossencoder import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
+from hardneg.options import option
 from hardneg.sampling import holdout
 from hardneg.train.config import TRAIN_LOG, check_schedule
 from hardneg.train.trainer import trainer_logs
-from hardneg.options import option
 
 if TYPE_CHECKING:
     import datasets
