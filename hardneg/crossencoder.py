@@ -38,7 +38,8 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg.encode.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
+from hardneg.encode.cache import CacheKey, EmbeddingCache, texts_hash
+from hardneg.encode.fingerprint import model_fingerprint
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError

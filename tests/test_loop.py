@@ -139,7 +139,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
     from sentence_transformers import SentenceTransformer
 
-    import hardneg.encode.cache
+    import hardneg.encode.fingerprint
     import hardneg.encode
 
     rounds_module = importlib.import_module("hardneg.loop.rounds")  # the rounds call its `train`
@@ -150,8 +150,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     recipe.write_text(RECIPE.format(data=data, model=tiny_model_dir, cache=tmp / "cache"))
     out = tmp / "out"
     counts, trained_on = Counter(), []
-    init, memory, files, train = (SentenceTransformer.__init__, hardneg.encode.cache.model_fingerprint,
-                                  hardneg.encode.cache._read_folder, rounds_module.train)
+    init, memory, files, train = (SentenceTransformer.__init__, hardneg.encode.fingerprint.model_fingerprint,
+                                  hardneg.encode.fingerprint._read_folder, rounds_module.train)
 
     def count(name, fn):
         def wrapper(*args, **kwargs):
@@ -166,7 +166,7 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(SentenceTransformer, "__init__", count("loads", init))
         m.setattr(hardneg.encode, "model_fingerprint", count("memory fingerprints", memory))
-        m.setattr(hardneg.encode.cache, "_read_folder", count("file fingerprints", files))
+        m.setattr(hardneg.encode.fingerprint, "_read_folder", count("file fingerprints", files))
         m.setattr(rounds_module, "train", recording_train)
         result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
     SEEN.update(counts=dict(counts), trained_on=trained_on)
@@ -248,11 +248,11 @@ def test_remining_uses_the_freshly_trained_weights(tiny_run):
     # the saved round-0 folder embeds with the same fingerprint as the model that mined round 1
     from sentence_transformers import SentenceTransformer
 
-    from hardneg.encode.cache import model_fingerprint
+    from hardneg.encode.fingerprint import model_fingerprint
 
     saved = SentenceTransformer(r0["model_dir"], device="cpu", local_files_only=True)
     assert model_fingerprint(saved) == r0["model_fingerprint"]
-    from hardneg.encode.cache import folder_fingerprint  # the same, read from the folder's files (a warm eval)
+    from hardneg.encode.fingerprint import folder_fingerprint  # the same, read from the folder's files (a warm eval)
 
     assert folder_fingerprint(r0["model_dir"]).fingerprint == r0["model_fingerprint"]
 

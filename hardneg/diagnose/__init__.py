@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from hardneg.positives.clicks import position_bias, read_click_log
+from hardneg.positives.clicklog import read_click_log
+from hardneg.positives.clicks import position_bias
 from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, evaluate, format_p
 from hardneg.options import check, option

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from hardneg.encode.cache import CacheKey, EmbeddingCache, folder_fingerprint, model_content, model_fingerprint, texts_hash
+from hardneg.encode.cache import CacheKey, EmbeddingCache, texts_hash
+from hardneg.encode.fingerprint import folder_fingerprint, model_content, model_fingerprint
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 from hardneg.precision import ENCODE_PRECISIONS, resolve_encode
@@ -122,7 +123,7 @@ class Encoder:
     Pass ``model`` to wrap an already loaded SentenceTransformer (``config.model`` is then
     ignored); otherwise the model is loaded from its folder only when something is to be
     encoded that the cache does not hold, and fingerprinted from the folder's files until then
-    (:func:`hardneg.encode.cache.folder_fingerprint`). ``cache`` is an :class:`EmbeddingCache`, a
+    (:func:`hardneg.encode.fingerprint.folder_fingerprint`). ``cache`` is an :class:`EmbeddingCache`, a
     folder for one, or None to disable caching; left out, the default folder is used (``$HARDNEG_CACHE`` or
     ``~/.cache/hardneg``). Outputs are float32 arrays of shape (n, dim) (passages float16 with
     ``config.float16``); cached ones are read-only memory maps.
@@ -171,14 +172,14 @@ class Encoder:
         return self._model is not None
 
     def _folder_files(self) -> Any:
-        """:func:`hardneg.encode.cache.folder_fingerprint` of :attr:`folder`, read once (None: not readable)."""
+        """:func:`hardneg.encode.fingerprint.folder_fingerprint` of :attr:`folder`, read once (None: not readable)."""
         if self._files is _UNREAD:
             self._files = folder_fingerprint(self.folder) if self.folder is not None else None
         return self._files
 
     @property
     def fingerprint(self) -> str:
-        """:func:`hardneg.encode.cache.model_fingerprint` of the model, recomputed when weights change.
+        """:func:`hardneg.encode.fingerprint.model_fingerprint` of the model, recomputed when weights change.
 
         A model from a folder is fingerprinted from the folder's files (no load; the same value
         as from memory) for as long as its weights are the ones it was loaded with; a folder
