@@ -23,7 +23,7 @@ from hardneg.encode import EncoderConfig
 from hardneg.retrieve.ray_engine import check_options, merge_topk, shard_bounds
 from hardneg.errors import HardnegError
 from hardneg.mine import MineConfig, mine_candidates
-from hardneg.retrieve.dense import exact_topk
+from hardneg.retrieve.search import exact_topk
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scifact-sample"
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated:DeprecationWarning")  # Ray Data's own settings

@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from hardneg import output
 from hardneg.encode.cache import CacheKey, EmbeddingCache, texts_hash
 from hardneg.encode.fingerprint import folder_fingerprint, model_content, model_fingerprint
+from hardneg.encode.onnx_backend import OnnxRunner, export_onnx
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 from hardneg.precision import ENCODE_PRECISIONS, resolve_encode
@@ -277,8 +279,6 @@ class Encoder:
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
         """Call sentence-transformers (which sorts by length and batches), or the ONNX Runtime
         backends, and return float32."""
-        from hardneg import output
-
         progress = len(texts) >= PROGRESS_MIN_TEXTS and output.bars()  # quiet: the command's status line
         with _max_seq_length(self.model, max_length):
             if self.config.backend != "torch":
@@ -299,8 +299,6 @@ class Encoder:
 
     def _onnx_runner(self) -> Any:
         """The ONNX Runtime session of the current weights, exported into the cache folder once."""
-        from hardneg.encode.onnx_backend import OnnxRunner, export_onnx
-
         fingerprint = self.fingerprint
         if self._onnx is None or self._onnx[0] != fingerprint:
             if self.cache is not None:
