@@ -33,7 +33,7 @@ def main() -> int:
     from hardneg.encode import Encoder, EncoderConfig
     from hardneg.evaluate import format_p, paired_randomization_test, per_query_scores
     from hardneg.retrieve.base import Ranking
-    from hardneg.retrieve.dense import exact_topk
+    from hardneg.retrieve.search import exact_topk
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "scifact")

@@ -37,9 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hardneg.clicks import ClickPolicy, click_positives, position_bias, read_click_log
+from hardneg.positives.clicklog import read_click_log
+from hardneg.positives.clicks import ClickPolicy, click_positives, position_bias
 from hardneg.data import load_dataset
-from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.retrieve.bm25 import BM25Retriever
 
 

@@ -118,7 +118,7 @@ def step_syn_prepare(data: Path, work: Path, n_docs: int, n_queries: int) -> dic
     import pandas as pd
 
     from hardneg.candidates import CandidateSet
-    from hardneg.retrieve.dense import faiss_flat_topk
+    from hardneg.retrieve.search import faiss_flat_topk
 
     docs, queries, pos = synthetic(n_docs, n_queries)
     start = time.perf_counter()

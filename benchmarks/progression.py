@@ -125,7 +125,7 @@ class Bench:
         if row == "ict":
             folder = self.work / "ict"
             if not (folder / "synth.json").is_file():
-                from hardneg.synth import Method, SynthConfig, write_synth
+                from hardneg.positives.synth import Method, SynthConfig, write_synth
 
                 write_synth(self.args.data, folder, SynthConfig(method=Method.ICT, seed=0))
             return load_dataset(folder)
@@ -135,8 +135,8 @@ class Bench:
                 sys.path.insert(0, str(Path(__file__).parent))
                 from clicks_sim import ClickModel, simulate, summarize
 
-                from hardneg.clicks import ClickConfig, ClickPolicy, clicks_to_beir
-                from hardneg.io import atomic_write_json, atomic_write_text
+                from hardneg.positives.clicks import ClickConfig, ClickPolicy, clicks_to_beir
+                from hardneg.files import atomic_write_json, atomic_write_text
 
                 log = self.work / "clicks-log" / "log.jsonl"
                 atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in simulate(self.ds, "train", ClickModel())))
@@ -198,7 +198,7 @@ class Bench:
     def ce_scores(self, cands):
         """The dense candidates with ``score_ce`` from the cross-fitted reranker (cached file)."""
         from hardneg.candidates import CandidateSet
-        from hardneg.rerank import rescore_with_report
+        from hardneg.crossencoder import rescore_with_report
 
         if not self.args.reranker:
             raise SystemExit("the ce-denoise row needs --reranker (a `hardneg train-reranker --folds` folder)")

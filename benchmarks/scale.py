@@ -8,7 +8,7 @@ Neighbourhoods are continuous, so a query's top-100 spans several clusters and t
 have real work to do.
 
 Every step runs in its own subprocess (so its memory is its own) through hardneg's own code:
-``exact`` is :func:`hardneg.retrieve.dense.exact_topk` over the memmap; the index kinds are
+``exact`` is :func:`hardneg.retrieve.search.exact_topk` over the memmap; the index kinds are
 :func:`hardneg.retrieve.ann.build_index` (which also measures recall@depth on a 200-query sample
 and tunes nprobe / efSearch on another 200; "recall check s" is that cost) followed by a search
 of all Q queries. Per row: build seconds, queries/s, recall@depth against exact search on the
@@ -114,7 +114,7 @@ def _load(work: Path):
 
 
 def step_exact(args, work: Path) -> dict:
-    from hardneg.retrieve.dense import exact_topk
+    from hardneg.retrieve.search import exact_topk
 
     corpus, queries = _load(work)
     q = np.ascontiguousarray(queries[: args.recall_queries])

@@ -10,10 +10,16 @@ The flow, each step one name here (their configs beside them)::
     evaluate(ds, "test", runs)                                # EvalResult; runs from build_retrievers
     run(load_recipe(path), out)                               # the whole loop from a recipe (RunConfig)
 
-Everything else lives in its module (``hardneg.audit``, ``hardneg.rerank``, ``hardneg.clicks``, ...).
-``hardneg.select``, ``hardneg.export``, ``hardneg.train`` and ``hardneg.evaluate`` name the
-functions; import from the modules of the same name for the rest (``from hardneg.train import
-TrainResult``). Importing hardneg loads neither torch nor transformers: they load when used.
+Everything else lives in its module (``hardneg.audit``, ``hardneg.crossencoder``,
+``hardneg.positives.clicks``, ...). ``hardneg.select``, ``hardneg.export``, ``hardneg.train``
+and ``hardneg.evaluate`` name the functions; import from the modules of the same name for the
+rest (``from hardneg.train import TrainResult``). Importing hardneg loads neither torch nor
+transformers: they load when used.
+
+The layout follows the flow: one module (or package) per stage at the top (``data``, ``mine``,
+``candidates``, ``select``, ``export``, ``train``, ``evaluate``, ``loop``, ``recipe``, ``audit``);
+what a stage uses sits in a subpackage (``encode/``, ``retrieve/``, ``positives/``,
+``report/``, ``diagnose/``, ``cli/``).
 """
 __version__ = "0.1.0"  # before the imports: hardneg.mine records it
 

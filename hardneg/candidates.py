@@ -15,7 +15,7 @@ Columns (one row per (query, candidate doc); :class:`Column` names them):
   ``score_<s>`` (float32, NaN when not scored)
 * only when mined over chunks of long documents (:mod:`hardneg.chunking`): ``parent_id``
   (string), the candidate chunk's document; ``meta["chunks"]`` holds the chunking settings
-* only with skip-above negatives of a click log (:func:`hardneg.clicks.add_skip_above`):
+* only with skip-above negatives of a click log (:func:`hardneg.positives.clicks.add_skip_above`):
   ``is_skip_above`` (bool)
 
 The JSON metadata sits under the Parquet schema key ``b"hardneg"``; it names the scorers,
@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_path
+from hardneg.files import atomic_path
 
 __all__ = ["CandidateSet", "CandidateWriter", "Column", "rank_col", "score_col"]
 
@@ -67,7 +67,7 @@ class Column(str, Enum):
     IS_KNOWN_NEGATIVE = "is_known_negative"
     #: optional: a chunk's document (candidates mined over chunks, :mod:`hardneg.chunking`)
     PARENT_ID = "parent_id"
-    #: optional: a skip-above negative of a click log (:func:`hardneg.clicks.add_skip_above`)
+    #: optional: a skip-above negative of a click log (:func:`hardneg.positives.clicks.add_skip_above`)
     IS_SKIP_ABOVE = "is_skip_above"
 
     def __str__(self) -> str:

@@ -20,8 +20,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from hardneg.candidates import write_parquet
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_write_json
+from hardneg.files import atomic_write_json
 
 __all__: list[str] = []  # internal: the checkpoints of hardneg.mine
 
@@ -80,8 +81,6 @@ class MineCheckpoint:
 
     def save(self, i: int, frame: pd.DataFrame) -> None:
         """Store chunk ``i`` atomically (lossless: Int32 ranks, float32 scores, strings, bools)."""
-        from hardneg.candidates import write_parquet
-
         write_parquet(pa.Table.from_pandas(frame, preserve_index=False), self.chunk_path(i))
 
     def load(self, i: int) -> pd.DataFrame:

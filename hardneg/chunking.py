@@ -37,15 +37,14 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from hardneg.data import Dataset
+from hardneg.encode import default_model_path
 from hardneg.errors import HardnegError
-
-if TYPE_CHECKING:
-    from hardneg.retrieve.base import Retriever
+from hardneg.retrieve.base import Ranking, Retriever
 
 __all__ = ["ChunkConfig", "ChunkedDataset", "chunk_dataset"]
 
@@ -103,8 +102,6 @@ class ChunkedDataset(Dataset):
 
 # ---- the model's tokenizer ---------------------------------------------------------------------
 def _model_dir(model: str | Path | None) -> Path:
-    from hardneg.encode import default_model_path
-
     path = Path(model).expanduser() if model else Path(default_model_path())
     if not path.is_dir():
         raise HardnegError(f"model {str(path)!r} is not a local folder; chunking reads its tokenizer from there")
@@ -245,8 +242,6 @@ def collapse_to_docs(ranking, parent: Mapping[str, str], doc_ids: Sequence[str],
     :class:`~hardneg.retrieve.base.Ranking` is a dense table): ``k``, or fewer when some row
     holds fewer distinct documents; rows are cut, never padded with documents not retrieved.
     """
-    from hardneg.retrieve.base import Ranking
-
     position = {d: i for i, d in enumerate(doc_ids)}
     of_chunk = np.array([position[parent[c]] for c in ranking.doc_ids], dtype=np.int64)
     rows_idx, rows_score = [], []

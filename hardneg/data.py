@@ -23,7 +23,7 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Iterator
 
-from hardneg.errors import DataError
+from hardneg.errors import DataError, HardnegError
 
 __all__ = ["Dataset", "Leakage", "leakage", "load_dataset"]
 
@@ -97,8 +97,6 @@ class Dataset:
 
     def split_qrels(self, split: str) -> dict[str, dict[str, int]]:
         if split not in self.qrels:
-            from hardneg.errors import HardnegError
-
             have = ", ".join(self.qrels) or "none"
             raise HardnegError(f"{self.source}: no '{split}' split (have: {have})")
         return self.qrels[split]

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from hardneg.data import Dataset, leakage
-from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.retrieve.base import Ranking
 
 __all__ = ["EvalResult", "evaluate", "paired_randomization_test", "per_query_scores", "write_eval"]

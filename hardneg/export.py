@@ -34,7 +34,7 @@ import pyarrow as pa
 
 from hardneg.candidates import score_col, write_parquet
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_path, atomic_write_json
+from hardneg.files import atomic_path, atomic_write_json
 from hardneg.options import as_enum, check, option
 from hardneg.select import MinedSet, SelectionPolicy, select
 

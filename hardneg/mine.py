@@ -18,16 +18,21 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg.cache import texts_hash
+from hardneg import __version__
 from hardneg.candidates import CandidateSet, CandidateWriter, Column, rank_col, score_col
-from hardneg.checkpoint import MineCheckpoint, digest
+from hardneg.checkpoint import CHECKPOINT_DIRNAME, MineCheckpoint, digest
+from hardneg.chunking import ChunkConfig, ChunkedDataset, chunk_config, chunk_dataset
 from hardneg.data import Dataset, normalize_text
+from hardneg.encode import Encoder, EncoderConfig
+from hardneg.encode.cache import texts_hash
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 from hardneg.retrieve import Kind, RetrieverSpec, build_retrievers
 from hardneg.retrieve.ann import SearchConfig
 from hardneg.retrieve.base import DenseScorer, Ranking, Scorer
 from hardneg.retrieve.fusion import HybridRetriever
+from hardneg.retrieve.ray_engine import RayEngine, check_options, use_ray
+from hardneg.retrieve.search import Search
 
 __all__ = ["MineConfig", "mine_candidates", "mine_to_folder", "write_candidates"]
 
@@ -48,7 +53,7 @@ class MineConfig:
     Queries are mined ``query_chunk`` at a time: the unit of memory and of checkpoints.
     ``engine`` "ray" embeds the corpus and searches it (exactly, sharded) on a Ray cluster at
     ``ray_address`` over ``ray_shards`` corpus shards with ``ray_actors`` model copies
-    (:mod:`hardneg.engine_ray`); the candidate set equals the local engine's exact one.
+    (:mod:`hardneg.retrieve.ray_engine`); the candidate set equals the local engine's exact one.
     ``chunk_tokens`` mines over chunks of at most that many of the model's tokens, neighbours
     sharing ``chunk_overlap`` (:mod:`hardneg.chunking`): candidates are chunks, with a
     ``parent_id`` column naming their document.
@@ -88,14 +93,10 @@ class MineConfig:
                                    "10-20% of it keeps a passage cut at a boundary whole).")
 
     def __post_init__(self) -> None:
-        from hardneg.chunking import chunk_config
-
         object.__setattr__(self, "teachers", list(self.teachers))
         chunk_config(self.chunk_tokens, self.chunk_overlap)  # validates them
         check(self)
         self.search_config()  # validates the search options
-        from hardneg.engine_ray import check_options  # imports no Ray
-
         check_options(self.engine, self.search, self.ray_shards, self.ray_actors)
 
     def search_config(self) -> SearchConfig:
@@ -208,8 +209,6 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model, doc_text
     if model is not None:
         _use_model(retrievers, model)
     if config.engine == "ray":
-        from hardneg.engine_ray import RayEngine, use_ray
-
         retrievers = use_ray(retrievers, RayEngine(config.ray_address, config.ray_shards, config.ray_actors),
                              _in_memory(model))
     for name, r in retrievers.items():
@@ -236,8 +235,6 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model, doc_text
 
 def chunked_for(ds: Dataset, config: MineConfig, encoder_config) -> Dataset:
     """``ds`` chunked as ``config`` asks (as given when it is chunked that way already)."""
-    from hardneg.chunking import ChunkConfig, ChunkedDataset, chunk_dataset
-
     if config.chunk_tokens is None:
         return ds
     if isinstance(ds, ChunkedDataset):
@@ -315,9 +312,6 @@ def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
 
 def _fingerprint_inputs(job: _Job, encoder_config) -> dict[str, str]:
     """Hashes of everything that decides the candidates, by component (named when one changes)."""
-    from hardneg import __version__
-    from hardneg.encode import EncoderConfig
-
     ds, split = job.ds, job.config.split
     labels = {"positives": job.positives, "known_negatives": ds.known_negatives(split)}
     return {
@@ -343,8 +337,6 @@ def _check_scorers(rank_by: str, score_by: str, names: list[str]) -> None:
 def _use_model(retrievers, model) -> None:
     """Give the dense scorers ``model``: a SentenceTransformer (wrapped in one new Encoder) or an
     Encoder (shared as it is: one loaded model, one fingerprint)."""
-    from hardneg.encode import Encoder
-
     shared = None
     for r in retrievers.values():
         if isinstance(r, DenseScorer):
@@ -357,8 +349,6 @@ def _use_model(retrievers, model) -> None:
 
 def _in_memory(model):
     """The SentenceTransformer behind ``model`` for engines that copy it (None: they load the folder)."""
-    from hardneg.encode import Encoder
-
     if isinstance(model, Encoder):
         return model.model if (model.loaded or model.folder is None) else None
     return model
@@ -407,10 +397,8 @@ def _add_scores(frame: pd.DataFrame, ds: Dataset, qids, qtexts, retrievers, quer
                 rankings: dict[str, Ranking] | None = None) -> None:
     """Score every row under every scorer (also positives beyond the depth). Rows an exact dense
     search ranked take the score it reported (``score_pairs``, i.e.
-    :func:`~hardneg.retrieve.dense.pair_scores`, gives the same value: both are float64 dot products
+    :func:`~hardneg.retrieve.search.pair_scores`, gives the same value: both are float64 dot products
     rounded to float32); the others are scored."""
-    from hardneg.retrieve.dense import Search
-
     qi, di = frame["qi"].to_numpy(), frame["di"].to_numpy()
     for name, r in retrievers.items():
         scores = np.full(len(frame), np.nan, dtype=np.float32)
@@ -501,8 +489,6 @@ def mine_to_folder(ds: Dataset, out: str | Path, config: MineConfig | None = Non
     checkpoint is removed once the candidates are written.
     """
     import shutil
-
-    from hardneg.checkpoint import CHECKPOINT_DIRNAME
 
     ckpt = Path(out) / CHECKPOINT_DIRNAME
     cands = mine_candidates(ds, config, encoder_config, cache=cache, checkpoint_dir=ckpt, restart=restart,

@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hardneg.audit import AuditConfig
-from hardneg.cache import CacheConfig
+from hardneg.encode.cache import CacheConfig
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.export import ExportConfig
 from hardneg.loop import DataConfig, EvalConfig, LoopConfig, RunConfig
 from hardneg.mine import MineConfig
 from hardneg.options import Mismatch, coerce, recipe_fields, toml_lines, toml_value, type_name
-from hardneg.rerank import DenoiseConfig
+from hardneg.crossencoder import DenoiseConfig
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
 

@@ -8,10 +8,11 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from hardneg.cache import CACHE_FORMAT, CacheKey
+from hardneg.encode.cache import CACHE_FORMAT, CacheKey
 from hardneg.errors import HardnegError
 from hardneg.retrieve.ann import AUTO_THRESHOLD, AnnIndex, SearchConfig, build_index, recall_at_k, resolve_kind
-from hardneg.retrieve.dense import DenseRetriever, Search, exact_topk
+from hardneg.retrieve.dense import DenseRetriever
+from hardneg.retrieve.search import Search, exact_topk
 
 
 def clustered(n: int, dim: int, n_clusters: int, seed: int, noise: float = 0.5) -> np.ndarray:

@@ -163,7 +163,7 @@ def test_audit_refuses_an_evaluation_split_and_single_positive_data():
 def test_recipe_window_auto_calibrates_each_round(tmp_path):
     import json
 
-    from hardneg.loop import _calibrated
+    from hardneg.loop.rounds import _calibrated
     from hardneg.recipe import dump_recipe, load_recipe
     from hardneg.select import SelectionPolicy
 

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from hardneg.cache import CacheKey, EmbeddingCache, default_cache_dir, model_fingerprint, texts_hash
+from hardneg.encode.cache import CacheKey, EmbeddingCache, default_cache_dir, texts_hash
+from hardneg.encode.fingerprint import model_fingerprint
 from hardneg.encode import Encoder, EncoderConfig, default_model_path
 from hardneg.errors import HardnegError
 

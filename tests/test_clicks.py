@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from hardneg.candidates import CandidateSet, Column
 from hardneg.cli import app
-from hardneg.clicks import (
+from hardneg.positives.clicklog import read_click_log
+from hardneg.positives.clicks import (
     CLICKS_SCORER,
     SKIP_ABOVE_SOURCE,
     ClickConfig,
@@ -23,7 +24,6 @@ from hardneg.clicks import (
     click_positives,
     clicks_to_beir,
     position_bias,
-    read_click_log,
     read_skip_above,
     skip_above_pairs,
     split_queries,

@@ -57,7 +57,8 @@ def test_torchrun_two_cpu_processes_train_and_rank0_saves(tiny_model_dir, tmp_pa
 
 
 def test_loss_gathers_only_with_several_processes(tiny_model_dir):
-    from hardneg.train import Loss, TrainConfig, build_loss, load_student
+    from hardneg.train import Loss, TrainConfig
+    from hardneg.train.losses import build_loss, load_student
 
     model = load_student(str(tiny_model_dir))
     assert build_loss(model, TrainConfig(), 1, world_size=2).gather_across_devices is True

@@ -6,7 +6,8 @@ import pytest
 
 from hardneg.errors import HardnegError
 from hardneg.retrieve.base import Ranking
-from hardneg.retrieve.dense import DenseRetriever, exact_topk, faiss_flat_topk, pair_scores
+from hardneg.retrieve.dense import DenseRetriever
+from hardneg.retrieve.search import exact_topk, faiss_flat_topk, pair_scores
 
 CHUNKS = [(1, 1), (3, 7), (5, 4), (16, 33), (64, 1000), (1024, 65536)]
 

@@ -14,7 +14,7 @@ from hardneg.diagnose import (
     DiagnoseConfig, Outlook, _bm25_terms, dense_ranks, diagnose, near_duplicates, score_rank, suspicious_mask,
     term_overlap, verdict,
 )
-from hardneg.vocab import count_pieces, fragmentation, fragmented_terms, reference_words, vocab_fit
+from hardneg.diagnose.vocab import count_pieces, fragmentation, fragmented_terms, reference_words, vocab_fit
 from toybeir import WORDS, write_toy_beir
 
 runner = CliRunner()

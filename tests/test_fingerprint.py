@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from hardneg.cache import EmbeddingCache, folder_fingerprint, memoised_texts_hashes, model_fingerprint, texts_hash
+from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes, texts_hash
+from hardneg.encode.fingerprint import folder_fingerprint, model_fingerprint
 from hardneg.encode import Encoder, EncoderConfig, default_model_path
 from hardneg.errors import HardnegError
 
@@ -39,7 +40,7 @@ def test_files_and_memory_agree_for_the_bundled_minilm():
     model = load(default_model_path())
     assert files is not None and files.fingerprint == model_fingerprint(model)
     assert files.max_seq_length == model.max_seq_length == 256
-    assert files.content.mismatch(__import__("hardneg.cache", fromlist=["x"]).model_content(model)) is None
+    assert files.content.mismatch(__import__("hardneg.encode.fingerprint", fromlist=["x"]).model_content(model)) is None
 
 
 def test_files_and_memory_agree_for_a_tiny_model_before_and_after_a_training_step(tiny_model_dir, tmp_path):
@@ -146,7 +147,7 @@ def test_texts_hashes_are_memoised_within_a_run_only_for_the_same_strings():
     calls = []
     with memoised_texts_hashes():
         assert texts_hash(texts) == digest
-        import hardneg.cache as cache
+        import hardneg.encode.cache as cache
 
         real = cache.hashlib.sha256
         with pytest.MonkeyPatch.context() as m:

@@ -1,10 +1,13 @@
 """The package's shape: the CLI starts without the heavy libraries; imports point down."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from pathlib import Path
 
-HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "ray", "onnxruntime")
+HEAVY = ("torch", "transformers", "sentence_transformers", "faiss", "ray", "onnxruntime", "matplotlib")
+PACKAGE = Path(__file__).resolve().parents[1] / "hardneg"
 
 
 def test_hardneg_help_imports_no_heavy_library():
@@ -81,3 +84,40 @@ def test_column_is_one_str_enum_that_reads_and_writes_as_its_value(tmp_path):
     schema = pq.read_schema(tmp_path / "c.parquet")
     assert all(type(n) is str for n in schema.names) and Column.SOURCE in schema.names
     assert cands.table[Column.SOURCE].tolist() == cands.table["source"].tolist() == ["bm25", "bm25"]
+
+
+# ---- the layout -----------------------------------------------------------------------------
+#: a module longer than this is split (one module per stage, satellites in subpackages)
+MAX_MODULE_LINES = 600
+#: imports of hardneg inside a function (or a TYPE_CHECKING block): 144 before the layout of
+#: issue 16 step 5, 0 after it. One must stay only for an import cycle, with a comment saying so.
+IN_FUNCTION_IMPORTS_BOUND = 0
+_INDENTED_IMPORT = re.compile(r"^[ \t]+(from hardneg|import hardneg)", re.M)
+
+
+def test_no_module_is_over_600_lines():
+    lengths = {str(p.relative_to(PACKAGE)): len(p.read_text(encoding="utf-8").splitlines())
+               for p in PACKAGE.rglob("*.py")}
+    assert {p: n for p, n in lengths.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_the_package_imports_itself_at_the_top_of_files():
+    found = {str(p.relative_to(PACKAGE)): len(_INDENTED_IMPORT.findall(p.read_text(encoding="utf-8")))
+             for p in PACKAGE.rglob("*.py")}
+    found = {p: n for p, n in found.items() if n}
+    assert sum(found.values()) <= IN_FUNCTION_IMPORTS_BOUND, found
+
+
+def test_the_command_line_entry_points_resolve():
+    import tomllib
+
+    import typer
+
+    import hardneg.cli
+
+    script = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["scripts"]["hardneg"]
+    module, _, attr = script.partition(":")
+    assert module == "hardneg.cli" and callable(getattr(hardneg.cli, attr))
+    assert isinstance(hardneg.cli.app, typer.Typer) and callable(hardneg.cli.main)
+    out = subprocess.run([sys.executable, "-m", "hardneg.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "python -m hardneg.cli" in out.stdout, out.stderr

@@ -18,7 +18,7 @@ from hardneg.errors import HardnegError
 from hardneg.export import select_and_export
 from hardneg.mine import MineConfig, mine_candidates, mine_to_folder, search_report
 from hardneg.select import SelectionPolicy, select
-from test_rerank import build_tiny_cross_encoder
+from test_crossencoder import build_tiny_cross_encoder
 from test_resume import Killed, stop_after, write_beir
 from toybeir import write_toy_beir
 
@@ -243,7 +243,7 @@ def ce_dir(tmp_path_factory, tiny_model_dir) -> Path:
 
 
 def test_check_for_candidates_uses_the_recorded_check(ce_dir, toy, tmp_path):
-    from hardneg.rerank import REPORT_FILE, Reranker, RerankerCheck, check_for_candidates
+    from hardneg.crossencoder import REPORT_FILE, Reranker, RerankerCheck, check_for_candidates
 
     ds = load_dataset(toy)
     cands = mine_candidates(ds, MineConfig(retriever="bm25", depth=10))
@@ -264,7 +264,7 @@ def test_check_for_candidates_uses_the_recorded_check(ce_dir, toy, tmp_path):
 
 
 def test_check_for_candidates_prefers_the_dev_split(ce_dir, toy, tmp_path, caplog):
-    from hardneg.rerank import Reranker, check_for_candidates, check_reranker
+    from hardneg.crossencoder import Reranker, check_for_candidates, check_reranker
 
     data = tmp_path / "with_dev"
     shutil.copytree(toy, data)
@@ -286,7 +286,7 @@ def test_check_for_candidates_prefers_the_dev_split(ce_dir, toy, tmp_path, caplo
 
 
 def test_check_for_candidates_falls_back_to_the_candidate_sets_queries(ce_dir, tmp_path):
-    from hardneg.rerank import FOLDS_FILE, Reranker, check_for_candidates
+    from hardneg.crossencoder import FOLDS_FILE, Reranker, check_for_candidates
 
     # candidates of 8 train queries; the dataset they are checked against has 16 train queries
     cands = mine_candidates(load_dataset(write_toy_beir(tmp_path / "eight", n_train=8)),
@@ -323,7 +323,7 @@ def write_click_log(path: Path) -> Path:
 
 
 def test_click_bias_of_reads_the_log_else_clicks_stats_else_none(toy, tmp_path):
-    from hardneg.clicks import ClickConfig, clicks_to_beir
+    from hardneg.positives.clicks import ClickConfig, clicks_to_beir
     from hardneg.diagnose import click_bias_of
 
     ds = load_dataset(toy)

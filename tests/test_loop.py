@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from hardneg.cli import app
 from hardneg.data import load_dataset
 from hardneg.errors import HardnegError
-from hardneg.loop import DataConfig, RoundGate, gate, plan_round, remine_config, split_dev
+from hardneg.loop import DataConfig, RoundGate, gate, plan_round, split_dev
+from hardneg.loop.rounds import remine_config
 from hardneg.mine import MineConfig
 from hardneg.select import SelectionPolicy
 from toybeir import write_toy_beir
@@ -138,10 +139,10 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
 
     from sentence_transformers import SentenceTransformer
 
-    import hardneg.cache
+    import hardneg.encode.fingerprint
     import hardneg.encode
 
-    train_module = importlib.import_module("hardneg.train")  # the module: `hardneg.train` is the function
+    rounds_module = importlib.import_module("hardneg.loop.rounds")  # the rounds call its `train`
 
     tmp = tmp_path_factory.mktemp("run")
     data = write_toy_beir(tmp / "toy")
@@ -149,8 +150,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     recipe.write_text(RECIPE.format(data=data, model=tiny_model_dir, cache=tmp / "cache"))
     out = tmp / "out"
     counts, trained_on = Counter(), []
-    init, memory, files, train = (SentenceTransformer.__init__, hardneg.cache.model_fingerprint,
-                                  hardneg.cache._read_folder, train_module.train)
+    init, memory, files, train = (SentenceTransformer.__init__, hardneg.encode.fingerprint.model_fingerprint,
+                                  hardneg.encode.fingerprint._read_folder, rounds_module.train)
 
     def count(name, fn):
         def wrapper(*args, **kwargs):
@@ -165,8 +166,8 @@ def tiny_run(tiny_model_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(SentenceTransformer, "__init__", count("loads", init))
         m.setattr(hardneg.encode, "model_fingerprint", count("memory fingerprints", memory))
-        m.setattr(hardneg.cache, "_read_folder", count("file fingerprints", files))
-        m.setattr(train_module, "train", recording_train)
+        m.setattr(hardneg.encode.fingerprint, "_read_folder", count("file fingerprints", files))
+        m.setattr(rounds_module, "train", recording_train)
         result = runner.invoke(app, ["run", str(recipe), "--out", str(out)])
     SEEN.update(counts=dict(counts), trained_on=trained_on)
     assert result.exit_code == 0, result.output
@@ -247,11 +248,11 @@ def test_remining_uses_the_freshly_trained_weights(tiny_run):
     # the saved round-0 folder embeds with the same fingerprint as the model that mined round 1
     from sentence_transformers import SentenceTransformer
 
-    from hardneg.cache import model_fingerprint
+    from hardneg.encode.fingerprint import model_fingerprint
 
     saved = SentenceTransformer(r0["model_dir"], device="cpu", local_files_only=True)
     assert model_fingerprint(saved) == r0["model_fingerprint"]
-    from hardneg.cache import folder_fingerprint  # the same, read from the folder's files (a warm eval)
+    from hardneg.encode.fingerprint import folder_fingerprint  # the same, read from the folder's files (a warm eval)
 
     assert folder_fingerprint(r0["model_dir"]).fingerprint == r0["model_fingerprint"]
 
@@ -290,7 +291,7 @@ def test_run_denoises_with_a_cross_encoder(tiny_model_dir, tmp_path):
     """[denoise] cross_encoder + [select] denoise_above: each round scores its window with the
     cross-encoder before selecting, and the denoise filter drops what it scores above T."""
     from hardneg.candidates import CandidateSet
-    from test_rerank import build_tiny_cross_encoder
+    from test_crossencoder import build_tiny_cross_encoder
 
     ce = build_tiny_cross_encoder(tmp_path / "ce", tiny_model_dir)
     data = write_toy_beir(tmp_path / "toy")

@@ -7,7 +7,8 @@ import pytest
 from hardneg.errors import HardnegError
 from hardneg.memory import GB, activation_bytes, available_bytes, plan, rss_bytes
 from hardneg.precision import machine_info, resolve_encode, resolve_train
-from hardneg.train import TrainConfig, build_loss, build_train_dataset, train
+from hardneg.train import TrainConfig, build_train_dataset, train
+from hardneg.train.losses import build_loss
 
 from test_train import FAST, toy_dataset, toy_rows
 

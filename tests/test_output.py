@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hardneg import output
-from hardneg.cli import _setup_logging, app
+from hardneg.cli import app
+from hardneg.cli.common import _setup_logging
 from toybeir import write_toy_beir
 
 runner = CliRunner()

@@ -20,10 +20,10 @@ import pytest
 
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
-from hardneg.engine_ray import check_options, merge_topk, shard_bounds
+from hardneg.retrieve.ray_engine import check_options, merge_topk, shard_bounds
 from hardneg.errors import HardnegError
 from hardneg.mine import MineConfig, mine_candidates
-from hardneg.retrieve.dense import exact_topk
+from hardneg.retrieve.search import exact_topk
 
 SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "scifact-sample"
 pytestmark = pytest.mark.filterwarnings("ignore:.*deprecated:DeprecationWarning")  # Ray Data's own settings
@@ -109,7 +109,7 @@ def test_actor_udf_with_a_model_shipped_through_the_object_store(ray_local, tiny
     from sentence_transformers import SentenceTransformer
 
     from hardneg.encode import Encoder
-    from hardneg.engine_ray import _EncodeBatch
+    from hardneg.retrieve.ray_engine import _EncodeBatch
 
     model = SentenceTransformer(str(tiny_model_dir), device="cpu", local_files_only=True)
     config = EncoderConfig(batch_size=4)  # config.model unset: the shipped model must be the one used
@@ -180,11 +180,11 @@ def test_cli_refuses_an_approximate_search_on_ray(tmp_path):
 
 
 def test_missing_ray_says_how_to_install(monkeypatch):
-    from hardneg import engine_ray
+    from hardneg.retrieve import ray_engine
 
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
     with pytest.raises(HardnegError, match=r"pip install 'hardneg\[ray\]'"):
-        engine_ray.connect()
+        ray_engine.connect()
     with pytest.raises(HardnegError, match=r"pip install 'hardneg\[ray\]'"):  # before anything runs
         MineConfig(engine="ray")
     MineConfig(engine="local", ray_shards=4)  # the local engine never needs Ray

@@ -16,9 +16,10 @@ import pytest
 from typer.testing import CliRunner
 
 from hardneg.cli import app
-from hardneg.htmlpage import markdown
-from hardneg.plots import false_negative_curve, filter_drops, score_histogram
-from hardneg.report import sample_queries, write_report
+from hardneg.report.htmlpage import markdown
+from hardneg.report.plots import false_negative_curve, filter_drops, score_histogram
+from hardneg.report import write_report
+from hardneg.report.sections import sample_queries
 from test_loop import RECIPE
 from toybeir import write_toy_beir
 
@@ -188,14 +189,14 @@ def test_the_report_is_deterministic(run_dir):
 def test_the_report_reads_the_stored_decisions_and_reselects_only_without_them(run_dir, tmp_path, monkeypatch):
     """Each round's decisions.parquet (written when it selected) is what the report shows: no
     select re-run. A folder without it (written before it existed) re-runs select: the same page."""
-    select_module = importlib.import_module("hardneg.select")  # the module: `hardneg.select` is the function
+    run_folder = importlib.import_module("hardneg.report.run_folder")  # where the report would call select
 
     out, _ = run_dir
     copy = tmp_path / "copy"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("model", "plots"))
     assert sorted(p.parent.name for p in copy.glob("rounds/r*/decisions.parquet")) == ["r0", "r1"]
     with monkeypatch.context() as m:
-        m.setattr(select_module, "select", lambda *a, **k: pytest.fail("the report re-ran select"))
+        m.setattr(run_folder, "select", lambda *a, **k: pytest.fail("the report re-ran select"))
         stored = write_report(copy).read_bytes()
     for file in copy.glob("rounds/r*/decisions.parquet"):
         file.unlink()

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hardneg import samplers
+from hardneg.select import samplers
 from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
 from hardneg.select import Sampler, SelectionPolicy, select

@@ -10,7 +10,9 @@ from rich.console import Console
 
 from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
-from hardneg.select import SelectionPolicy, format_stats_table, parse_window, select
+from hardneg.select import SelectionPolicy, select
+from hardneg.select.policy import parse_window
+from hardneg.select.stats import format_stats_table
 
 
 def ranking(qid: str, scores: list[float], positives: dict[int, str] = {}, unranked: dict[str, float] = {},

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from hardneg.cli import app
 from hardneg.data import load_dataset, load_pairs, normalize_text
 from hardneg.errors import HardnegError
-from hardneg.synth import (
+from hardneg.positives.synth import (
     LLMClient,
     SynthConfig,
     boilerplate_sentences,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardneg.cache import EmbeddingCache
+from hardneg.encode.cache import EmbeddingCache
 from hardneg.data import Dataset
 from hardneg.encode import Encoder, EncoderConfig
 from hardneg.errors import DataError, HardnegError

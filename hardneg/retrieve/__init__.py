@@ -12,9 +12,13 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Sequence
 
+from hardneg.encode import Encoder, EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.options import as_enum
 from hardneg.retrieve.base import DenseScorer, Ranking, Retriever, Scorer
+from hardneg.retrieve.bm25 import BM25Retriever
+from hardneg.retrieve.dense import DenseRetriever
+from hardneg.retrieve.fusion import HybridRetriever
 
 
 class Kind(str, Enum):
@@ -46,14 +50,9 @@ def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str
     ``cache`` is an embedding cache (or its folder); None means the default one
     (``$HARDNEG_CACHE`` or ``~/.cache/hardneg``), so a second run never re-encodes.
 
-    ``search`` (a :class:`~hardneg.retrieve.dense.Search` kind or a
+    ``search`` (a :class:`~hardneg.retrieve.search.Search` kind or a
     :class:`~hardneg.retrieve.ann.SearchConfig`) sets how dense retrievers search; default exact.
     """
-    from hardneg.encode import Encoder, EncoderConfig
-    from hardneg.retrieve.bm25 import BM25Retriever
-    from hardneg.retrieve.dense import DenseRetriever
-    from hardneg.retrieve.fusion import HybridRetriever
-
     encoder_config = encoder_config or EncoderConfig()
     lexical: list[BM25Retriever] = []  # the one BM25 index
     dense_by_model: dict[str | None, DenseRetriever] = {}  # one encoder (and its vectors) per model
@@ -83,6 +82,5 @@ def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str
         else:
             out[spec.name] = HybridRetriever([bm25("bm25"), dense(spec.model, "dense")], name=spec.name)
     return out
-
 
 __all__ = ["DenseScorer", "Kind", "Ranking", "Retriever", "RetrieverSpec", "Scorer", "build_retrievers"]

@@ -1,7 +1,7 @@
 """Approximate nearest-neighbour search with faiss (IVF, HNSW, IVF-SQ8), with its recall measured.
 
 Use an ANN index past a few hundred thousand passages, where exact search
-(:func:`hardneg.retrieve.dense.exact_topk`) costs too much per query; below that, exact search
+(:func:`hardneg.retrieve.search.exact_topk`) costs too much per query; below that, exact search
 is fast enough and has no approximation to explain. ``Search.AUTO`` makes that choice by
 corpus size.
 
@@ -13,7 +13,7 @@ disjoint sample until ``target_recall`` is reached, so the reported recall is no
 queries it was tuned on.
 
 The index only decides *which* documents make the top-k: their scores are recomputed from the
-corpus vectors exactly as :func:`~hardneg.retrieve.dense.exact_topk` computes them (float64 dot
+corpus vectors exactly as :func:`~hardneg.retrieve.search.exact_topk` computes them (float64 dot
 products rounded to float32) and rows are ordered by (score desc, index asc). So ranks and scores
 agree with every other scorer in hardneg, also for the lossy SQ8 codes.
 
@@ -41,8 +41,9 @@ from typing import Any, Iterator
 import numpy as np
 
 from hardneg.errors import HardnegError
+from hardneg.files import atomic_path, atomic_write_json
 from hardneg.options import as_enum
-from hardneg.retrieve.dense import Search, _sort_rows, exact_topk, pair_scores
+from hardneg.retrieve.search import Search, _sort_rows, exact_topk, pair_scores
 from hardneg.sampling import sample
 
 __all__ = ["AnnIndex", "SearchConfig", "SearchInfo", "build_index"]
@@ -265,8 +266,6 @@ class AnnIndex:
     def save(self, path: str | Path, info: "SearchInfo | None" = None) -> None:
         """Write the index (faiss format) and a JSON sidecar (params, and ``info`` if given)."""
         import faiss
-
-        from hardneg.io import atomic_path, atomic_write_json
 
         path = Path(path)
         with atomic_path(path) as tmp:

@@ -16,14 +16,14 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from hardneg.encode import Encoder
-    from hardneg.retrieve.ann import SearchInfo
-    from hardneg.retrieve.dense import Search
+from hardneg.encode import Encoder
+from hardneg.files import atomic_write_text
+from hardneg.retrieve.ann import SearchInfo
+from hardneg.retrieve.search import Search
 
 __all__ = ["DenseScorer", "Ranking", "Retriever", "Scorer"]
 
@@ -67,8 +67,6 @@ class Ranking:
 
     def write_trec(self, path: str | Path, system: str) -> None:
         """Write a TREC run file (``qid Q0 docid rank score system``), atomically."""
-        from hardneg.io import atomic_write_text
-
         lines = [
             f"{q} Q0 {d} {r} {s:.6f} {system}"
             for i, q in enumerate(self.query_ids)

@@ -15,7 +15,10 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from hardneg.cache import CacheKey, EmbeddingCache, folder_fingerprint, model_content, model_fingerprint, texts_hash
+from hardneg import output
+from hardneg.encode.cache import CacheKey, EmbeddingCache, texts_hash
+from hardneg.encode.fingerprint import folder_fingerprint, model_content, model_fingerprint
+from hardneg.encode.onnx_backend import OnnxRunner, export_onnx
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 from hardneg.precision import ENCODE_PRECISIONS, resolve_encode
@@ -25,7 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Encoder", "EncoderConfig", "default_model_path"]
 
-BACKENDS = ("torch", "onnx", "int8")  # onnx / int8: ONNX Runtime fp32 / int8, see hardneg.onnx_backend
+BACKENDS = ("torch", "onnx", "int8")  # onnx / int8: ONNX Runtime fp32 / int8, see hardneg.encode.onnx_backend
 WEIGHT_DTYPES = {"bf16-weights": "bfloat16", "fp16-weights": "float16"}  # precisions that cast the weights
 PROGRESS_MIN_TEXTS = 1000  # show a tqdm bar for jobs at least this long
 ENCODE_BLOCK = 50_000  # texts per cached block of a long encode (~45 min for MiniLM on 2 CPU cores)
@@ -49,7 +52,7 @@ class EncoderConfig:
     text (e5 wants ``"query: "`` / ``"passage: "``, bge a query instruction). A max length
     of None means the model's own ``max_seq_length``. ``backend``: ``torch`` (default),
     ``onnx`` (ONNX Runtime, fp32) or ``int8`` (ONNX Runtime, dynamically quantised: about 2x
-    faster on CPU; see :mod:`hardneg.onnx_backend`). ``precision`` (torch backend): ``auto``
+    faster on CPU; see :mod:`hardneg.encode.onnx_backend`). ``precision`` (torch backend): ``auto``
     (default: ``autocast-bf16`` on CPUs with AMX, else fp32; see :mod:`hardneg.precision`),
     ``fp32``, ``autocast-bf16`` (float32 weights, bf16 matrix products: cosine 1.0000 to fp32
     for MiniLM, about 2x faster with AMX), or ``bf16-weights`` / ``fp16-weights`` (the weights
@@ -122,7 +125,7 @@ class Encoder:
     Pass ``model`` to wrap an already loaded SentenceTransformer (``config.model`` is then
     ignored); otherwise the model is loaded from its folder only when something is to be
     encoded that the cache does not hold, and fingerprinted from the folder's files until then
-    (:func:`hardneg.cache.folder_fingerprint`). ``cache`` is an :class:`EmbeddingCache`, a
+    (:func:`hardneg.encode.fingerprint.folder_fingerprint`). ``cache`` is an :class:`EmbeddingCache`, a
     folder for one, or None to disable caching; left out, the default folder is used (``$HARDNEG_CACHE`` or
     ``~/.cache/hardneg``). Outputs are float32 arrays of shape (n, dim) (passages float16 with
     ``config.float16``); cached ones are read-only memory maps.
@@ -171,14 +174,14 @@ class Encoder:
         return self._model is not None
 
     def _folder_files(self) -> Any:
-        """:func:`hardneg.cache.folder_fingerprint` of :attr:`folder`, read once (None: not readable)."""
+        """:func:`hardneg.encode.fingerprint.folder_fingerprint` of :attr:`folder`, read once (None: not readable)."""
         if self._files is _UNREAD:
             self._files = folder_fingerprint(self.folder) if self.folder is not None else None
         return self._files
 
     @property
     def fingerprint(self) -> str:
-        """:func:`hardneg.cache.model_fingerprint` of the model, recomputed when weights change.
+        """:func:`hardneg.encode.fingerprint.model_fingerprint` of the model, recomputed when weights change.
 
         A model from a folder is fingerprinted from the folder's files (no load; the same value
         as from memory) for as long as its weights are the ones it was loaded with; a folder
@@ -276,8 +279,6 @@ class Encoder:
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
         """Call sentence-transformers (which sorts by length and batches), or the ONNX Runtime
         backends, and return float32."""
-        from hardneg import output
-
         progress = len(texts) >= PROGRESS_MIN_TEXTS and output.bars()  # quiet: the command's status line
         with _max_seq_length(self.model, max_length):
             if self.config.backend != "torch":
@@ -298,8 +299,6 @@ class Encoder:
 
     def _onnx_runner(self) -> Any:
         """The ONNX Runtime session of the current weights, exported into the cache folder once."""
-        from hardneg.onnx_backend import OnnxRunner, export_onnx
-
         fingerprint = self.fingerprint
         if self._onnx is None or self._onnx[0] != fingerprint:
             if self.cache is not None:

@@ -47,7 +47,7 @@ import numpy as np
 from hardneg.data import find_file, join_title, normalize_text, read_corpus
 from hardneg.errors import HardnegError
 from hardneg.options import as_enum, option
-from hardneg.io import atomic_write_json, atomic_write_text
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.sampling import sample
 
 __all__ = ["LLMClient", "Method", "SynthConfig", "SynthPair", "SynthResult", "synthesize", "write_synth"]

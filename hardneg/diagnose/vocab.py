@@ -32,7 +32,7 @@ WORD = re.compile(r"[^\W\d_]+")
 # as a piece is not a piece of the word.
 MARKERS = ("\u2581", "\u0120")
 BATCH = 4096  # words per tokenizer call
-REFERENCE = Path(__file__).with_name("resources") / "english_words.tsv"
+REFERENCE = Path(__file__).parents[1] / "resources" / "english_words.tsv"
 
 
 def reference_words() -> dict[str, float]:

@@ -7,7 +7,7 @@ model it would start from. It measures, without training anything:
   bootstrap intervals and the paired randomization test of :func:`hardneg.evaluate.evaluate`
   (vectors come from the embedding cache when they are there);
 * **vocabulary fit**: subword pieces per word on the corpus vs everyday English
-  (:mod:`hardneg.vocab`), and the most fragmented frequent domain terms;
+  (:mod:`hardneg.diagnose.vocab`), and the most fragmented frequent domain terms;
 * **what BM25 can see**: the share of each query's terms (as BM25 sees them: bm25s tokens,
   English stopwords removed, PyStemmer-stemmed) found in its positive, the pairs sharing no
   term at all, and the dense cosine of query and positive against the query's cosine with an
@@ -28,20 +28,24 @@ import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hardneg.clicks import position_bias, read_click_log
+from hardneg.data import Dataset, normalize_text
+from hardneg.diagnose.vocab import vocab_fit
+from hardneg.encode import Encoder
 from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, evaluate, format_p
 from hardneg.options import check, option
+from hardneg.positives.clicklog import read_click_log
+from hardneg.positives.clicks import position_bias
 from hardneg.retrieve.base import Ranking
+from hardneg.retrieve.bm25 import BM25Config, BM25Retriever, _make_stemmer
+from hardneg.retrieve.dense import DenseRetriever
+from hardneg.retrieve.fusion import rrf
+from hardneg.retrieve.search import exact_topk, pair_scores, scores_block
 from hardneg.sampling import sample
-
-if TYPE_CHECKING:
-    from hardneg.data import Dataset
-    from hardneg.encode import Encoder
 
 __all__ = ["DiagnoseConfig", "Diagnosis", "Outlook", "Verdict", "diagnose", "verdict"]
 
@@ -102,11 +106,9 @@ def dense_ranks(query_embs: np.ndarray, doc_embs: np.ndarray, doc_idx: np.ndarra
                 query_chunk: int = 256, corpus_chunk: int = 16384) -> np.ndarray:
     """Rank of document ``doc_idx[i]`` for query ``query_embs[i]`` by dot product over the corpus; (P,).
 
-    Scores are float64 products rounded to float32, as :func:`hardneg.retrieve.dense.exact_topk`
+    Scores are float64 products rounded to float32, as :func:`hardneg.retrieve.search.exact_topk`
     computes them; ties share their mean rank. Memory: ``query_chunk x corpus_chunk`` scores.
     """
-    from hardneg.retrieve.dense import pair_scores, scores_block
-
     doc_idx = np.asarray(doc_idx, dtype=np.int64)
     ranks = np.empty(doc_idx.size, dtype=np.float64)
     for q0 in range(0, doc_idx.size, query_chunk):
@@ -140,8 +142,6 @@ def near_duplicates(doc_embs: np.ndarray, doc_indices: Sequence[int], threshold:
     """Pairs ``(a, b, cosine)`` with cosine > ``threshold``, ``a`` among ``doc_indices`` and ``b`` any
     other document (its ``neighbours`` nearest are looked at), each unordered pair once, ``a < b``,
     sorted by cosine descending, then indices."""
-    from hardneg.retrieve.dense import exact_topk
-
     doc_indices = np.unique(np.asarray(doc_indices, dtype=np.int64))
     if doc_indices.size == 0 or doc_embs.shape[0] < 2:
         return []
@@ -291,7 +291,7 @@ def click_bias_of(data: str | Path, ds: Any, log: str | Path | None = None) -> d
 
 
 def click_bias(rows: Sequence[Mapping[str, Any]], source: str) -> dict[str, Any]:
-    """Position bias of a click log for the diagnosis, from :func:`hardneg.clicks.position_bias` rows.
+    """Position bias of a click log for the diagnosis, from :func:`hardneg.positives.clicks.position_bias` rows.
 
     ``decay`` is CTR at the last shown position over CTR at position 1. Below 0.5 the log is
     strongly position-biased: low positions get few clicks whatever their relevance, so a
@@ -352,8 +352,6 @@ def _bm25_terms(texts: Sequence[str]) -> list[list[str]]:
     """Terms as :class:`~hardneg.retrieve.bm25.BM25Retriever` indexes them (stopwords out, stemmed)."""
     import bm25s
 
-    from hardneg.retrieve.bm25 import BM25Config, _make_stemmer
-
     cfg = BM25Config()
     return bm25s.tokenize(list(texts), stopwords=cfg.stopwords or [], stemmer=_make_stemmer(cfg.stemmer),
                           show_progress=False, return_ids=False)
@@ -381,11 +379,6 @@ def diagnose(ds: "Dataset", encoder: "Encoder", config: DiagnoseConfig = Diagnos
     Cost: one BM25 index, one pass of the encoder over the corpus (cached) and the queries,
     one full-corpus scoring per sampled pair under each scorer (``max_pairs`` bounds it).
     """
-    from hardneg.retrieve.bm25 import BM25Retriever
-    from hardneg.retrieve.dense import DenseRetriever, pair_scores
-    from hardneg.retrieve.fusion import rrf
-    from hardneg.vocab import vocab_fit
-
     eval_qids = list(ds.positives(config.split))
     if not eval_qids:
         raise HardnegError(f"{ds.source}: split '{config.split}' has no query with a positive")
@@ -470,8 +463,6 @@ def diagnose(ds: "Dataset", encoder: "Encoder", config: DiagnoseConfig = Diagnos
 def _near_duplicate_rows(ds: "Dataset", doc_embs: np.ndarray, threshold: float
                          ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Rows for positives with a near duplicate, and counts by what the other document is."""
-    from hardneg.data import normalize_text
-
     owners: dict[str, set[tuple[str, str]]] = {}  # doc id -> {(split, query id)} it is a positive of
     for s in ds.splits:
         for q, docs in ds.positives(s).items():

@@ -13,17 +13,15 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from hardneg.data import Dataset
+from hardneg.diagnose import Diagnosis
 from hardneg.evaluate import format_p
-from hardneg.htmlpage import esc, img, page, table, truncate
-from hardneg.io import atomic_path, atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from hardneg.data import Dataset
-    from hardneg.diagnose import Diagnosis
+from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
+from hardneg.report.htmlpage import esc, img, page, table, truncate
 
 __all__ = ["diagnosis_markdown", "write_diagnosis"]
 

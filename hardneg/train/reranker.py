@@ -17,12 +17,12 @@ or any local model, with ``CrossEncoderTrainer`` and one of two losses:
 The result is a
 normal CrossEncoder folder plus ``hardneg_reranker.json`` holding its own evaluation:
 NDCG@10 of BM25's top 100 reranked by it, against BM25, on the dev split or on held-out
-train queries (:func:`hardneg.rerank.check_reranker`).
+train queries (:func:`hardneg.crossencoder.check_reranker`).
 
 Cross-fitting (``folds=K``, K >= 2): when the cross-encoder will judge the training queries
 themselves (denoising their candidates), a model trained on a query would vouch for its own
 training labels. So K models are trained, ``fold_<i>/`` on the queries outside fold i, with
-``folds.json`` mapping query id -> fold; :class:`hardneg.rerank.Reranker` scores each query
+``folds.json`` mapping query id -> fold; :class:`hardneg.crossencoder.Reranker` scores each query
 with the fold model that never saw it, and the evaluation is out-of-fold on train queries.
 """
 from __future__ import annotations
@@ -36,13 +36,19 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping, Sequence
 
 import numpy as np
 
+from hardneg.candidates import CandidateSet
+from hardneg.crossencoder import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
 from hardneg.data import Dataset, load_dataset
+from hardneg.encode import default_model_path
 from hardneg.errors import HardnegError
-from hardneg.io import atomic_write_json
-from hardneg.rerank import FOLDS_FILE, REPORT_FILE, Reranker, RerankerCheck, check_reranker
-from hardneg.sampling import holdout
-from hardneg.train import TRAIN_LOG, check_schedule, trainer_logs
+from hardneg.files import atomic_write_json
 from hardneg.options import option
+from hardneg.sampling import holdout
+from hardneg.select import SelectionPolicy, select
+from hardneg.select.policy import parse_window
+from hardneg.train import read_negatives
+from hardneg.train.config import TRAIN_LOG, check_schedule
+from hardneg.train.trainer import trainer_logs
 
 if TYPE_CHECKING:
     import datasets
@@ -126,9 +132,6 @@ def training_rows(ds: Dataset, config: RerankerConfig, *, negatives: str | Path 
     """What ``hardneg train-reranker`` trains on: a negatives file, or rows drawn from a candidate
     set (``config.num_negatives`` per query, default 3 with mnrl and 7 with bce, uniformly from
     the original ranks in ``window``). Exactly one of the two must be given."""
-    from hardneg.candidates import CandidateSet
-    from hardneg.select import parse_window
-
     if (negatives is None) == (candidates is None):
         raise HardnegError("give exactly one of --negatives and --candidates")
     if negatives is not None:
@@ -143,8 +146,6 @@ def rows_from_candidates(cands, ds: Dataset, *, num_negatives: int = 7, window: 
     """Training rows from a candidate set: per query its positives and ``num_negatives`` drawn
     uniformly from original ranks ``window`` (RocketQA samples the retriever's top ranks; the
     very top is skipped, where unlabeled positives crowd)."""
-    from hardneg.select import SelectionPolicy, select
-
     mined = select(cands, SelectionPolicy.unfiltered(window=window, sampler="uniform", num_negatives=num_negatives, seed=seed))
     view = mined.per_row()
     return [{"query_id": r.query_id, "query": ds.queries[r.query_id], "pos": [ds.doc_text(d) for d in r.pos_ids],
@@ -224,8 +225,6 @@ def _load_base(model: "str | Path | None", max_length: int, seed: int) -> "Cross
     import torch
     from sentence_transformers import CrossEncoder
 
-    from hardneg.encode import default_model_path
-
     path = Path(model).expanduser() if model else Path(default_model_path())
     if not path.is_dir():
         raise HardnegError(f"model {str(path)!r} is not a local folder; hardneg loads models from local folders only")
@@ -241,7 +240,7 @@ def _load_base(model: "str | Path | None", max_length: int, seed: int) -> "Cross
 def _fit(ce: "CrossEncoder", train_ds: "datasets.Dataset", counts: Mapping[str, int],
          config: RerankerConfig, log_file: Path) -> list[list[float]]:
     """Train in place with the configured loss; returns [[step, loss], ...]. The trainer's own
-    logs go to ``log_file`` (:func:`hardneg.train.trainer_logs`)."""
+    logs go to ``log_file`` (:func:`hardneg.train.trainer.trainer_logs`)."""
     import torch
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
     from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss, MultipleNegativesRankingLoss
@@ -294,9 +293,6 @@ def train_reranker(data: Dataset | str | Path, negatives: "str | Path | Sequence
     ``query_id, query, pos, neg`` (e.g. :func:`rows_from_candidates`). Writes the model
     (``fold_<i>/`` + ``folds.json`` when cross-fitting) and ``hardneg_reranker.json``.
     """
-    from hardneg.encode import default_model_path
-    from hardneg.train import read_negatives
-
     config = config or RerankerConfig()
     ds = data if isinstance(data, Dataset) else load_dataset(data)
     rows = read_negatives(negatives)[0] if isinstance(negatives, (str, Path)) else list(negatives)

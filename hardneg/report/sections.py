@@ -1,49 +1,25 @@
-"""The HTML report of a run folder: one self-contained ``report.html`` a person can read.
-
-Use :func:`write_report` (``hardneg report RUN_DIR``; ``hardneg run`` calls it at its end)
-after a run, or again after adding an audit or a benchmark table to the folder. It reads only
-what the folder holds and writes ``RUN_DIR/report.html`` (images embedded as data URIs, CSS
-inline, no script, nothing fetched) and the same figures as PNG files under ``RUN_DIR/plots/``:
-
-* test metrics of bm25 / base / tuned with bootstrap intervals, the tuned model's lift with
-  Holm-corrected paired p-values, and the rounds with their dev verdicts (``metrics.json``);
-* per-filter drop counts of every round (``rounds/r<i>/stats.json``);
-* score histograms of positives vs selected negatives, and a per-query view of a seeded
-  sample of train queries: the query, its positives, the chosen negatives with their original
-  rank and score, and for the others the filter that dropped them. Both read the round's
-  ``rounds/r<i>/decisions.parquet`` (every candidate's fate, stored when the round selected);
-  for a folder without one, or whose ``stats.json`` policy was edited since, they re-run
-  :func:`hardneg.select.select` on ``candidates.parquet`` with the round's policy (deterministic,
-  the same page); texts come from the run's dataset, ids only when it is unreadable;
-* the false-negative curve with the chosen window, when an ``audit.json`` is there;
-* the progression table, when a ``progression.md`` is there (or one is passed).
-
-A section whose input is absent says so in one line. The same folder gives the same bytes.
-"""
+"""The report's sections as HTML, each from the run folder (:mod:`hardneg.report.run_folder`)
+and its figures (``plots/*.png``, embedded)."""
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
-from hardneg import plots, sampling
+from hardneg import sampling
+from hardneg.candidates import Column, rank_col, score_col
+from hardneg.data import Dataset
 from hardneg.errors import HardnegError
-from hardneg.htmlpage import details, esc, img, markdown, page, table, truncate
-from hardneg.io import atomic_path, atomic_write_text
+from hardneg.evaluate import format_p
+from hardneg.files import atomic_path
+from hardneg.report import plots
+from hardneg.report.htmlpage import details, esc, img, markdown, table, truncate
+from hardneg.report.run_folder import RoundFiles, RunFolder, _read_json
 
-if TYPE_CHECKING:
-    from hardneg.candidates import CandidateSet
-    from hardneg.data import Dataset
-    from hardneg.select import Decisions
-
-__all__ = ["write_report"]
-
-log = logging.getLogger(__name__)
+__all__: list[str] = []  # internal: the report's sections
 
 SAMPLE_QUERIES = 20  # train queries in the per-query view
 QUERY_CHARS, DOC_CHARS = 300, 240  # texts are cut there (the files hold them whole)
@@ -53,154 +29,6 @@ ALPHA = 0.05  # p below this is marked significant
 HIDDEN = ("selected", "known_positive")  # decisions not listed among "not chosen"
 
 
-# ---- reading the run folder --------------------------------------------------------------------
-@dataclass(eq=False)
-class RoundFiles:
-    """One round's folder and what the report takes from it."""
-
-    name: str  # "r0", "r1", ...
-    path: Path
-    info: dict[str, Any]  # the round's entry in metrics.json
-    stats: dict[str, Any] | None  # rounds/r<i>/stats.json, None when absent
-    cands: "CandidateSet | None" = None
-    sel: "Decisions | None" = None  # the round's selection: its decisions.parquet (or select re-run)
-    ds: "Dataset | None" = None  # the run's dataset, chunked as the round's candidates were
-    why_not: str = ""  # why ``sel`` is None
-    _decisions: pd.DataFrame | None = field(default=None, repr=False)
-
-    def decisions(self) -> pd.DataFrame:
-        """The fate of every candidate (:meth:`hardneg.select.Decisions.decisions`), built once."""
-        if self._decisions is None:
-            self._decisions = self.sel.decisions()
-        return self._decisions
-
-
-@dataclass
-class RunFolder:
-    """A ``hardneg run`` output folder as the report sees it."""
-
-    path: Path
-    metrics: dict[str, Any]
-    rounds: list[RoundFiles]
-
-    @property
-    def n_resamples(self) -> int:
-        return int(self.metrics.get("config", {}).get("eval", {}).get("n_resamples", 10_000))
-
-    def tuned_round(self) -> RoundFiles | None:
-        """The round whose negatives trained the "tuned" model (else the last round)."""
-        named = [r for r in self.rounds if r.name == self.metrics.get("tuned_from")]
-        return (named or self.rounds or [None])[-1]
-
-
-def read_run(run_dir: str | Path) -> RunFolder:
-    """Read ``metrics.json`` and every round's ``stats.json``; fail clearly when it is no run folder."""
-    path = Path(run_dir)
-    file = path / "metrics.json"
-    if not file.is_file():
-        raise HardnegError(f"{path}: no metrics.json: not the output folder of `hardneg run`")
-    metrics = _read_json(file)
-    rounds = []
-    for info in metrics.get("rounds", []):
-        name = f"r{info['round']}"
-        stats_file = path / "rounds" / name / "stats.json"
-        rounds.append(RoundFiles(name, path / "rounds" / name, info,
-                                 _read_json(stats_file) if stats_file.is_file() else None))
-    return RunFolder(path, metrics, rounds)
-
-
-def _read_json(file: Path) -> Any:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise HardnegError(f"{file}: cannot read JSON ({e})") from None
-
-
-def find_audit(run: RunFolder, audit: str | Path | None = None) -> Path | None:
-    """The audit to show: ``audit`` if given, else ``RUN_DIR/audit.json``, ``RUN_DIR/audit/audit.json``,
-    or the tuned round's own ``audit.json`` (written by ``window = "auto"``)."""
-    if audit is not None:
-        if not Path(audit).is_file():
-            raise HardnegError(f"{audit}: no such audit file")
-        return Path(audit)
-    tuned = run.tuned_round()
-    places = [run.path / "audit.json", run.path / "audit" / "audit.json"]
-    places += [tuned.path / "audit.json"] if tuned else []
-    return next((p for p in places if p.is_file()), None)
-
-
-def find_progression(run: RunFolder, progression: str | Path | None = None) -> Path | None:
-    """The progression table to show: ``progression`` if given, else ``RUN_DIR/progression.md``."""
-    if progression is not None:
-        if not Path(progression).is_file():
-            raise HardnegError(f"{progression}: no such progression file")
-        return Path(progression)
-    file = run.path / "progression.md"
-    return file if file.is_file() else None
-
-
-def _dataset(run: RunFolder, data: "Dataset | None") -> tuple["Dataset | None", str]:
-    """The run's dataset for texts (the one given, else the recipe's path), or None and why not."""
-    if data is not None:
-        return data, ""
-    cfg = run.metrics.get("config", {}).get("data", {})
-    path = cfg.get("path")
-    if not path:
-        return None, "the run recorded no dataset path: ids only"
-    from hardneg.data import load_dataset
-
-    try:
-        return load_dataset(path, corpus=cfg.get("corpus"), skip_unknown=bool(cfg.get("skip_unknown"))), ""
-    except (HardnegError, OSError, ValueError) as e:
-        return None, f"the dataset {path} could not be read ({e}): ids only"
-
-
-def _load_round(rnd: RoundFiles, ds: "Dataset | None") -> None:
-    """Read the round's candidates and its stored selection (fills ``cands``/``sel`` or ``why_not``).
-
-    The selection is ``decisions.parquet`` when it was made with the policy ``stats.json`` records;
-    otherwise (a folder written before it existed, a policy edited since) select runs again.
-    """
-    from hardneg.candidates import CandidateSet
-    from hardneg.chunking import chunked_like
-    from hardneg.select import DECISIONS_FILE, Decisions, SelectionPolicy, select
-
-    file = rnd.path / "candidates.parquet"
-    if rnd.stats is None or "policy" not in rnd.stats:
-        rnd.why_not = f"no stats.json with the policy in {rnd.path}"
-        return
-    if not file.is_file():
-        rnd.why_not = f"no {file}"
-        return
-    known = {f.name for f in fields(SelectionPolicy)}
-    try:
-        policy = SelectionPolicy(**{k: v for k, v in rnd.stats["policy"].items() if k in known})
-        rnd.cands = CandidateSet.read(file)
-        rnd.ds = chunked_like(ds, rnd.cands.meta) if ds is not None else None  # chunk ids and texts when mined so
-        rnd.sel = _stored_selection(rnd.path / DECISIONS_FILE, rnd.stats["policy"])
-        if rnd.sel is None:
-            mined = select(rnd.cands, policy, corpus_doc_ids=rnd.ds.doc_ids if rnd.ds is not None else None)
-            rnd.sel = Decisions.from_mined(mined, policy)
-    except (HardnegError, OSError, ValueError, KeyError) as e:
-        rnd.why_not = f"the selection could not be re-run: {e}"
-
-
-def _stored_selection(file: Path, policy: Mapping[str, Any]) -> "Decisions | None":
-    """The stored decisions if ``file`` holds them for ``policy``; None to re-run the selection."""
-    from hardneg.select import read_decisions
-
-    if not file.is_file():
-        return None
-    try:
-        stored = read_decisions(file)
-    except (HardnegError, OSError, ValueError) as e:
-        log.warning(f"{file}: unreadable ({e}); the selection is run again")
-        return None
-    same = json.dumps(stored.policy, sort_keys=True) == json.dumps(dict(policy), sort_keys=True)
-    return stored if same else None
-
-
-# ---- the report --------------------------------------------------------------------------------
 class _Plots:
     """Writes each figure to ``plots/NAME.png`` and returns it as an embedded image."""
 
@@ -221,40 +49,6 @@ class _Plots:
                 file.unlink()
 
 
-def write_report(run_dir: str | Path, *, progression: str | Path | None = None, audit: str | Path | None = None,
-                 data: "Dataset | None" = None, sample: int = SAMPLE_QUERIES, seed: int = 0) -> Path:
-    """Write ``RUN_DIR/report.html`` and ``RUN_DIR/plots/*.png``; return the HTML file's path.
-
-    ``progression`` / ``audit`` name files outside the folder (see :func:`find_progression`,
-    :func:`find_audit`); ``data`` passes the run's already loaded dataset (else it is loaded
-    from the recipe's path); ``sample`` train queries (seeded by ``seed``) get a per-query view.
-    """
-    if sample < 0:
-        raise HardnegError(f"sample must be >= 0 queries, not {sample}")
-    run = read_run(run_dir)
-    audit_file, progression_file = find_audit(run, audit), find_progression(run, progression)
-    ds, ds_note = _dataset(run, data)
-    for rnd in run.rounds:
-        _load_round(rnd, ds)
-    figures = _Plots(run.path / "plots")
-    sections = [
-        ("metrics", "Test metrics", metrics_section(run, figures)),
-        ("rounds", "Rounds", rounds_section(run)),
-        ("filters", "Per-filter drop counts", filters_section(run, figures)),
-        ("scores", "Scores: positives vs selected negatives", scores_section(run, figures)),
-        ("queries", "Per-query view", queries_section(run, ds_note, sample, seed)),
-        ("audit", "False negatives by rank", audit_section(run, audit_file, figures)),
-        ("progression", "Progression", progression_section(progression_file)),
-    ]
-    m = run.metrics
-    title = f"hardneg run {run.path.name}: tuned vs base vs BM25 on {m.get('split', '?')} ({m.get('n_queries', '?')} queries)"
-    out = run.path / "report.html"
-    atomic_write_text(out, page(title, sections))
-    figures.prune()
-    return out
-
-
-# ---- sections ----------------------------------------------------------------------------------
 def _note(text: str) -> str:
     return f'<p class="note">{esc(text)}</p>'
 
@@ -268,8 +62,6 @@ def _f(x: Any, fmt: str = ".4f") -> str:
 
 def _p(p: float | None, n: int) -> str:
     """A p-value cell, bold green below ``ALPHA`` (HTML)."""
-    from hardneg.evaluate import format_p
-
     if p is None:
         return "-"
     text = esc(format_p(float(p), n))
@@ -419,7 +211,6 @@ def scores_section(run: RunFolder, figures: _Plots) -> str:
             "negatives, negative gaps score above the positive.</p>" + "\n".join(parts))
 
 
-# ---- the per-query view ------------------------------------------------------------------------
 def sample_queries(query_ids: Sequence[str], n: int, seed: int) -> list[str]:
     """``n`` of the queries, drawn with ``seed``, in their original order (all when fewer)."""
     return sampling.sample(list(query_ids), n, seed)
@@ -433,8 +224,6 @@ def queries_section(run: RunFolder, ds_note: str, sample: int, seed: int) -> str
         return _note("metrics.json records no rounds: no per-query view.")
     if rnd.sel is None:
         return _note(f"No per-query view for {rnd.name}: {rnd.why_not}.")
-    from hardneg.candidates import Column, rank_col, score_col
-
     mined, cands = rnd.sel, rnd.cands
     qids = sample_queries(cands.query_ids(), sample, seed)
     wanted = set(qids)
@@ -542,7 +331,6 @@ def _reason(decision: str) -> str:
             "denoise": "denoise (cross-encoder)", "no_positive": "query has no positive"}.get(decision, decision)
 
 
-# ---- audit and progression ---------------------------------------------------------------------
 def audit_window(audit: Mapping[str, Any], run: RunFolder) -> tuple[list[int] | None, str]:
     """The window to mark: the audit's own choice, else the tuned round's policy window."""
     if audit.get("window"):

@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from hardneg.cache import EmbeddingCache
+from hardneg.encode.cache import EmbeddingCache
 from hardneg.candidates import CandidateSet
 from hardneg.cli import app
 from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
 from hardneg.export import export
-from hardneg.rerank import Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
+from hardneg.crossencoder import Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
 from hardneg.select import SelectionPolicy, select
 from hardneg.train import build_train_dataset
-from hardneg.train_reranker import RerankerConfig, assign_folds, pair_dataset, tuple_dataset
+from hardneg.train.reranker import RerankerConfig, assign_folds, pair_dataset, tuple_dataset
 from toybeir import write_toy_beir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

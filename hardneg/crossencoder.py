@@ -14,7 +14,7 @@ MarginMSE distillation have the positives' scores. Then:
   which ``hardneg train --loss marginmse`` distils.
 
 Scores are raw logits (no sigmoid: ``T = 0`` is probability 0.5), so they can be negative and
-``--percent`` is refused on them. They are cached on disk (:class:`hardneg.cache.EmbeddingCache`)
+``--percent`` is refused on them. They are cached on disk (:class:`hardneg.encode.cache.EmbeddingCache`)
 under the weights fingerprint and a hash of the (query, document) pairs: rescoring the same set
 again does not run the model.
 
@@ -38,12 +38,18 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from hardneg.cache import CacheKey, EmbeddingCache, model_fingerprint, texts_hash
+from hardneg import output
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.data import Dataset
+from hardneg.encode.cache import CacheKey, EmbeddingCache, texts_hash
+from hardneg.encode.fingerprint import model_fingerprint
 from hardneg.errors import HardnegError
+from hardneg.evaluate import paired_randomization_test, per_query_scores
 from hardneg.options import check, option
+from hardneg.retrieve.base import Ranking
+from hardneg.retrieve.bm25 import BM25Retriever
 from hardneg.sampling import sample
+from hardneg.select.policy import parse_window
 
 __all__ = ["DenoiseConfig", "Reranker", "RerankerCheck", "RescoreReport", "check_reranker", "load_judge",
            "rescore", "rescore_with_report"]
@@ -165,8 +171,6 @@ class Reranker:
         """Longest pairs first (little padding), chunks of batches, one progress bar over pairs."""
         import torch
         from tqdm.auto import tqdm
-
-        from hardneg import output
 
         model = self.models[i]
         order = np.argsort([-(len(q) + len(d)) for q, d in pairs], kind="stable")
@@ -310,8 +314,6 @@ def rescore_with_report(cands: CandidateSet, ds: Dataset, cross_encoder: Any, *,
 
 
 def _parse_window(window: tuple[int, int] | str | None) -> tuple[int, int] | None:
-    from hardneg.select import parse_window
-
     if isinstance(window, str):
         window = None if window.strip().lower() in ("off", "none", "") else parse_window(window)
     if window is None:
@@ -413,9 +415,6 @@ def check_reranker(cross_encoder: Any, ds: Dataset, split: str = "dev", *, query
     relevance worse than word overlap. ``max_queries`` takes a seeded sample. A cross-fit
     :class:`Reranker` scores each query with the model that never trained on it.
     """
-    from hardneg.evaluate import paired_randomization_test, per_query_scores
-    from hardneg.retrieve.bm25 import BM25Retriever
-
     qrels = ds.split_qrels(split)
     qids = _check_queries(ds, split, query_ids, max_queries, seed)
     reranker = Reranker.load(cross_encoder)
@@ -444,8 +443,6 @@ def _check_queries(ds: Dataset, split: str, query_ids: Sequence[str] | None, max
 
 def _rerank(bm25, scores: np.ndarray):
     """The BM25 ranking reordered by cross-encoder score (ties keep BM25's order)."""
-    from hardneg.retrieve.base import Ranking
-
     order = np.argsort(-scores, axis=1, kind="stable")
     return Ranking(bm25.query_ids, bm25.doc_ids, np.take_along_axis(bm25.indices, order, 1),
                    np.take_along_axis(scores, order, 1).astype(np.float32))

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
+from hardneg.encode import Encoder, EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.retrieve.base import Ranking
-from hardneg.retrieve.dense import DenseRetriever, Search, _shared_attr, _sort_rows, exact_topk
-
-if TYPE_CHECKING:
-    from hardneg.encode import Encoder, EncoderConfig
+from hardneg.retrieve.dense import DenseRetriever, _shared_attr
+from hardneg.retrieve.search import Search, _sort_rows, exact_topk
 
 __all__ = ["RayDenseRetriever", "RayEngine", "encode_passages"]
 
@@ -119,7 +118,7 @@ def merge_topk(parts: Sequence[tuple[np.ndarray, np.ndarray]], k: int) -> tuple[
 
     ``parts`` holds one ``(indices int64 (Q, k_s), scores float32 (Q, k_s))`` per shard. Rows
     are ordered by score descending, equal scores by lower corpus index: exactly the order of
-    :func:`~hardneg.retrieve.dense.exact_topk`, whatever the sharding. A shard's top-k under
+    :func:`~hardneg.retrieve.search.exact_topk`, whatever the sharding. A shard's top-k under
     that total order holds every document of the global top-k that lies in the shard, so the
     merge of the shards' lists is the global list.
     """
@@ -142,8 +141,6 @@ class _EncodeBatch:
     """Ray Data UDF: holds one hardneg Encoder (no cache) and embeds passages batch by batch."""
 
     def __init__(self, config: "EncoderConfig", model: Any = None):
-        from hardneg.encode import Encoder
-
         if model is not None:
             import ray
 

@@ -1,0 +1,182 @@
+"""What every command shares: the typer ``app`` and its ``console``, the global ``--verbose``,
+one-line user errors (:func:`friendly`), options from the config declarations (:func:`with_options`,
+:class:`Opts`) and the dataset a command names (:func:`_load`, :func:`_dataset_of`).
+
+Every option of a command comes from a config class's declaration (:mod:`hardneg.options`):
+:func:`with_options` adds a class's fields as options and hands the command the built config.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from hardneg.chunking import chunked_like
+from hardneg.data import load_dataset
+from hardneg.encode import EncoderConfig
+from hardneg.encode.cache import CacheConfig
+from hardneg.errors import HardnegError
+from hardneg.export import ExportConfig, select_and_export
+from hardneg.loop import DataConfig
+from hardneg.mine import MineConfig, chunked_for
+from hardneg.options import cli_parameters, declared, from_cli, key_of
+from hardneg.output import OnceFilter, configure, working
+from hardneg.select import SelectionPolicy
+from hardneg.select.stats import format_stats_table
+
+__all__: list[str] = []  # internal: the commands' shared parts
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Mine, select and audit hard negatives; fine-tune and evaluate embedding retrievers.",
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show everything the libraries print: progress "
+                                 "bars, the trainer's logs (else only in the run folder's train.log) and each "
+                                 "repeat of a warning. Before the command: `hardneg --verbose demo`."),
+) -> None:
+    configure(verbose)
+
+
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the current ``sys.stderr`` (a rich status or a test runner may swap it)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
+def _setup_logging() -> None:
+    """hardneg's own warnings (skipped rows, merged queries) go to stderr, each once without
+    --verbose (:class:`hardneg.output.OnceFilter`, reset for each command); libraries stay quiet."""
+    log = logging.getLogger("hardneg")
+    if not log.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.addFilter(OnceFilter())
+        log.addHandler(handler)
+        log.propagate = False
+    for f in (f for h in log.handlers for f in h.filters if isinstance(f, OnceFilter)):
+        f.seen.clear()
+
+
+def _say(msg: str) -> None:
+    """One progress line (a stage done): printed as it is, never read as markup."""
+    console.print(msg, style="dim", markup=False, highlight=False)
+
+
+def _working(text: str):
+    """A transient status line while a stage runs (:func:`hardneg.output.working`)."""
+    return working(console, text)
+
+
+def friendly(fn):
+    """Show user errors as one line (``FILE:LINE: what is wrong``) and exit 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        _setup_logging()
+        try:
+            return fn(*args, **kwargs)
+        except HardnegError as e:
+            print(f"error: {e}", file=sys.stderr)  # one line, never wrapped
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class Opts:
+    """A config class whose options a command takes: all fields, ``only`` some, or all but ``exclude``.
+
+    ``section`` is the recipe section of those options (``hardneg run`` sets the same things
+    there); ``defaults`` replaces a shown default where a command differs from the recipe.
+    """
+
+    cls: type
+    section: str | None = None
+    only: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    defaults: tuple[tuple[str, Any], ...] = ()
+
+
+def with_options(**groups: Opts):
+    """Add each group's options to a command, which receives the built configs by group name.
+
+    The command's ``recipe_keys`` maps each option to the recipe key that sets it in ``hardneg run``.
+    """
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        params = {name: cli_parameters(g.cls, g.only, g.exclude, g.required, dict(g.defaults))
+                  for name, g in groups.items()}
+        flat = [p for ps in params.values() for p in ps]
+        names = [p.name for p in flat] + [n for n in sig.parameters if n not in groups]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        assert not clash, f"{fn.__name__}: options declared twice: {clash}"
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            built = {name: from_cli(groups[name].cls, {p.name: kwargs.pop(p.name) for p in ps})
+                     for name, ps in params.items()}
+            return fn(*args, **kwargs, **built)
+
+        kept = [p for p in sig.parameters.values() if p.name not in groups]
+        wrapper.__signature__ = sig.replace(parameters=kept + flat)
+        fields = {name: {f.name: f for f in declared(g.cls)} for name, g in groups.items()}
+        wrapper.recipe_keys = {p.name: f"{groups[name].section}.{key_of(fields[name][p.name])}"
+                               for name, ps in params.items() if groups[name].section for p in ps}
+        return wrapper
+
+    return decorate
+
+
+#: the encoder options of commands that embed (the device and normalisation stay recipe keys)
+ENCODER = Opts(EncoderConfig, "model", exclude=("device", "normalize"))
+CACHE = Opts(CacheConfig, "model")
+DATA = Opts(DataConfig, "data", only=("path", "corpus", "skip_unknown"), required=("path",))
+POLICY = Opts(SelectionPolicy, "select")
+EXPORT = Opts(ExportConfig, "select")
+
+
+def _load(data: DataConfig):
+    return load_dataset(Path(data.path), corpus=Path(data.corpus) if data.corpus else None,
+                        skip_unknown=data.skip_unknown)
+
+
+def _chunk(ds, mine: MineConfig, encoder: EncoderConfig):
+    """``ds`` chunked (:mod:`hardneg.chunking`), or as it is without ``--chunk-tokens``."""
+    chunked = chunked_for(ds, mine, encoder)
+    if chunked is not ds:
+        info = chunked.chunking
+        console.print(f"chunked {info['documents_split']} of {info['documents']} documents longer than "
+                      f"{mine.chunk_tokens} tokens (overlap {mine.chunk_overlap}): {info['chunks']} chunks")
+    return chunked
+
+
+def _dataset_of(cands, data: DataConfig):
+    """The dataset a candidate set was mined on (``--data`` overrides), chunked like it."""
+    source = data.path or cands.meta.get("data")
+    if not source:
+        raise HardnegError("the candidates record no dataset; pass --data")
+    return chunked_like(_load(replace(data, path=str(source))), cands.meta)
+
+
+def _select_and_print(cands, ds, out: Path, policy, export) -> None:
+    start = time.perf_counter()
+    mined, report = select_and_export(cands, ds, out, policy, export.format)
+    console.print(format_stats_table(mined.stats))
+    console.print(f"selected in {time.perf_counter() - start:.3f}s; wrote {', '.join(sorted(report))} and "
+                  f"stats.json to {out}")

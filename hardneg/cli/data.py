@@ -1,0 +1,111 @@
+"""Commands on data (docs/data.md): ``validate``; positives without qrels from a click log
+(``clicks``, ``skip-above``) or from the corpus alone (``synth``)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hardneg.candidates import CandidateSet
+from hardneg.cli.common import DATA, Opts, _dataset_of, _load, console, friendly, with_options
+from hardneg.data import leakage
+from hardneg.loop import DataConfig
+from hardneg.positives.clicks import ClickConfig, ClickPolicy, add_skip_above, clicks_to_beir, read_skip_above
+from hardneg.positives.synth import SynthConfig, write_synth
+
+__all__: list[str] = []  # the commands: registered on the app by hardneg.cli
+
+
+@friendly
+@with_options(data=DATA)
+def validate(
+    eval_split: str = typer.Option("test", "--eval-split", help="Split checked for leakage against train."),
+    data: Any = None,
+):
+    """Check a dataset fully (ids, qrels, texts, encoding) and report train/eval leakage."""
+    ds = _load(data)
+    console.print(f"{len(ds.doc_ids)} documents, {len(ds.queries)} queries")
+    for split in ds.splits:
+        pos = ds.positives(split)
+        console.print(f"  {split}: {len(pos)} queries, {sum(map(len, pos.values()))} positives, "
+                      f"{sum(map(len, ds.known_negatives(split).values()))} judged negatives")
+    leak = leakage(ds, eval_split)
+    if leak is not None:
+        console.print(f"leakage train -> {eval_split}: {leak.summary()}")
+
+
+@friendly
+@with_options(policy=Opts(ClickPolicy), config=Opts(ClickConfig))
+def clicks_cmd(
+    log: Path = typer.Argument(..., help="Click log: JSONL, CSV/TSV or Parquet; one impression per line with query, "
+                               "shown (ids in displayed order), clicked, optional query_id, dwell, timestamp, session."),
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus JSONL[.gz] (or a BEIR folder holding one)."),
+    out: Path = typer.Option(..., "--out", help="Output BEIR folder: corpus, queries.jsonl, qrels/train.tsv "
+                             "[qrels/test.tsv], skip_above.tsv, clicks_stats.json, position_bias.md."),
+    policy: Any = None, config: Any = None,
+):
+    """Positives from a click log (and skip-above negatives): a BEIR folder `mine` and `train` read."""
+    from rich.table import Table
+
+    result = clicks_to_beir(log, corpus, out, replace(config, policy=policy))
+    s, c = result.stats, result.stats["counts"]
+    table = Table(title="click-through rate by position")
+    for name in ("position", "impressions", "clicks", "CTR", "CTR / CTR@1", "counted CTR"):
+        table.add_column(name, justify="right")
+    for r in result.position_bias.itertuples(index=False):
+        rel = "-" if r.ctr_relative != r.ctr_relative else f"{r.ctr_relative:.3f}"
+        table.add_row(str(r.position), f"{r.impressions:,}", f"{r.clicks:,}", f"{r.ctr:.4f}", rel, f"{r.counted_ctr:.4f}")
+    console.print(table)
+    console.print(f"{s['impressions']:,} impressions of {s['queries']:,} queries; {c['clicks']:,} clicks, "
+                  f"{c['clicks_counted']:,} counted -> {c['positives']:,} positives for "
+                  f"{c['queries_with_positives']:,} queries ({s['train_queries']:,} train, {s['test_queries']:,} test); "
+                  f"{s['skip_above_pairs']:,} skip-above pairs", soft_wrap=True)
+    console.print(f"wrote {out} ({', '.join(result.files)})", soft_wrap=True)
+
+
+@friendly
+@with_options(data=Opts(DataConfig, "data", only=("path", "corpus")))
+def skip_above_cmd(
+    candidates: Path = typer.Argument(..., help="A candidates.parquet written by `hardneg mine` on a "
+                                      "`hardneg clicks` folder."),
+    skips: Path = typer.Option(..., "--skips", help="skip_above.tsv written by `hardneg clicks`."),
+    out: Path = typer.Option(..., "--out", help="The new candidates.parquet (with rows of source clicks-skip-above)."),
+    data: Any = None,
+):
+    """Add skip-above negatives to a candidate set as a separate, flagged source.
+
+    They have no retriever rank: a --window drops them. Select them on purpose with
+    `hardneg select ... --rank-by clicks --score-by clicks --window 1:20 --percent off`
+    (the window is then on displayed positions; most-skipped first). --data (default: the
+    dataset mined) gives the duplicate and query-text flags.
+    """
+    cands = CandidateSet.read(candidates)
+    ds = _dataset_of(cands, data) if data.path or cands.meta.get("data") else None
+    result = add_skip_above(cands, read_skip_above(skips), ds)
+    result.write(out)
+    n = result.meta["skip_above"]
+    console.print(f"{n['pairs']:,} skip-above pairs: {n['added']:,} rows added, {n['flagged_retrieved']:,} "
+                  f"retrieved rows flagged, {n['not_mined']:,} for queries not in the set, "
+                  f"{n['positives_refused']:,} known positives refused -> {out}", soft_wrap=True)
+
+
+@friendly
+@with_options(config=Opts(SynthConfig))
+def synth_cmd(
+    corpus: Path = typer.Option(..., "--corpus", help="Corpus JSONL[.gz] (or a BEIR folder holding one)."),
+    out: Path = typer.Option(..., "--out", help="Output BEIR folder: corpus.jsonl (the training corpus), "
+                             "queries.jsonl, qrels/train.tsv, pairs.jsonl, synth.json."),
+    config: Any = None,
+):
+    """Positives from an unlabeled corpus (no qrels, no model): a BEIR folder `mine` and `train` read."""
+    result = write_synth(corpus, out, config)
+    c = result.counts
+    dropped = ", ".join(f"{k} {v:,}" for k, v in c.items() if k not in ("pairs", "queries", "docs_used",
+                                                                         "docs_considered") and v)
+    console.print(f"{config.method.value}: {c['pairs']:,} pairs ({c['queries']:,} queries) from "
+                  f"{c.get('docs_used', 0):,} of {c['docs_considered']:,} documents"
+                  + (f"; {dropped}" if dropped else ""), soft_wrap=True)
+    console.print(f"wrote {out} (corpus.jsonl, queries.jsonl, qrels/train.tsv, pairs.jsonl, synth.json)",
+                  soft_wrap=True)

@@ -1,0 +1,120 @@
+"""Commands on evaluation (docs/evaluation.md): ``eval``, the HTML ``report`` of a run, and
+``diagnose`` before tuning."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, List, Optional
+
+import typer
+
+from hardneg.chunking import search_documents
+from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _load, _working, console, friendly, with_options
+from hardneg.diagnose import DiagnoseConfig, click_bias_of, diagnose
+from hardneg.diagnose.report import write_diagnosis
+from hardneg.encode import Encoder
+from hardneg.evaluate import evaluate, format_table, write_eval
+from hardneg.loop import EvalConfig
+from hardneg.mine import MineConfig
+from hardneg.report import write_report
+from hardneg.retrieve import build_retrievers
+
+__all__: list[str] = []  # the commands: registered on the app by hardneg.cli
+
+
+@friendly
+@with_options(data=DATA, encoder=ENCODER, cache=CACHE, evaluation=Opts(EvalConfig, "eval"),
+              chunks=Opts(MineConfig, "mine", only=("chunk_tokens", "chunk_overlap")))
+def eval_cmd(
+    split: str = typer.Option("test", "--split", help="Split to evaluate on (held out from training)."),
+    retriever: List[str] = typer.Option(
+        ["bm25", "dense"], "--retriever", "-r",
+        help="KIND[:NAME][=MODEL], repeatable; KIND is bm25, dense or hybrid (RRF of bm25 + dense). "
+             "The first is the reference of the significance tests.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, runs/*.trec, per_query.tsv, report.md."),
+    data: Any = None, encoder: Any = None, cache: Any = None, evaluation: Any = None, chunks: Any = None,
+):
+    """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance.
+
+    With --chunk-tokens the retrievers rank chunks and a document scores its best chunk: the
+    metrics stay at document level.
+    """
+    start = time.perf_counter()
+    ds = _load(data)
+    qids = list(ds.positives(split)) if split in ds.qrels else ds.split_qrels(split)
+    texts = [ds.queries[q] for q in qids]
+    docs = _chunk(ds, chunks, encoder)
+    retrievers = build_retrievers(retriever, docs.doc_ids, docs.doc_texts(), encoder, cache=cache.cache_dir)
+    rankings = {}
+    for name, r in retrievers.items():
+        t = time.perf_counter()
+        with _working(f"{name}: retrieving for {len(qids)} queries"):
+            rankings[name] = (r.search(qids, texts, evaluation.depth) if docs is ds
+                              else search_documents(r, docs, qids, texts, evaluation.depth))
+        console.print(f"[dim]{name}: retrieved in {time.perf_counter() - t:.1f}s[/dim]")
+    result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)
+    write_eval(result, out, rankings)
+    console.print(format_table(result))
+    if result.clean_ids:
+        _print_clean(result)
+    for note in result.notes:
+        console.print(f"note: {note}")
+    console.print(f"wrote {out}/metrics.json, report.md, runs/ ({time.perf_counter() - start:.1f}s)")
+
+
+def _print_clean(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"queries whose positives were never train positives ({len(result.clean_ids)})")
+    table.add_column("system")
+    for m in result.metrics:
+        table.add_column(m, justify="right")
+    for s, ms in result.means(result.clean_ids).items():
+        table.add_row(s, *[f"{ms[m]:.4f}" for m in result.metrics])
+    console.print(table)
+
+
+@friendly
+def report_cmd(
+    run_dir: Path = typer.Argument(..., help="Output folder of `hardneg run` (holds metrics.json)."),
+    progression: Optional[Path] = typer.Option(None, "--progression", help="A Markdown progression table "
+                                               "(benchmarks/progression.py's table.md); default RUN_DIR/progression.md."),
+    audit: Optional[Path] = typer.Option(None, "--audit", help="An audit.json (`hardneg audit`); default "
+                                         "RUN_DIR/audit.json, RUN_DIR/audit/audit.json or the tuned round's own."),
+    sample: int = typer.Option(20, "--sample", help="Train queries in the per-query view (seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the per-query sample."),
+):
+    """Write RUN_DIR/report.html (self-contained: images embedded, no network) and RUN_DIR/plots/*.png."""
+    print(write_report(run_dir, progression=progression, audit=audit, sample=sample, seed=seed))
+
+
+@friendly
+@with_options(data=DATA, encoder=ENCODER, cache=CACHE, config=Opts(DiagnoseConfig))
+def diagnose_cmd(
+    out: Path = typer.Option(..., "--out", help="Output folder: diagnosis.md/.html/.json/.png, "
+                             "suspicious_positives.tsv, positive_pairs.tsv."),
+    clicks: Optional[Path] = typer.Option(None, "--clicks", help="A click log (as `hardneg clicks` reads): adds "
+                                          "its click-through rate by position. A folder written by `hardneg "
+                                          "clicks` is picked up without it (its clicks_stats.json)."),
+    data: Any = None, encoder: Any = None, cache: Any = None, config: Any = None,
+):
+    """Before spending money: BM25 vs the untuned model, vocabulary fit, overlap, suspicious positives, a verdict."""
+    start = time.perf_counter()
+    ds = _load(data)
+    ds.split_qrels(config.split)  # a missing split fails before the model loads
+    enc = Encoder(encoder) if cache.cache_dir is None else Encoder(encoder, cache=cache.cache_dir)
+    diag = diagnose(ds, enc, config)
+    diag.clicks = click_bias_of(data.path, ds, clicks)
+    write_diagnosis(diag, out, ds)
+    m = diag.gap["means"]
+    console.print(f"NDCG@10 on {config.split} ({diag.gap['n_queries']} queries): bm25 {m['bm25']['ndcg@10']:.4f}, "
+                  f"untuned {m['dense']['ndcg@10']:.4f}, hybrid {m['hybrid']['ndcg@10']:.4f}", soft_wrap=True)
+    console.print(f"verdict: tuning {diag.verdict.outlook.phrase}. {diag.verdict.headline}", soft_wrap=True,
+                  markup=False)
+    for reason in diag.verdict.reasons:
+        console.print(f"  - {reason}", soft_wrap=True, markup=False)
+    if diag.clicks:
+        console.print(f"clicks: {diag.clicks['note']}", soft_wrap=True, markup=False)
+    console.print(f"wrote {out}/diagnosis.md, diagnosis.html, diagnosis.json, suspicious_positives.tsv "
+                  f"({time.perf_counter() - start:.1f}s)", soft_wrap=True)

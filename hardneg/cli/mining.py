@@ -1,0 +1,64 @@
+"""``hardneg mine`` (docs/mining.md): retrieve candidates once, then select negatives."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from hardneg.checkpoint import CHECKPOINT_DIRNAME
+from hardneg.cli.common import (CACHE, DATA, ENCODER, EXPORT, POLICY, Opts, _chunk, _load, _select_and_print, _working,
+                                console, friendly, with_options)
+from hardneg.files import atomic_write_json
+from hardneg.mine import MineConfig, mine_to_folder, search_report
+
+__all__: list[str] = []  # the commands: registered on the app by hardneg.cli
+
+
+@friendly
+@with_options(data=DATA, config=Opts(MineConfig, "mine"), encoder=ENCODER, cache=CACHE, policy=POLICY,
+              export=EXPORT)
+def mine(
+    out: Path = typer.Option(..., "--out", help="Output folder: candidates.parquet, negatives.jsonl, stats.json."),
+    restart: bool = typer.Option(False, "--restart", help="Discard a checkpoint left in OUT by an earlier, "
+                                 "different mining run instead of refusing it."),
+    data: Any = None, config: Any = None, encoder: Any = None, cache: Any = None, policy: Any = None,
+    export: Any = None,
+):
+    """Retrieve candidates once (candidates.parquet), then select negatives with the policy options.
+
+    With --chunk-tokens candidates and negatives are chunks of long documents; a positive
+    document's best-scoring chunk is its positive and its other chunks are never negatives.
+    """
+    config = replace(config, rank_by=policy.rank_by, score_by=policy.score_by)
+    ds = _chunk(_load(data), config, encoder)
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            console.print(f"query chunk {done}/{total} mined (checkpoint: {out / CHECKPOINT_DIRNAME})")
+
+    with _working(f"mining '{config.split}' with {config.retriever}"):
+        cands = mine_to_folder(ds, out, config, encoder, cache.cache_dir, restart=restart, progress=progress)
+    if cands.run.get("resumed_chunks"):
+        console.print(f"resumed {cands.run['resumed_chunks']} of {cands.run['chunks']} query chunks")
+    searches = search_report(cands)
+    for name, s in searches.items():
+        console.print(f"search {name}: {_search_line(s)}")
+    if searches:
+        atomic_write_json(out / "search.json", searches)
+    console.print(f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
+                  f"in {time.perf_counter() - start:.1f}s -> {out / 'candidates.parquet'}")
+    _select_and_print(cands, ds, out, policy, export)
+
+
+def _search_line(s: dict) -> str:
+    """One dense scorer's search: kind (params), measured recall, build and search seconds."""
+    recall = (f", recall@{s['depth']} {s['recall_at_depth']:.3f} on {s['recall_sample']} sampled queries"
+              if s.get("recall_at_depth") is not None else "")
+    params = ", ".join(f"{k}={v}" for k, v in s.get("params", {}).items())
+    built = (f"build {s.get('build_seconds', 0):.1f}s, recall check {s.get('recall_seconds', 0):.1f}s, "
+             if s["kind"] not in ("exact", "auto") else "")
+    return f"{s['kind']}{f' ({params})' if params else ''}{recall}; {built}search {s.get('search_seconds', 0):.1f}s"

@@ -1,0 +1,44 @@
+"""``hardneg train`` (docs/training.md): fine-tune a retriever on mined negatives."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from hardneg.cli.common import Opts, _load, _working, console, friendly, with_options
+from hardneg.encode import EncoderConfig
+from hardneg.loop import DataConfig
+from hardneg.mine import MineConfig
+from hardneg.train import TrainConfig, train
+from hardneg.train.config import TRAIN_LOG
+
+__all__: list[str] = []  # the commands: registered on the app by hardneg.cli
+
+
+@friendly
+@with_options(data=Opts(DataConfig, "data", only=("path", "corpus", "skip_unknown", "dev_split"), required=("path",)),
+              model=Opts(EncoderConfig, "model", only=("model",)), pairs=Opts(MineConfig, "mine", only=("split",)),
+              config=Opts(TrainConfig, "train"))
+def train_cmd(
+    negatives: Optional[Path] = typer.Option(
+        None, "--negatives", help="negatives.jsonl from `hardneg mine`/`select`. Left out, or empty because the "
+        "policy was the in-batch-only baseline (--sampler none): train on the (query, positive) pairs of --split."),
+    out: Path = typer.Option(..., "--out", help="Model folder to write (a normal sentence-transformers model)."),
+    data: Any = None, model: Any = None, pairs: Any = None, config: Any = None,
+):
+    """Fine-tune a sentence-transformers model on mined negatives; keeps the best dev checkpoint."""
+    with _working("training"):
+        result = train(_load(data), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
+    console.print(result.data.summary())
+    console.print(f"{result.memory['summary']}; precision {result.precision} "
+                  f"on {result.machine['cpu']} (AMX-BF16: {'yes' if result.machine['amx_bf16'] else 'no'})")
+    if result.evals:
+        start, best = result.before, result.best or result.evals[-1]
+        console.print(f"dev NDCG@10 ({result.eval_set}): start {start['ndcg@10']:.4f} -> kept step "
+                      f"{best['step']} {best['ndcg@10']:.4f}")
+    if result.losses:
+        console.print(f"loss {result.losses[0][1]:.4f} (step {result.losses[0][0]}) -> {result.losses[-1][1]:.4f} "
+                      f"(step {result.losses[-1][0]})")
+    console.print(f"trained in {result.train_seconds:.1f}s; wrote {out} (model card README.md, hardneg_train.json, "
+                  f"the trainer's log {TRAIN_LOG})")

@@ -1,0 +1,156 @@
+"""The whole loop: baselines -> mine -> select -> train -> re-mining rounds -> held-out evaluation.
+
+Use :func:`run` (or ``hardneg run RECIPE.toml``) to take a dataset from "the general model
+loses to BM25" to a fine-tuned model whose lift over the base model and BM25 is measured
+on the test split, with paired significance and bootstrap intervals.
+
+Rounds follow ANCE: round 0 mines with the starting model; each later round mines again
+with the last kept model (the weight-keyed embedding cache then misses: new weights, new
+vectors) and trains again from ``round_init`` (the base model or the previous one). A round
+is kept only if it beats the incumbent on dev NDCG@10 (:func:`gate`); round 0 is judged
+against the starting model itself, so a fine-tune that does not help is never reported as
+the result. The loop stops after ``rounds`` re-mining rounds or at the first round not kept.
+Dev is the dataset's dev split, or train queries held out once for every round
+(:func:`split_dev`), never the test split.
+
+The parts: :mod:`~hardneg.loop.config` (what a run is told), :mod:`~hardneg.loop.rounds` (mine,
+select, train, gate), :mod:`~hardneg.loop.results` (``metrics.json``, ``report.md``). Import from
+``hardneg.loop``.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from hardneg import output
+from hardneg.data import Dataset, load_dataset
+from hardneg.encode import Encoder
+from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes
+from hardneg.errors import HardnegError
+from hardneg.evaluate import evaluate, per_query_scores, write_eval
+from hardneg.files import atomic_write_json, atomic_write_text
+from hardneg.loop.config import DataConfig, EvalConfig, LoopConfig, RoundGate, RoundInit, RunConfig
+from hardneg.loop.results import RunResult, _metrics, format_run_table, report_markdown
+from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_ranking, _Clock, _Dense,
+                                 _dev_scores, _means, _rounds, gate, plan_round, split_dev)
+from hardneg.mine import chunked_for
+from hardneg.report import write_report
+from hardneg.retrieve.base import Ranking
+from hardneg.train.config import RESULT_FILE
+
+__all__ = ["DataConfig", "EvalConfig", "GateDecision", "LoopConfig", "RoundGate", "RoundInit", "RoundPlan",
+           "RoundResult", "RunConfig", "RunResult", "format_run_table", "gate", "plan_round", "run", "split_dev"]
+
+log = logging.getLogger("hardneg.loop")
+
+
+def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] | None = None,
+        data: Dataset | None = None) -> RunResult:
+    """Run the recipe into ``out``; return the final evaluation, the rounds and the metrics.
+
+    Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (lift over base and BM25 with
+    Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
+    TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
+    model, dev verdict, ``train.log``: the trainer's own log) and ``out/model`` (the kept model;
+    absent when none beat the base).
+    ``data`` passes an already loaded dataset instead of ``config.data.path``.
+
+    Each model (the base, each round's) has one encoder for the whole run: loaded once (the
+    base only if something is to be encoded), fingerprinted once, its corpus vectors read once;
+    the corpus texts are hashed once. Each round hands its selected negatives to training in
+    memory (the files are still written) and stores every candidate's fate in
+    ``rounds/r<i>/decisions.parquet``, which the report reads.
+    """
+    with memoised_texts_hashes():
+        return _run(config, Path(out), progress or log.info, data)
+
+
+def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None) -> RunResult:
+    start = time.perf_counter()
+    clock = _Clock()
+    if data is None:
+        if not config.data.path:
+            raise HardnegError("no data: set [data] path in the recipe")
+        data = load_dataset(config.data.path, corpus=config.data.corpus, skip_unknown=config.data.skip_unknown)
+    test = config.data.test_split
+    data.split_qrels(test)  # fail before any work when the test split is missing
+    view, dev_description = split_dev(data, config.data, config.loop.seed)
+    cache = EmbeddingCache(config.cache_dir) if config.cache_dir else EmbeddingCache()
+    enc, depth = config.encoder, config.eval.depth
+    # [mine] chunk_tokens: rounds mine and train on chunks; evaluation ranks documents by their best chunk
+    chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, enc)
+    corpus = chunks or data  # view and data share their documents
+    corpus_texts = corpus.doc_texts()  # one list for every retriever: its hash is computed once
+
+    def dense(encoder: "Encoder") -> _Dense:
+        return _Dense(encoder, corpus, corpus_texts)
+
+    say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
+        f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
+
+    _clear_previous(out)
+    output.status(f"baselines: bm25 and the base model on {test} and dev")
+    with clock.time("baselines"):
+        base = dense(Encoder(enc, cache=cache))  # loaded from its folder only if something must be encoded
+        base_fp = base.fingerprint
+        test_runs = {"bm25": _bm25_ranking(data, test, depth, chunks, corpus_texts),
+                     "base": base.ranking(data, test, depth, chunks)}
+        dev_base = _dev_scores(view, base.ranking(view, "dev", depth, chunks))
+    say(f"baselines on {test}: " + ", ".join(
+        f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in test_runs.items())
+        + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({clock.timings['baselines']:.0f}s)")
+
+    rounds, models = _rounds(config, view, chunks, base, dev_base, cache, out, say, clock, dense, corpus_texts)
+    kept = [r for r in rounds if r.kept]
+    selected = f"r{kept[-1].round}" if kept else "base"
+    tuned_from = selected if kept else "r0"
+    if kept:
+        _copy_model(Path(kept[-1].model_dir), out / "model")
+        say(f"kept {selected}: copied to {out / 'model'}")
+    else:
+        say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
+
+    output.status(f"test evaluation: tuned ({tuned_from}), base, bm25 on {test}")
+    with clock.time("test evaluation"):
+        test_runs["tuned"] = models[tuned_from].ranking(data, test, depth, chunks)
+        ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
+        result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
+    write_eval(result, out / "eval", ordered)
+    seconds = time.perf_counter() - start
+    metrics = _metrics(result, rounds, selected, tuned_from, dev_description, dev_base, list(view.positives("dev")),
+                       config, clock, seconds, base_fp)
+    run_result = RunResult(str(out), result, rounds, selected, tuned_from, dev_description, _means(dev_base),
+                           metrics, seconds)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "report.md", report_markdown(run_result))
+    output.status("writing report.html")
+    try:  # the HTML report is a view of the files above: its failure must not fail the run
+        write_report(out, data=data)
+    except Exception as e:  # noqa: BLE001 - any plotting/rendering error becomes a warning
+        log.warning(f"report.html not written: {type(e).__name__}: {e} (retry with `hardneg report {out}`)")
+    return run_result
+
+
+def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
+    return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove what an earlier run into ``out`` left (its kept model, its rounds), so nothing stale remains."""
+    if (out / "model" / RESULT_FILE).is_file():
+        shutil.rmtree(out / "model")
+    for folder in sorted((out / "rounds").glob("r*")) if (out / "rounds").is_dir() else []:
+        if (folder / "round.json").is_file() or (folder / "candidates.parquet").is_file():
+            shutil.rmtree(folder)
+
+
+def _copy_model(src: Path, dst: Path) -> None:
+    """Replace ``dst`` with a copy of ``src`` (built beside it, then renamed)."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)

@@ -1,0 +1,64 @@
+"""The student and its loss: the model trained, and the sentence-transformers loss object of
+:class:`~hardneg.train.config.Loss` (GradCache chunks from the memory plan)."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hardneg.encode import EncoderConfig, load_model
+from hardneg.memory import MemoryPlan
+from hardneg.train.config import Loss, TrainConfig
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__: list[str] = []  # internal: import from hardneg.train
+
+
+def load_student(model: "str | Path | SentenceTransformer | None",
+                 max_seq_length: int | None = None) -> "SentenceTransformer":
+    """A local model folder (None: the bundled MiniLM) or a model you hold; optionally re-set its max length."""
+    if model is None or isinstance(model, (str, Path)):
+        model = load_model(EncoderConfig(model=str(model) if model else None))
+    if max_seq_length is not None:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: int, world_size: int = 1,
+               memory: MemoryPlan | None = None):
+    """The sentence-transformers loss object for ``config.loss`` on rows with ``n_negatives`` columns.
+
+    ``memory`` (from :func:`hardneg.memory.plan`) gives the loss ``auto`` resolved to and the
+    GradCache chunk; without it, ``auto`` is plain MNRL and chunks hold ``mini_batch_size`` or 32.
+    GISTEmbedLoss takes at most one negative column; with more, its GradCache twin
+    CachedGISTEmbedLoss (same objective, n-tuples, chunks of ``mini_batch_size``) is used.
+    With ``world_size`` > 1 (DDP) the in-batch losses gather negatives across devices
+    unless ``config.gather_across_devices`` is off.
+    """
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.util import pairwise_cos_sim
+
+    gather = {"gather_across_devices": config.gather_across_devices and world_size > 1}
+    loss = Loss(memory.loss) if memory else Loss.MNRL if config.loss is Loss.AUTO else config.loss
+    chunk = (memory.mini_batch_size if memory else None) or config.mini_batch_size or 32
+    if loss is Loss.MNRL:
+        return losses.MultipleNegativesRankingLoss(model, **gather)
+    if loss is Loss.CACHED_MNRL:
+        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=chunk, **gather)
+    if loss is Loss.GIST:
+        guide = _guide(model, config)
+        if n_negatives <= 1:
+            return losses.GISTEmbedLoss(model, guide, **gather)
+        return losses.CachedGISTEmbedLoss(model, guide, mini_batch_size=chunk, **gather)
+    # cosine, not the default dot product: the margins were rescaled to a cosine range
+    return losses.MarginMSELoss(model, similarity_fct=pairwise_cos_sim)
+
+
+def _guide(model: "SentenceTransformer", config: TrainConfig) -> "SentenceTransformer":
+    """GIST's frozen guide: ``config.guide_model``, else a copy of the starting model."""
+    guide = copy.deepcopy(model) if config.guide_model is None else load_student(config.guide_model)
+    guide.max_seq_length = config.max_seq_length
+    return guide.requires_grad_(False)
+
