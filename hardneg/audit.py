@@ -368,3 +368,35 @@ def auto_window(cands: CandidateSet, config: AuditConfig = AuditConfig()) -> tup
     audit = {"labels": label_audit(cands, config.hide, config.draws, config.seed), "judge": None}
     cal = calibrate(audit, config.target, config.window_end)
     return cal, audit | {"window": list(cal.window), "calibration": cal.to_dict()}
+
+
+def format_audit(doc: Mapping[str, Any]) -> list:
+    """What `hardneg audit` prints of an audit document: the labels note, the false-negative curve
+    (a rich table) and the judge's recall and corrected rates."""
+    from rich.table import Table
+
+    lines: list = [f"labels: {doc['labels_note']}"] if doc.get("labels_note") else []
+    table = Table(title="false-negative curve (share of unlabeled candidates that are relevant)")
+    table.add_column("ranks")
+    kinds = [k for k in ("labels", "judge") if doc.get(k)]
+    for kind in kinds:
+        table.add_column(f"{kind}: rate [95% CI]", justify="right")
+        table.add_column("n", justify="right")
+    for i, b in enumerate(doc[kinds[0]]["buckets"]):
+        cells = [b["bucket"]]
+        for kind in kinds:
+            c = doc[kind]["buckets"][i]
+            ci = f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""
+            cells += ["-" if c["rate"] is None else f"{c['rate']:.3f}{ci}", f"{c['n']:.0f}"]
+        table.add_row(*cells)
+    lines.append(table)
+    pos = (doc.get("judge") or {}).get("positives") or {}
+    if pos.get("n"):
+        lines.append(f"the judge calls {pos['rate']:.1%} of {pos['n']} sampled labeled positives relevant "
+                     f"[{pos['ci'][0]:.3f}, {pos['ci'][1]:.3f}]: its recall at this threshold")
+    fixed = [b.get("corrected") for b in (doc.get("judge") or {}).get("buckets", [])]
+    if fixed and all(fixed):
+        lines.append(f"judge corrected for recall {fixed[0]['recall']:.3f} and false alarms "
+                     f"{fixed[0]['false_alarm']:.3f} (its deepest bucket): "
+                     + ", ".join(f"{b['bucket']} {c['rate']:.3f}" for b, c in zip(doc["judge"]["buckets"], fixed)))
+    return lines

@@ -162,6 +162,23 @@ def format_table(result: EvalResult, title: str | None = None):
     return table
 
 
+def format_eval(result: EvalResult) -> list:
+    """What `hardneg eval` prints: :func:`format_table`, the table of the queries whose positives
+    were never train positives (when some were) and the notes."""
+    from rich.table import Table
+
+    out: list = [format_table(result)]
+    if result.clean_ids:
+        table = Table(title=f"queries whose positives were never train positives ({len(result.clean_ids)})")
+        table.add_column("system")
+        for m in result.metrics:
+            table.add_column(m, justify="right")
+        for s, ms in result.means(result.clean_ids).items():
+            table.add_row(s, *[f"{ms[m]:.4f}" for m in result.metrics])
+        out.append(table)
+    return out + [f"note: {note}" for note in result.notes]
+
+
 def report_markdown(result: EvalResult) -> str:
     """The evaluation as Markdown: metrics, significance vs the first system, leakage subset."""
     ref = result.systems[0]

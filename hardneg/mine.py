@@ -502,3 +502,17 @@ def search_report(cands: CandidateSet) -> dict[str, dict]:
     """Each dense scorer's search: kind, parameters, measured recall@depth and seconds."""
     run = cands.run.get("search", {}) if cands.run else {}
     return {n: s | run.get(n, {}) for n, s in cands.meta.get("search", {}).items() if s.get("kind") != "bm25s"}
+
+
+def format_search(searches: dict[str, dict]) -> list[str]:
+    """One line per dense scorer of :func:`search_report`: kind (params), measured recall, seconds."""
+    lines = []
+    for name, s in searches.items():
+        recall = (f", recall@{s['depth']} {s['recall_at_depth']:.3f} on {s['recall_sample']} sampled queries"
+                  if s.get("recall_at_depth") is not None else "")
+        params = ", ".join(f"{k}={v}" for k, v in s.get("params", {}).items())
+        built = (f"build {s.get('build_seconds', 0):.1f}s, recall check {s.get('recall_seconds', 0):.1f}s, "
+                 if s["kind"] not in ("exact", "auto") else "")
+        lines.append(f"search {name}: {s['kind']}{f' ({params})' if params else ''}{recall}; {built}"
+                     f"search {s.get('search_seconds', 0):.1f}s")
+    return lines

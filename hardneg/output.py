@@ -109,6 +109,26 @@ class OnceFilter(logging.Filter):
         return True
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler writing to the current ``sys.stderr`` (a rich status or a test runner may swap it)."""
+
+    stream = property(lambda self: sys.stderr, lambda self, value: None)
+
+
+def warnings_to_stderr() -> None:
+    """hardneg's own warnings (skipped rows, merged queries) to stderr as ``warning: ...``, each once
+    without --verbose (:class:`OnceFilter`, reset by each call: one per command); libraries stay quiet."""
+    log = logging.getLogger("hardneg")
+    if not log.handlers:
+        handler = _Stderr()
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.addFilter(OnceFilter())
+        log.addHandler(handler)
+        log.propagate = False
+    for f in (f for h in log.handlers for f in h.filters if isinstance(f, OnceFilter)):
+        f.seen.clear()
+
+
 @contextmanager
 def library_logs_to(path: str | Path, logger: logging.Logger) -> Iterator[logging.Handler]:
     """Send the libraries' log records, and ``logger``'s, to the log file ``path`` for the block.

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hardneg import output
 from hardneg.cli import app
-from hardneg.cli.common import _setup_logging
+from hardneg.output import warnings_to_stderr as _setup_logging
 from toybeir import write_toy_beir
 
 runner = CliRunner()

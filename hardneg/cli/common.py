@@ -1,15 +1,10 @@
-"""What every command shares: the typer ``app`` and its ``console``, the global ``--verbose``,
-one-line user errors (:func:`friendly`), options from the config declarations (:func:`with_options`,
-:class:`Opts`) and the dataset a command names (:func:`_load`, :func:`_dataset_of`).
-
-Every option of a command comes from a config class's declaration (:mod:`hardneg.options`):
-:func:`with_options` adds a class's fields as options and hands the command the built config.
-"""
+"""What every command shares: the ``app``, printing (:func:`show`), one-line user errors
+(:func:`friendly`), options from the config declarations (:func:`with_options`, :mod:`hardneg.options`)
+and the dataset a command names (:func:`_load`, :func:`_dataset_of`)."""
 from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -18,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from hardneg.chunking import chunked_like
 from hardneg.data import load_dataset
@@ -28,7 +24,7 @@ from hardneg.export import ExportConfig, select_and_export
 from hardneg.loop import DataConfig
 from hardneg.mine import MineConfig, chunked_for
 from hardneg.options import cli_parameters, declared, from_cli, key_of
-from hardneg.output import OnceFilter, configure, working
+from hardneg.output import configure, warnings_to_stderr, working
 from hardneg.select import SelectionPolicy
 from hardneg.select.stats import format_stats_table
 
@@ -51,24 +47,10 @@ def _global_options(
     configure(verbose)
 
 
-class _Stderr(logging.StreamHandler):
-    """A handler writing to the current ``sys.stderr`` (a rich status or a test runner may swap it)."""
-
-    stream = property(lambda self: sys.stderr, lambda self, value: None)
-
-
-def _setup_logging() -> None:
-    """hardneg's own warnings (skipped rows, merged queries) go to stderr, each once without
-    --verbose (:class:`hardneg.output.OnceFilter`, reset for each command); libraries stay quiet."""
-    log = logging.getLogger("hardneg")
-    if not log.handlers:
-        handler = _Stderr()
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
-        handler.addFilter(OnceFilter())
-        log.addHandler(handler)
-        log.propagate = False
-    for f in (f for h in log.handlers for f in h.filters if isinstance(f, OnceFilter)):
-        f.seen.clear()
+def show(*items) -> None:
+    """Print what the library formatted: text unwrapped (paths stay whole), tables as they are."""
+    for item in items:
+        console.print(item, soft_wrap=isinstance(item, (str, Text)))
 
 
 def _say(msg: str) -> None:
@@ -86,7 +68,7 @@ def friendly(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        _setup_logging()
+        warnings_to_stderr()
         try:
             return fn(*args, **kwargs)
         except HardnegError as e:
@@ -100,8 +82,8 @@ def friendly(fn):
 class Opts:
     """A config class whose options a command takes: all fields, ``only`` some, or all but ``exclude``.
 
-    ``section`` is the recipe section of those options (``hardneg run`` sets the same things
-    there); ``defaults`` replaces a shown default where a command differs from the recipe.
+    ``section`` is their recipe section; ``defaults`` replaces a shown default where a command
+    differs from the recipe; ``build=False`` hands the command the values, not the config.
     """
 
     cls: type
@@ -110,6 +92,7 @@ class Opts:
     exclude: tuple[str, ...] = ()
     required: tuple[str, ...] = ()
     defaults: tuple[tuple[str, Any], ...] = ()
+    build: bool = True
 
 
 def with_options(**groups: Opts):
@@ -129,8 +112,8 @@ def with_options(**groups: Opts):
 
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            built = {name: from_cli(groups[name].cls, {p.name: kwargs.pop(p.name) for p in ps})
-                     for name, ps in params.items()}
+            values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
+            built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
             return fn(*args, **kwargs, **built)
 
         kept = [p for p in sig.parameters.values() if p.name not in groups]
@@ -161,8 +144,8 @@ def _chunk(ds, mine: MineConfig, encoder: EncoderConfig):
     chunked = chunked_for(ds, mine, encoder)
     if chunked is not ds:
         info = chunked.chunking
-        console.print(f"chunked {info['documents_split']} of {info['documents']} documents longer than "
-                      f"{mine.chunk_tokens} tokens (overlap {mine.chunk_overlap}): {info['chunks']} chunks")
+        show(f"chunked {info['documents_split']} of {info['documents']} documents longer than "
+             f"{mine.chunk_tokens} tokens (overlap {mine.chunk_overlap}): {info['chunks']} chunks")
     return chunked
 
 
@@ -177,6 +160,5 @@ def _dataset_of(cands, data: DataConfig):
 def _select_and_print(cands, ds, out: Path, policy, export) -> None:
     start = time.perf_counter()
     mined, report = select_and_export(cands, ds, out, policy, export.format)
-    console.print(format_stats_table(mined.stats))
-    console.print(f"selected in {time.perf_counter() - start:.3f}s; wrote {', '.join(sorted(report))} and "
-                  f"stats.json to {out}")
+    show(format_stats_table(mined.stats), f"selected in {time.perf_counter() - start:.3f}s; wrote "
+         f"{', '.join(sorted(report))} and stats.json to {out}")

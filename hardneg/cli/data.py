@@ -1,5 +1,5 @@
-"""Commands on data (docs/data.md): ``validate``; positives without qrels from a click log
-(``clicks``, ``skip-above``) or from the corpus alone (``synth``)."""
+"""Commands on data (docs/data.md): ``validate``; positives from a click log (``clicks``,
+``skip-above``) or from the corpus alone (``synth``)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,10 +9,11 @@ from typing import Any
 import typer
 
 from hardneg.candidates import CandidateSet
-from hardneg.cli.common import DATA, Opts, _dataset_of, _load, console, friendly, with_options
+from hardneg.cli.common import DATA, Opts, _dataset_of, _load, friendly, show, with_options
 from hardneg.data import leakage
 from hardneg.loop import DataConfig
-from hardneg.positives.clicks import ClickConfig, ClickPolicy, add_skip_above, clicks_to_beir, read_skip_above
+from hardneg.positives.clicks import (ClickConfig, ClickPolicy, add_skip_above, clicks_to_beir, read_skip_above,
+                                      skip_above_summary)
 from hardneg.positives.synth import SynthConfig, write_synth
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
@@ -26,14 +27,14 @@ def validate(
 ):
     """Check a dataset fully (ids, qrels, texts, encoding) and report train/eval leakage."""
     ds = _load(data)
-    console.print(f"{len(ds.doc_ids)} documents, {len(ds.queries)} queries")
+    show(f"{len(ds.doc_ids)} documents, {len(ds.queries)} queries")
     for split in ds.splits:
         pos = ds.positives(split)
-        console.print(f"  {split}: {len(pos)} queries, {sum(map(len, pos.values()))} positives, "
-                      f"{sum(map(len, ds.known_negatives(split).values()))} judged negatives")
+        show(f"  {split}: {len(pos)} queries, {sum(map(len, pos.values()))} positives, "
+             f"{sum(map(len, ds.known_negatives(split).values()))} judged negatives")
     leak = leakage(ds, eval_split)
     if leak is not None:
-        console.print(f"leakage train -> {eval_split}: {leak.summary()}")
+        show(f"leakage train -> {eval_split}: {leak.summary()}")
 
 
 @friendly
@@ -47,22 +48,7 @@ def clicks_cmd(
     policy: Any = None, config: Any = None,
 ):
     """Positives from a click log (and skip-above negatives): a BEIR folder `mine` and `train` read."""
-    from rich.table import Table
-
-    result = clicks_to_beir(log, corpus, out, replace(config, policy=policy))
-    s, c = result.stats, result.stats["counts"]
-    table = Table(title="click-through rate by position")
-    for name in ("position", "impressions", "clicks", "CTR", "CTR / CTR@1", "counted CTR"):
-        table.add_column(name, justify="right")
-    for r in result.position_bias.itertuples(index=False):
-        rel = "-" if r.ctr_relative != r.ctr_relative else f"{r.ctr_relative:.3f}"
-        table.add_row(str(r.position), f"{r.impressions:,}", f"{r.clicks:,}", f"{r.ctr:.4f}", rel, f"{r.counted_ctr:.4f}")
-    console.print(table)
-    console.print(f"{s['impressions']:,} impressions of {s['queries']:,} queries; {c['clicks']:,} clicks, "
-                  f"{c['clicks_counted']:,} counted -> {c['positives']:,} positives for "
-                  f"{c['queries_with_positives']:,} queries ({s['train_queries']:,} train, {s['test_queries']:,} test); "
-                  f"{s['skip_above_pairs']:,} skip-above pairs", soft_wrap=True)
-    console.print(f"wrote {out} ({', '.join(result.files)})", soft_wrap=True)
+    show(*clicks_to_beir(log, corpus, out, replace(config, policy=policy)).summary())
 
 
 @friendly
@@ -82,13 +68,10 @@ def skip_above_cmd(
     dataset mined) gives the duplicate and query-text flags.
     """
     cands = CandidateSet.read(candidates)
-    ds = _dataset_of(cands, data) if data.path or cands.meta.get("data") else None
-    result = add_skip_above(cands, read_skip_above(skips), ds)
+    result = add_skip_above(cands, read_skip_above(skips),
+                            _dataset_of(cands, data) if data.path or cands.meta.get("data") else None)
     result.write(out)
-    n = result.meta["skip_above"]
-    console.print(f"{n['pairs']:,} skip-above pairs: {n['added']:,} rows added, {n['flagged_retrieved']:,} "
-                  f"retrieved rows flagged, {n['not_mined']:,} for queries not in the set, "
-                  f"{n['positives_refused']:,} known positives refused -> {out}", soft_wrap=True)
+    show(skip_above_summary(result, out))
 
 
 @friendly
@@ -100,12 +83,4 @@ def synth_cmd(
     config: Any = None,
 ):
     """Positives from an unlabeled corpus (no qrels, no model): a BEIR folder `mine` and `train` read."""
-    result = write_synth(corpus, out, config)
-    c = result.counts
-    dropped = ", ".join(f"{k} {v:,}" for k, v in c.items() if k not in ("pairs", "queries", "docs_used",
-                                                                         "docs_considered") and v)
-    console.print(f"{config.method.value}: {c['pairs']:,} pairs ({c['queries']:,} queries) from "
-                  f"{c.get('docs_used', 0):,} of {c['docs_considered']:,} documents"
-                  + (f"; {dropped}" if dropped else ""), soft_wrap=True)
-    console.print(f"wrote {out} (corpus.jsonl, queries.jsonl, qrels/train.tsv, pairs.jsonl, synth.json)",
-                  soft_wrap=True)
+    show(*write_synth(corpus, out, config).summary(out))

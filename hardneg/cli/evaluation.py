@@ -1,5 +1,4 @@
-"""Commands on evaluation (docs/evaluation.md): ``eval``, the HTML ``report`` of a run, and
-``diagnose`` before tuning."""
+"""Commands on evaluation (docs/evaluation.md): ``eval``, ``report`` (HTML) and ``diagnose``."""
 from __future__ import annotations
 
 import time
@@ -9,11 +8,11 @@ from typing import Any, List, Optional
 import typer
 
 from hardneg.chunking import search_documents
-from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _load, _working, console, friendly, with_options
+from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _load, _working, friendly, show, with_options
 from hardneg.diagnose import DiagnoseConfig, click_bias_of, diagnose
 from hardneg.diagnose.report import write_diagnosis
 from hardneg.encode import Encoder
-from hardneg.evaluate import evaluate, format_table, write_eval
+from hardneg.evaluate import evaluate, format_eval, write_eval
 from hardneg.loop import EvalConfig
 from hardneg.mine import MineConfig
 from hardneg.report import write_report
@@ -52,27 +51,10 @@ def eval_cmd(
         with _working(f"{name}: retrieving for {len(qids)} queries"):
             rankings[name] = (r.search(qids, texts, evaluation.depth) if docs is ds
                               else search_documents(r, docs, qids, texts, evaluation.depth))
-        console.print(f"[dim]{name}: retrieved in {time.perf_counter() - t:.1f}s[/dim]")
+        show(f"[dim]{name}: retrieved in {time.perf_counter() - t:.1f}s[/dim]")
     result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)
     write_eval(result, out, rankings)
-    console.print(format_table(result))
-    if result.clean_ids:
-        _print_clean(result)
-    for note in result.notes:
-        console.print(f"note: {note}")
-    console.print(f"wrote {out}/metrics.json, report.md, runs/ ({time.perf_counter() - start:.1f}s)")
-
-
-def _print_clean(result) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"queries whose positives were never train positives ({len(result.clean_ids)})")
-    table.add_column("system")
-    for m in result.metrics:
-        table.add_column(m, justify="right")
-    for s, ms in result.means(result.clean_ids).items():
-        table.add_row(s, *[f"{ms[m]:.4f}" for m in result.metrics])
-    console.print(table)
+    show(*format_eval(result), f"wrote {out}/metrics.json, report.md, runs/ ({time.perf_counter() - start:.1f}s)")
 
 
 @friendly
@@ -107,14 +89,4 @@ def diagnose_cmd(
     diag = diagnose(ds, enc, config)
     diag.clicks = click_bias_of(data.path, ds, clicks)
     write_diagnosis(diag, out, ds)
-    m = diag.gap["means"]
-    console.print(f"NDCG@10 on {config.split} ({diag.gap['n_queries']} queries): bm25 {m['bm25']['ndcg@10']:.4f}, "
-                  f"untuned {m['dense']['ndcg@10']:.4f}, hybrid {m['hybrid']['ndcg@10']:.4f}", soft_wrap=True)
-    console.print(f"verdict: tuning {diag.verdict.outlook.phrase}. {diag.verdict.headline}", soft_wrap=True,
-                  markup=False)
-    for reason in diag.verdict.reasons:
-        console.print(f"  - {reason}", soft_wrap=True, markup=False)
-    if diag.clicks:
-        console.print(f"clicks: {diag.clicks['note']}", soft_wrap=True, markup=False)
-    console.print(f"wrote {out}/diagnosis.md, diagnosis.html, diagnosis.json, suspicious_positives.tsv "
-                  f"({time.perf_counter() - start:.1f}s)", soft_wrap=True)
+    show(*diag.summary(out, time.perf_counter() - start))

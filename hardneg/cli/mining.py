@@ -10,9 +10,9 @@ import typer
 
 from hardneg.checkpoint import CHECKPOINT_DIRNAME
 from hardneg.cli.common import (CACHE, DATA, ENCODER, EXPORT, POLICY, Opts, _chunk, _load, _select_and_print, _working,
-                                console, friendly, with_options)
+                                friendly, show, with_options)
 from hardneg.files import atomic_write_json
-from hardneg.mine import MineConfig, mine_to_folder, search_report
+from hardneg.mine import MineConfig, format_search, mine_to_folder, search_report
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
@@ -38,27 +38,16 @@ def mine(
 
     def progress(done: int, total: int) -> None:
         if total > 1:
-            console.print(f"query chunk {done}/{total} mined (checkpoint: {out / CHECKPOINT_DIRNAME})")
+            show(f"query chunk {done}/{total} mined (checkpoint: {out / CHECKPOINT_DIRNAME})")
 
     with _working(f"mining '{config.split}' with {config.retriever}"):
         cands = mine_to_folder(ds, out, config, encoder, cache.cache_dir, restart=restart, progress=progress)
     if cands.run.get("resumed_chunks"):
-        console.print(f"resumed {cands.run['resumed_chunks']} of {cands.run['chunks']} query chunks")
+        show(f"resumed {cands.run['resumed_chunks']} of {cands.run['chunks']} query chunks")
     searches = search_report(cands)
-    for name, s in searches.items():
-        console.print(f"search {name}: {_search_line(s)}")
+    show(*format_search(searches))
     if searches:
         atomic_write_json(out / "search.json", searches)
-    console.print(f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
-                  f"in {time.perf_counter() - start:.1f}s -> {out / 'candidates.parquet'}")
+    show(f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
+         f"in {time.perf_counter() - start:.1f}s -> {out / 'candidates.parquet'}")
     _select_and_print(cands, ds, out, policy, export)
-
-
-def _search_line(s: dict) -> str:
-    """One dense scorer's search: kind (params), measured recall, build and search seconds."""
-    recall = (f", recall@{s['depth']} {s['recall_at_depth']:.3f} on {s['recall_sample']} sampled queries"
-              if s.get("recall_at_depth") is not None else "")
-    params = ", ".join(f"{k}={v}" for k, v in s.get("params", {}).items())
-    built = (f"build {s.get('build_seconds', 0):.1f}s, recall check {s.get('recall_seconds', 0):.1f}s, "
-             if s["kind"] not in ("exact", "auto") else "")
-    return f"{s['kind']}{f' ({params})' if params else ''}{recall}; {built}search {s.get('search_seconds', 0):.1f}s"

@@ -4,17 +4,16 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from hardneg.cli.common import _say, _working, console, friendly
+from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_text
-from hardneg.loop import format_run_table, run
+from hardneg.loop import LoopConfig, format_run_table, run
 from hardneg.recipe import (default_recipe_text, demo_data_path, demo_overrides, dump_recipe, load_recipe,
                             merge_overrides, parse_override)
-from hardneg.train.config import TRAIN_LOG
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
@@ -27,35 +26,28 @@ def _run_and_print(config, out: Path, title: str) -> None:
         result = run(config, out, progress=_say)
     table = format_run_table(result, title=f"{title}: {result.metrics['split']}, {result.metrics['n_queries']} queries")
     table.box = box.SIMPLE_HEAD  # light rules: the same table in two thirds of the bytes
-    console.print(table)
-    if not result.metrics["tuned_kept_on_dev"]:
-        console.print("note: no round beat the base model on dev; 'tuned' is round r0, shown for the record")
-    for note in result.metrics["notes"]:
-        console.print(f"note: {note}")
-    console.print(f"wrote {out}/report.html, report.md, metrics.json, recipe.toml, eval/, rounds/ (the trainer's "
-                  f"logs: rounds/r<i>/{TRAIN_LOG}){', model/' if result.metrics['tuned_kept_on_dev'] else ''} "
-                  f"({result.seconds:.0f}s)")
+    show(table, *result.summary(out))
 
 
 SetOpt = typer.Option([], "--set", help="Override a recipe key: SECTION.KEY=VALUE (TOML value), repeatable.")
 
 
-def _overrides(sets: List[str], **loop) -> dict:
-    loop_keys = {k: v for k, v in loop.items() if v is not None}
-    return merge_overrides(*(parse_override(s) for s in sets), {"loop": loop_keys} if loop_keys else {})
+#: `hardneg run`'s shortcuts for [loop] keys: unset, the recipe's value stands
+LOOP_FLAGS = ("rounds", "round_init", "round_gate")
 
 
 @friendly
+@with_options(loop=Opts(LoopConfig, "loop", only=LOOP_FLAGS, defaults=tuple((k, None) for k in LOOP_FLAGS),
+                        build=False))
 def run_cmd(
     recipe: Path = typer.Argument(..., help="A TOML recipe (`hardneg recipe` prints the commented default)."),
     out: Path = typer.Option(..., "--out", help="Output folder: report.md, metrics.json, model/, eval/, rounds/."),
     set_: List[str] = SetOpt,
-    rounds: Optional[int] = typer.Option(None, "--rounds", help="Re-mining rounds after the first fine-tune ([loop] rounds)."),
-    round_init: Optional[str] = typer.Option(None, "--round-init", help="base | previous ([loop] round_init)."),
-    round_gate: Optional[str] = typer.Option(None, "--round-gate", help="gain | significant ([loop] round_gate)."),
+    loop: Any = None,
 ):
     """Run a recipe: baselines -> mine -> select -> train -> rounds -> test evaluation with lift and p-values."""
-    overrides = _overrides(set_, rounds=rounds, round_init=round_init, round_gate=round_gate)
+    loop_keys = {k: v for k, v in loop.items() if v is not None}
+    overrides = merge_overrides(*(parse_override(s) for s in set_), {"loop": loop_keys} if loop_keys else {})
     config = load_recipe(recipe, overrides, override_source="command line")
     _run_and_print(config, out, f"hardneg run {recipe.name}")
 
@@ -74,12 +66,11 @@ def demo(
                            "source checkout or pass --data")
     overrides = merge_overrides(demo_overrides(path), *(parse_override(s) for s in set_))
     config = load_recipe(None, overrides, override_source="demo settings")
-    console.print(f"demo: the default recipe on {path} with smaller settings "
-                  f"(passage max length {config.encoder.passage_max_length}, {config.train.max_steps} training "
-                  f"steps of {config.train.batch_size}, {config.loop.rounds} re-mining round); "
-                  f"full settings: `hardneg recipe`")
+    show(f"demo: the default recipe on {path} with smaller settings (passage max length "
+         f"{config.encoder.passage_max_length}, {config.train.max_steps} training steps of {config.train.batch_size}, "
+         f"{config.loop.rounds} re-mining round); full settings: `hardneg recipe`")
     _run_and_print(config, out, "demo")
-    console.print(f"demo wall time {time.perf_counter() - start:.0f}s")
+    show(f"demo wall time {time.perf_counter() - start:.0f}s")
 
 
 @friendly
@@ -92,4 +83,4 @@ def recipe_cmd(
         sys.stdout.write(text)
     else:
         atomic_write_text(out, text)
-        console.print(f"wrote {out}")
+        show(f"wrote {out}")

@@ -9,11 +9,11 @@ from typing import Any, Optional
 
 import typer
 
-from hardneg.audit import AuditConfig, audit_candidates, read_audit
+from hardneg.audit import AuditConfig, audit_candidates, format_audit, read_audit
 from hardneg.audit import calibrate as calibrate_audit
 from hardneg.candidates import CandidateSet
-from hardneg.cli.common import (CACHE, EXPORT, POLICY, Opts, _dataset_of, _load, _select_and_print, _working, console,
-                                friendly, with_options)
+from hardneg.cli.common import (CACHE, EXPORT, POLICY, Opts, _dataset_of, _load, _select_and_print, _working, friendly,
+                                show, with_options)
 from hardneg.crossencoder import (DenoiseConfig, Reranker, check_for_candidates, load_judge, rescore_with_report,
                                   warn_if_worse)
 from hardneg.encode import EncoderConfig
@@ -71,38 +71,7 @@ def audit(
                      threshold=judge_threshold, sample=judge_sample)
     doc = {"candidates": str(candidates)} | audit_candidates(cands, config.hide, config.draws, config.seed, **judge)
     atomic_write_json(out / "audit.json", doc)
-    if doc.get("labels_note"):
-        console.print(f"labels: {doc['labels_note']}")
-    _print_audit(doc)
-    console.print(f"wrote {out / 'audit.json'}")
-
-
-def _print_audit(doc: dict) -> None:
-    from rich.table import Table
-
-    table = Table(title="false-negative curve (share of unlabeled candidates that are relevant)")
-    table.add_column("ranks")
-    kinds = [k for k in ("labels", "judge") if doc.get(k)]
-    for kind in kinds:
-        table.add_column(f"{kind}: rate [95% CI]", justify="right")
-        table.add_column("n", justify="right")
-    for i, b in enumerate(doc[kinds[0]]["buckets"]):
-        cells = [b["bucket"]]
-        for kind in kinds:
-            c = doc[kind]["buckets"][i]
-            ci = f" [{c['ci'][0]:.3f}, {c['ci'][1]:.3f}]" if c["ci"] else ""
-            cells += ["-" if c["rate"] is None else f"{c['rate']:.3f}{ci}", f"{c['n']:.0f}"]
-        table.add_row(*cells)
-    console.print(table)
-    pos = (doc.get("judge") or {}).get("positives") or {}
-    if pos.get("n"):
-        console.print(f"the judge calls {pos['rate']:.1%} of {pos['n']} sampled labeled positives relevant "
-                      f"[{pos['ci'][0]:.3f}, {pos['ci'][1]:.3f}]: its recall at this threshold")
-    fixed = [b.get("corrected") for b in (doc.get("judge") or {}).get("buckets", [])]
-    if fixed and all(fixed):
-        console.print(f"judge corrected for recall {fixed[0]['recall']:.3f} and false alarms "
-                      f"{fixed[0]['false_alarm']:.3f} (its deepest bucket): "
-                      + ", ".join(f"{b['bucket']} {c['rate']:.3f}" for b, c in zip(doc["judge"]["buckets"], fixed)))
+    show(*format_audit(doc), f"wrote {out / 'audit.json'}")
 
 
 @friendly
@@ -124,7 +93,7 @@ def calibrate(
         sys.stdout.write(text)
     else:
         atomic_write_text(out, text)
-        console.print(f"wrote {out}: window {cal.window[0]}:{cal.window[1]}, percent {cal.percent}")
+        show(f"wrote {out}: window {cal.window[0]}:{cal.window[1]}, percent {cal.percent}")
 
 
 @friendly
@@ -153,13 +122,13 @@ def rescore_cmd(
     target = out if out.suffix == ".parquet" else out / "candidates.parquet"
     reranker, store = Reranker.load(config.cross_encoder), EmbeddingCache(cache.cache_dir)
     if check:
-        console.print(check_for_candidates(reranker, ds, cands, max_queries=check_queries,
-                                           batch_size=config.batch_size, cache=store).summary(), soft_wrap=True)
+        show(check_for_candidates(reranker, ds, cands, max_queries=check_queries, batch_size=config.batch_size,
+                                  cache=store).summary())
     rescored, report = rescore_with_report(cands, ds, reranker, window=config.window, rank_by=rank_by,
                                            batch_size=config.batch_size, cache=store)
-    console.print(f"cross-encoder: {report.summary()}")
+    show(f"cross-encoder: {report.summary()}")
     rescored.write(target)
-    console.print(f"wrote {target}; e.g. `hardneg select {target} --denoise-above 0` (logits: 0 is p = 0.5)")
+    show(f"wrote {target}; e.g. `hardneg select {target} --denoise-above 0` (logits: 0 is p = 0.5)")
 
 
 @friendly
@@ -182,11 +151,7 @@ def train_reranker_cmd(
     rows = training_rows(ds, config, negatives=negatives, candidates=candidates, window=window)
     with _working("training the cross-encoder"):
         result = train_reranker(ds, rows, out, model.model, config, data.dev_split)
-    d = result.data
-    console.print(f"trained on {d['pairs']:,} pairs ({d['positives']:,} positive, {d['negatives']:,} negative) "
-                  f"of {d['queries']:,} queries" + (f" in {config.folds} folds" if result.folds else "")
-                  + f" in {result.train_seconds:.1f}s")
+    show(*result.summary())
     if result.check is not None:
-        console.print(result.check.summary(), soft_wrap=True)
         warn_if_worse(result.check)
-    console.print(f"wrote {out} ({'fold_<i>/, folds.json, ' if result.folds else ''}hardneg_reranker.json)")
+    show(result.written())

@@ -6,12 +6,11 @@ from typing import Any, Optional
 
 import typer
 
-from hardneg.cli.common import Opts, _load, _working, console, friendly, with_options
+from hardneg.cli.common import Opts, _load, _working, friendly, show, with_options
 from hardneg.encode import EncoderConfig
 from hardneg.loop import DataConfig
 from hardneg.mine import MineConfig
 from hardneg.train import TrainConfig, train
-from hardneg.train.config import TRAIN_LOG
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
@@ -30,15 +29,4 @@ def train_cmd(
     """Fine-tune a sentence-transformers model on mined negatives; keeps the best dev checkpoint."""
     with _working("training"):
         result = train(_load(data), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
-    console.print(result.data.summary())
-    console.print(f"{result.memory['summary']}; precision {result.precision} "
-                  f"on {result.machine['cpu']} (AMX-BF16: {'yes' if result.machine['amx_bf16'] else 'no'})")
-    if result.evals:
-        start, best = result.before, result.best or result.evals[-1]
-        console.print(f"dev NDCG@10 ({result.eval_set}): start {start['ndcg@10']:.4f} -> kept step "
-                      f"{best['step']} {best['ndcg@10']:.4f}")
-    if result.losses:
-        console.print(f"loss {result.losses[0][1]:.4f} (step {result.losses[0][0]}) -> {result.losses[-1][1]:.4f} "
-                      f"(step {result.losses[-1][0]})")
-    console.print(f"trained in {result.train_seconds:.1f}s; wrote {out} (model card README.md, hardneg_train.json, "
-                  f"the trainer's log {TRAIN_LOG})")
+    show(*result.summary(out))

@@ -277,6 +277,19 @@ class Diagnosis:
         }
         return _json_safe(out)
 
+    def summary(self, out: str | Path, seconds: float) -> list:
+        """What `hardneg diagnose` prints: NDCG@10 of the three systems, the verdict and its reasons,
+        the click note and the files written in ``seconds``. Verdict texts are rich ``Text`` (no markup)."""
+        from rich.text import Text
+
+        m = self.gap["means"]
+        return ([f"NDCG@10 on {self.config.split} ({self.gap['n_queries']} queries): bm25 {m['bm25']['ndcg@10']:.4f}, "
+                 f"untuned {m['dense']['ndcg@10']:.4f}, hybrid {m['hybrid']['ndcg@10']:.4f}",
+                 Text(f"verdict: tuning {self.verdict.outlook.phrase}. {self.verdict.headline}")]
+                + [Text(f"  - {reason}") for reason in self.verdict.reasons]
+                + ([Text(f"clicks: {self.clicks['note']}")] if self.clicks else [])
+                + [f"wrote {out}/diagnosis.md, diagnosis.html, diagnosis.json, suspicious_positives.tsv ({seconds:.1f}s)"])
+
 
 def click_bias_of(data: str | Path, ds: Any, log: str | Path | None = None) -> dict[str, Any] | None:
     """The diagnosis' position bias: from the click ``log``, else from the ``clicks_stats.json``

@@ -3,6 +3,7 @@ table the command prints (:func:`format_run_table`)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -11,6 +12,7 @@ from hardneg.evaluate import EvalResult, bootstrap_ci, format_p
 from hardneg.loop.config import RunConfig
 from hardneg.loop.rounds import RoundResult, _Clock, _means
 from hardneg.precision import machine_info, resolve_encode, resolve_train
+from hardneg.train.config import TRAIN_LOG
 
 __all__: list[str] = []  # internal: import from hardneg.loop
 
@@ -30,6 +32,14 @@ class RunResult:
     dev_base: dict[str, float]
     metrics: dict[str, Any]
     seconds: float
+
+    def summary(self, out: str | Path) -> list[str]:
+        """The lines `hardneg run` prints under its table: the notes and the files written."""
+        kept = self.metrics["tuned_kept_on_dev"]
+        notes = [] if kept else ["no round beat the base model on dev; 'tuned' is round r0, shown for the record"]
+        return [f"note: {n}" for n in notes + list(self.metrics["notes"])] + [
+            f"wrote {out}/report.html, report.md, metrics.json, recipe.toml, eval/, rounds/ (the trainer's logs: "
+            f"rounds/r<i>/{TRAIN_LOG}){', model/' if kept else ''} ({self.seconds:.0f}s)"]
 
 
 def _metrics(result: EvalResult, rounds: Sequence[RoundResult], selected: str, tuned_from: str, dev: str,

@@ -208,6 +208,24 @@ class ClickResult:
     position_bias: pd.DataFrame
     files: list[str]
 
+    def summary(self) -> list:
+        """What `hardneg clicks` prints: the click-through rate by position (a rich table), the
+        counts and the files written."""
+        from rich.table import Table
+
+        s, c = self.stats, self.stats["counts"]
+        table = Table(title="click-through rate by position")
+        for name in ("position", "impressions", "clicks", "CTR", "CTR / CTR@1", "counted CTR"):
+            table.add_column(name, justify="right")
+        for r in self.position_bias.itertuples(index=False):
+            rel = "-" if r.ctr_relative != r.ctr_relative else f"{r.ctr_relative:.3f}"
+            table.add_row(str(r.position), f"{r.impressions:,}", f"{r.clicks:,}", f"{r.ctr:.4f}", rel,
+                          f"{r.counted_ctr:.4f}")
+        return [table, f"{s['impressions']:,} impressions of {s['queries']:,} queries; {c['clicks']:,} clicks, "
+                f"{c['clicks_counted']:,} counted -> {c['positives']:,} positives for {c['queries_with_positives']:,} "
+                f"queries ({s['train_queries']:,} train, {s['test_queries']:,} test); "
+                f"{s['skip_above_pairs']:,} skip-above pairs", f"wrote {self.out} ({', '.join(self.files)})"]
+
 
 def clicks_to_beir(log_path: str | Path, corpus: str | Path, out: str | Path,
                    config: ClickConfig | None = None) -> ClickResult:
@@ -374,6 +392,14 @@ def add_skip_above(cands: CandidateSet, skips: pd.DataFrame, ds: Dataset | None 
     negative = dict(cands.meta.get("negative_scores") or {}) | {CLICKS_SCORER: False}
     return CandidateSet.from_frame(merged, scorers=scorers, rank_by=cands.rank_by, score_by=cands.score_by,
                                    negative_scores=negative, **meta)
+
+
+def skip_above_summary(cands: CandidateSet, out: str | Path) -> str:
+    """The line `hardneg skip-above` prints of a set :func:`add_skip_above` returned."""
+    n = cands.meta["skip_above"]
+    return (f"{n['pairs']:,} skip-above pairs: {n['added']:,} rows added, {n['flagged_retrieved']:,} retrieved rows "
+            f"flagged, {n['not_mined']:,} for queries not in the set, {n['positives_refused']:,} known positives "
+            f"refused -> {out}")
 
 
 def _new_row_flags(rows: pd.DataFrame, table: pd.DataFrame, cands: CandidateSet,

@@ -134,6 +134,15 @@ class SynthResult:
     counts: dict[str, int]
     config: SynthConfig
 
+    def summary(self, out: str | Path) -> list[str]:
+        """What `hardneg synth` prints: pairs and documents used, the drops, the files in ``out``."""
+        c = self.counts
+        dropped = ", ".join(f"{k} {v:,}" for k, v in c.items()
+                            if k not in ("pairs", "queries", "docs_used", "docs_considered") and v)
+        return [f"{self.config.method.value}: {c['pairs']:,} pairs ({c['queries']:,} queries) from "
+                f"{c.get('docs_used', 0):,} of {c['docs_considered']:,} documents" + (f"; {dropped}" if dropped else ""),
+                f"wrote {out} (corpus.jsonl, queries.jsonl, qrels/train.tsv, pairs.jsonl, synth.json)"]
+
 
 # ---- text helpers ----------------------------------------------------------------------------------
 _ABBREV = {"e.g", "i.e", "al", "fig", "figs", "vs", "approx", "ca", "cf", "dr", "mr", "mrs", "ms", "no", "vol",

@@ -125,6 +125,16 @@ class RerankerResult:
         out["check"] = self.check.to_dict() if self.check else None
         return out
 
+    def summary(self) -> list[str]:
+        """What `hardneg train-reranker` prints: the pairs trained on and its check against BM25."""
+        d = self.data
+        return [f"trained on {d['pairs']:,} pairs ({d['positives']:,} positive, {d['negatives']:,} negative) of "
+                f"{d['queries']:,} queries" + (f" in {self.config['folds']} folds" if self.folds else "")
+                + f" in {self.train_seconds:.1f}s"] + ([self.check.summary()] if self.check is not None else [])
+
+    def written(self) -> str:
+        return f"wrote {self.model_dir} ({'fold_<i>/, folds.json, ' if self.folds else ''}hardneg_reranker.json)"
+
 
 # ---- training rows ---------------------------------------------------------------------------
 def training_rows(ds: Dataset, config: RerankerConfig, *, negatives: str | Path | None = None,

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from hardneg.train.config import BEST_METRIC, CARD_METRICS, CARD_SKIP, EVAL_NAME, RESULT_FILE
+from hardneg.train.config import BEST_METRIC, CARD_METRICS, CARD_SKIP, EVAL_NAME, RESULT_FILE, TRAIN_LOG
 from hardneg.train.dataset import BuildReport
 
 __all__: list[str] = []  # internal: import from hardneg.train
@@ -50,6 +50,20 @@ class TrainResult:
         out = asdict(self)
         out["losses"] = [list(x) for x in self.losses]
         return out
+
+    def summary(self, out: str | Path) -> list[str]:
+        """What `hardneg train` prints: data, memory and precision, dev NDCG@10, loss, the files."""
+        lines = [self.data.summary(), f"{self.memory['summary']}; precision {self.precision} on "
+                 f"{self.machine['cpu']} (AMX-BF16: {'yes' if self.machine['amx_bf16'] else 'no'})"]
+        if self.evals:
+            start, best = self.before, self.best or self.evals[-1]
+            lines.append(f"dev NDCG@10 ({self.eval_set}): start {start['ndcg@10']:.4f} -> kept step "
+                         f"{best['step']} {best['ndcg@10']:.4f}")
+        if self.losses:
+            (s0, l0), (s1, l1) = self.losses[0], self.losses[-1]
+            lines.append(f"loss {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")
+        return lines + [f"trained in {self.train_seconds:.1f}s; wrote {out} (model card README.md, "
+                        f"hardneg_train.json, the trainer's log {TRAIN_LOG})"]
 
 
 def _split_log(history: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[int, float]], list[dict[str, float]]]:
