@@ -6,7 +6,8 @@ declaration:
 
 * :func:`check` validates a config against its declared ranges and choices (every config's
   ``__post_init__`` calls it), so the CLI, the recipe and Python share one set of checks;
-* :func:`cli_parameters` makes a command's typer options (help, default, flag spelling);
+* :func:`cli_parameters` makes a command's typer options (help, default, flag spelling) and
+  :func:`with_options` adds them to a command (the groups of :class:`Opts`);
 * :func:`recipe_fields` gives a recipe section's keys and types, and :func:`toml_lines` the
   section of the packaged, commented ``default.toml`` (a test checks the shipped file equals it).
 
@@ -16,11 +17,13 @@ are written here because typer builds options from function signatures, not from
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import textwrap
 import types
 import typing
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, List, Optional, TypeVar, Union
 
@@ -229,6 +232,54 @@ def cli_parameters(cls: type, only: typing.Iterable[str] | None = None, exclude:
         out.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                      default=typer.Option(shown, decl, help=help_text(f, hints[name]))))
     return out
+
+
+@dataclass(frozen=True)
+class Opts:
+    """A config class whose options a command takes: all fields, ``only`` some, or all but ``exclude``.
+
+    ``section`` is their recipe section; ``defaults`` replaces a shown default where a command
+    differs from the recipe; ``build=False`` hands the command the values, not the config.
+    """
+
+    cls: type
+    section: str | None = None
+    only: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    defaults: tuple[tuple[str, Any], ...] = ()
+    build: bool = True
+
+
+def with_options(**groups: Opts):
+    """Add each group's options to a command, which receives the built configs by group name.
+
+    The command's ``recipe_keys`` maps each option to the recipe key that sets it in ``hardneg run``.
+    """
+
+    def decorate(fn):
+        sig = inspect.signature(fn)
+        params = {name: cli_parameters(g.cls, g.only, g.exclude, g.required, dict(g.defaults))
+                  for name, g in groups.items()}
+        flat = [p for ps in params.values() for p in ps]
+        names = [p.name for p in flat] + [n for n in sig.parameters if n not in groups]
+        clash = sorted({n for n in names if names.count(n) > 1})
+        assert not clash, f"{fn.__name__}: options declared twice: {clash}"
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
+            built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
+            return fn(*args, **kwargs, **built)
+
+        kept = [p for p in sig.parameters.values() if p.name not in groups]
+        wrapper.__signature__ = sig.replace(parameters=kept + flat)
+        fields = {name: {f.name: f for f in declared(g.cls)} for name, g in groups.items()}
+        wrapper.recipe_keys = {p.name: f"{groups[name].section}.{key_of(fields[name][p.name])}"
+                               for name, ps in params.items() if groups[name].section for p in ps}
+        return wrapper
+
+    return decorate
 
 
 def from_cli(cls: type, values: typing.Mapping[str, Any], **fixed: Any) -> Any:

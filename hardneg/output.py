@@ -15,12 +15,15 @@ everything prints as the libraries print it; the trainer's log file is written a
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from hardneg.errors import HardnegError
 
 __all__: list[str] = []  # internal: what the command line prints and where library logs go
 
@@ -127,6 +130,23 @@ def warnings_to_stderr() -> None:
         log.propagate = False
     for f in (f for h in log.handlers for f in h.filters if isinstance(f, OnceFilter)):
         f.seen.clear()
+
+
+def friendly(fn):
+    """Show user errors as one line (``FILE:LINE: what is wrong``) and exit 2, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        warnings_to_stderr()
+        try:
+            return fn(*args, **kwargs)
+        except HardnegError as e:
+            print(f"error: {e}", file=sys.stderr)  # one line, never wrapped
+            import typer  # the command line's own library, only on an error
+
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 @contextmanager

@@ -1,36 +1,16 @@
-"""The ``hardneg`` command line: a thin typer layer over the library's functions.
-
-A command parses, calls one library function and prints. The commands live by topic, as the
-docs do: :mod:`~hardneg.cli.data`, :mod:`~hardneg.cli.mining`, :mod:`~hardneg.cli.selection`,
-:mod:`~hardneg.cli.training`, :mod:`~hardneg.cli.evaluation`, :mod:`~hardneg.cli.recipes`;
-what they share (the ``app``, options from the config declarations) is :mod:`~hardneg.cli.common`.
-``hardneg.cli.app`` is the typer app, ``hardneg.cli.main`` the console entry point.
-"""
+"""The ``hardneg`` command line: a thin typer layer (a command parses, calls one library function,
+prints), its commands by topic as the docs are; ``app`` is the typer app, ``main`` the entry point."""
 from __future__ import annotations
 
 from hardneg.cli import data, evaluation, mining, recipes, selection, training
 from hardneg.cli.common import app
 
 #: every command, in the order ``hardneg --help`` lists them
-COMMANDS = {
-    "validate": data.validate,
-    "eval": evaluation.eval_cmd,
-    "mine": mining.mine,
-    "select": selection.select_cmd,
-    "train": training.train_cmd,
-    "run": recipes.run_cmd,
-    "demo": recipes.demo,
-    "recipe": recipes.recipe_cmd,
-    "audit": selection.audit,
-    "calibrate": selection.calibrate,
-    "rescore": selection.rescore_cmd,
-    "train-reranker": selection.train_reranker_cmd,
-    "report": evaluation.report_cmd,
-    "clicks": data.clicks_cmd,
-    "skip-above": data.skip_above_cmd,
-    "synth": data.synth_cmd,
-    "diagnose": evaluation.diagnose_cmd,
-}
+COMMANDS = {"validate": data.validate, "eval": evaluation.eval_cmd, "mine": mining.mine, "select": selection.select_cmd,
+            "train": training.train_cmd, "run": recipes.run_cmd, "demo": recipes.demo, "recipe": recipes.recipe_cmd,
+            "audit": selection.audit, "calibrate": selection.calibrate, "rescore": selection.rescore_cmd,
+            "train-reranker": selection.train_reranker_cmd, "report": evaluation.report_cmd, "clicks": data.clicks_cmd,
+            "skip-above": data.skip_above_cmd, "synth": data.synth_cmd, "diagnose": evaluation.diagnose_cmd}
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 

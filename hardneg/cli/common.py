@@ -1,15 +1,12 @@
 """What every command shares: the ``app``, printing (:func:`show`), one-line user errors
-(:func:`friendly`), options from the config declarations (:func:`with_options`, :mod:`hardneg.options`)
+(:func:`hardneg.output.friendly`), options from the config declarations (:func:`hardneg.options.with_options`)
 and the dataset a command names (:func:`_load`, :func:`_dataset_of`)."""
 from __future__ import annotations
 
-import functools
-import inspect
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -23,8 +20,8 @@ from hardneg.errors import HardnegError
 from hardneg.export import ExportConfig, select_and_export
 from hardneg.loop import DataConfig
 from hardneg.mine import MineConfig, chunked_for
-from hardneg.options import cli_parameters, declared, from_cli, key_of
-from hardneg.output import configure, warnings_to_stderr, working
+from hardneg.options import Opts, with_options
+from hardneg.output import configure, friendly, working
 from hardneg.select import SelectionPolicy
 from hardneg.select.stats import format_stats_table
 
@@ -61,69 +58,6 @@ def _say(msg: str) -> None:
 def _working(text: str):
     """A transient status line while a stage runs (:func:`hardneg.output.working`)."""
     return working(console, text)
-
-
-def friendly(fn):
-    """Show user errors as one line (``FILE:LINE: what is wrong``) and exit 2, without a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        warnings_to_stderr()
-        try:
-            return fn(*args, **kwargs)
-        except HardnegError as e:
-            print(f"error: {e}", file=sys.stderr)  # one line, never wrapped
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-@dataclass(frozen=True)
-class Opts:
-    """A config class whose options a command takes: all fields, ``only`` some, or all but ``exclude``.
-
-    ``section`` is their recipe section; ``defaults`` replaces a shown default where a command
-    differs from the recipe; ``build=False`` hands the command the values, not the config.
-    """
-
-    cls: type
-    section: str | None = None
-    only: tuple[str, ...] | None = None
-    exclude: tuple[str, ...] = ()
-    required: tuple[str, ...] = ()
-    defaults: tuple[tuple[str, Any], ...] = ()
-    build: bool = True
-
-
-def with_options(**groups: Opts):
-    """Add each group's options to a command, which receives the built configs by group name.
-
-    The command's ``recipe_keys`` maps each option to the recipe key that sets it in ``hardneg run``.
-    """
-
-    def decorate(fn):
-        sig = inspect.signature(fn)
-        params = {name: cli_parameters(g.cls, g.only, g.exclude, g.required, dict(g.defaults))
-                  for name, g in groups.items()}
-        flat = [p for ps in params.values() for p in ps]
-        names = [p.name for p in flat] + [n for n in sig.parameters if n not in groups]
-        clash = sorted({n for n in names if names.count(n) > 1})
-        assert not clash, f"{fn.__name__}: options declared twice: {clash}"
-
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
-            built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
-            return fn(*args, **kwargs, **built)
-
-        kept = [p for p in sig.parameters.values() if p.name not in groups]
-        wrapper.__signature__ = sig.replace(parameters=kept + flat)
-        fields = {name: {f.name: f for f in declared(g.cls)} for name, g in groups.items()}
-        wrapper.recipe_keys = {p.name: f"{groups[name].section}.{key_of(fields[name][p.name])}"
-                               for name, ps in params.items() if groups[name].section for p in ps}
-        return wrapper
-
-    return decorate
 
 
 #: the encoder options of commands that embed (the device and normalisation stay recipe keys)

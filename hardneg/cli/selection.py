@@ -1,6 +1,4 @@
-"""Commands on selection (docs/selection.md): ``select`` again from stored candidates, the
-false-negative audit (``audit``, ``calibrate``) and the cross-encoder (``rescore``,
-``train-reranker``)."""
+"""Commands on selection (docs/selection.md): ``select``, ``audit``, ``calibrate``, ``rescore``, ``train-reranker``."""
 from __future__ import annotations
 
 import sys
@@ -33,10 +31,7 @@ def select_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: negatives.jsonl, stats.json, [train.parquet]."),
     data: Any = None, policy: Any = None, export: Any = None,
 ):
-    """Select negatives again from stored candidates: no retrieval, no encoding (seconds).
-
-    --data defaults to the dataset the candidates were mined on.
-    """
+    """Select negatives again from stored candidates (--data: default the dataset mined): seconds."""
     cands = CandidateSet.read(candidates)
     _select_and_print(cands, _dataset_of(cands, data), out, policy, export)
 
@@ -57,11 +52,8 @@ def audit(
 ):
     """The false-negative curve: per original-rank bucket, how often an unlabeled candidate is relevant.
 
-    With labels: hide a fraction of the positives of queries that have several and count the
-    hidden ones per bucket (Wilson 95% intervals). With --cross-encoder: the share of a
-    sample of unlabeled candidates per bucket the judge calls relevant (the texts come from
-    --data, default the dataset mined). Writes OUT/audit.json; `hardneg calibrate
-    OUT/audit.json` turns it into a window.
+    With labels: hidden positives found per bucket (Wilson 95% intervals); with --cross-encoder:
+    the judged share of a sample. `hardneg calibrate OUT/audit.json` turns it into a window.
     """
     cands = CandidateSet.read(candidates)
     judge = {}
@@ -112,10 +104,8 @@ def rescore_cmd(
 ):
     """Add cross-encoder scores (score_ce, logits) for the candidates in a rank window and all positives.
 
-    Then `hardneg select OUT --denoise-above T` drops candidates it scores above T (unscored
-    ones are kept), and the export carries its scores as teacher pos_scores/neg_scores for
-    `hardneg train --loss marginmse`. The window defaults to 1:100 here (every rank a sampler
-    could reach); in a recipe's [denoise] to the default policy's reach.
+    Then `hardneg select OUT --denoise-above T` drops candidates scored above T, and the export
+    carries the scores as teacher scores for `hardneg train --loss marginmse`.
     """
     cands = CandidateSet.read(candidates)
     ds = _dataset_of(cands, data)
@@ -143,10 +133,7 @@ def train_reranker_cmd(
                                help="With --candidates: MIN:MAX ranks negatives come from (the default policy's)."),
     data: Any = None, model: Any = None, config: Any = None,
 ):
-    """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25.
-
-    --model is the starting model (a sentence-transformers folder gets a new head).
-    """
+    """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25."""
     ds = _load(data)
     rows = training_rows(ds, config, negatives=negatives, candidates=candidates, window=window)
     with _working("training the cross-encoder"):
