@@ -5,15 +5,19 @@ otherwise pick (BM25 and the untuned model) on a split that training never saw.
 """
 from __future__ import annotations
 
+import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from hardneg.chunking import search_documents
 from hardneg.data import Dataset, leakage
 from hardneg.files import atomic_write_json, atomic_write_text
+from hardneg.retrieve import build_retrievers
 from hardneg.retrieve.base import Ranking
 
 __all__ = ["EvalResult", "evaluate", "paired_randomization_test", "per_query_scores", "write_eval"]
@@ -121,6 +125,23 @@ class EvalResult:
 def _positions(query_ids: Sequence[str], subset: Sequence[str]) -> np.ndarray:
     pos = {q: i for i, q in enumerate(query_ids)}
     return np.array([pos[q] for q in subset], dtype=np.int64)
+
+
+def retrieve_split(ds: Dataset, split: str, specs: Sequence[str], encoder: Any, docs: Any = None, depth: int = 100,
+                   cache_dir: Any = None, working: Callable[[str], Any] = lambda text: nullcontext(),
+                   say: Callable[[str], None] = lambda text: None) -> dict[str, Ranking]:
+    """The rankings `hardneg eval` scores: each retriever of ``specs`` on the queries of ``split``,
+    over ``docs`` (chunks of ``ds``: a document ranks by its best chunk) or ``ds`` itself."""
+    qids = list(ds.positives(split)) if split in ds.qrels else ds.split_qrels(split)
+    texts, docs = [ds.queries[q] for q in qids], ds if docs is None else docs
+    rankings = {}
+    for name, r in build_retrievers(specs, docs.doc_ids, docs.doc_texts(), encoder, cache=cache_dir).items():
+        start = time.perf_counter()
+        with working(f"{name}: retrieving for {len(qids)} queries"):
+            rankings[name] = (r.search(qids, texts, depth) if docs is ds
+                              else search_documents(r, docs, qids, texts, depth))
+        say(f"{name}: retrieved in {time.perf_counter() - start:.1f}s")
+    return rankings
 
 
 def evaluate(ds: Dataset, split: str, rankings: Mapping[str, Ranking], metrics: Sequence[str] = METRICS,

@@ -121,3 +121,13 @@ def test_the_command_line_entry_points_resolve():
     assert isinstance(hardneg.cli.app, typer.Typer) and callable(hardneg.cli.main)
     out = subprocess.run([sys.executable, "-m", "hardneg.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "python -m hardneg.cli" in out.stdout, out.stderr
+
+
+#: hardneg/cli/*.py together (856 lines before issue 16 step 5): a ratchet towards the issue's
+#: target of 500 (lower it as formatting and logic move into the library; never raise it)
+CLI_LINES_BOUND = 608
+
+
+def test_the_command_line_stays_a_thin_layer():
+    total = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in (PACKAGE / "cli").glob("*.py"))
+    assert total <= CLI_LINES_BOUND, f"hardneg/cli/*.py: {total} lines (bound {CLI_LINES_BOUND}, target 500)"

@@ -7,16 +7,14 @@ from typing import Any, List, Optional
 
 import typer
 
-from hardneg.chunking import search_documents
-from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _load, _working, friendly, show, with_options
+from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _load, _say, _working, friendly, show, with_options
 from hardneg.diagnose import DiagnoseConfig, click_bias_of, diagnose
 from hardneg.diagnose.report import write_diagnosis
 from hardneg.encode import Encoder
-from hardneg.evaluate import evaluate, format_eval, write_eval
+from hardneg.evaluate import evaluate, format_eval, retrieve_split, write_eval
 from hardneg.loop import EvalConfig
 from hardneg.mine import MineConfig
 from hardneg.report import write_report
-from hardneg.retrieve import build_retrievers
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
@@ -41,17 +39,8 @@ def eval_cmd(
     """
     start = time.perf_counter()
     ds = _load(data)
-    qids = list(ds.positives(split)) if split in ds.qrels else ds.split_qrels(split)
-    texts = [ds.queries[q] for q in qids]
-    docs = _chunk(ds, chunks, encoder)
-    retrievers = build_retrievers(retriever, docs.doc_ids, docs.doc_texts(), encoder, cache=cache.cache_dir)
-    rankings = {}
-    for name, r in retrievers.items():
-        t = time.perf_counter()
-        with _working(f"{name}: retrieving for {len(qids)} queries"):
-            rankings[name] = (r.search(qids, texts, evaluation.depth) if docs is ds
-                              else search_documents(r, docs, qids, texts, evaluation.depth))
-        show(f"[dim]{name}: retrieved in {time.perf_counter() - t:.1f}s[/dim]")
+    rankings = retrieve_split(ds, split, retriever, encoder, _chunk(ds, chunks, encoder), evaluation.depth,
+                              cache.cache_dir, _working, _say)
     result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)
     write_eval(result, out, rankings)
     show(*format_eval(result), f"wrote {out}/metrics.json, report.md, runs/ ({time.perf_counter() - start:.1f}s)")
