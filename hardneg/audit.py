@@ -25,6 +25,7 @@ import pandas as pd
 
 from hardneg import sampling
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
+from hardneg.crossencoder import load_judge
 from hardneg.errors import HardnegError
 from hardneg.options import check, option
 
@@ -48,6 +49,25 @@ class AuditConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """How ``hardneg audit --cross-encoder`` judges a sample of unlabeled candidates per bucket."""
+
+    judge_threshold: float = option(0.0, "Judged relevant when the cross-encoder score is above this (a logit of 0 "
+                                    "is p = 0.5).", recipe=False)
+    judge_sample: int = option(100, "Unlabeled candidates judged per rank bucket.", recipe=False)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+    def arguments(self, cross_encoder: str | Path | None, ds: Any) -> dict[str, Any]:
+        """The judge keywords of :func:`audit_candidates` (none without a ``cross_encoder``)."""
+        if cross_encoder is None:
+            return {}
+        return dict(judge=load_judge(cross_encoder), texts=ds.doc_text_map(), queries=ds.queries,
+                    threshold=self.judge_threshold, sample=self.judge_sample)
 
 
 # A judge maps (query text, doc text) pairs, with their query ids, to relevance scores.

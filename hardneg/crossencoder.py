@@ -237,6 +237,18 @@ def _as_cache(cache: Any) -> EmbeddingCache | None:
 
 
 # ---- rescoring a candidate set ---------------------------------------------------------------
+@dataclass(frozen=True)
+class RescoreCheck:
+    """``hardneg rescore``'s check of the cross-encoder before it rescores (:func:`check_for_candidates`)."""
+
+    check: bool = option(True, "Check that the cross-encoder reranks BM25's top 100 better than BM25 (its "
+                         "train-reranker record, else dev, else the candidates' queries).", recipe=False)
+    check_queries: int = option(100, "Queries of that check (seeded sample).", recipe=False)
+
+    def __post_init__(self) -> None:
+        check(self)
+
+
 @dataclass
 class RescoreReport:
     """What one rescoring cost (kept out of the candidate metadata so outputs stay byte-identical)."""
@@ -491,3 +503,16 @@ def check_for_candidates(reranker: Reranker, ds: Dataset, cands: CandidateSet, *
                                cache=cache, source=source)
     warn_if_worse(check)
     return check
+
+
+def check_and_rescore(cands: CandidateSet, ds: Dataset, config: DenoiseConfig, checking: RescoreCheck = RescoreCheck(),
+                      *, rank_by: str | None = None, cache: Any = _DEFAULT_CACHE,
+                      say: Any = print) -> tuple[CandidateSet, RescoreReport]:
+    """What ``hardneg rescore`` does: load ``config.cross_encoder``, check it (``say`` gets the check's
+    summary) unless ``checking.check`` is off, then :func:`rescore_with_report` in ``config.window``."""
+    reranker = Reranker.load(config.cross_encoder)
+    if checking.check:
+        say(check_for_candidates(reranker, ds, cands, max_queries=checking.check_queries,
+                                 batch_size=config.batch_size, cache=cache).summary())
+    return rescore_with_report(cands, ds, reranker, window=config.window, rank_by=rank_by,
+                               batch_size=config.batch_size, cache=cache)

@@ -37,6 +37,7 @@ from hardneg.errors import HardnegError
 from hardneg.files import atomic_path, atomic_write_json
 from hardneg.options import as_enum, check, option
 from hardneg.select import MinedSet, SelectionPolicy, select
+from hardneg.select.stats import format_stats_table
 
 __all__ = ["ExportConfig", "StFormat", "export", "select_and_export"]
 
@@ -86,6 +87,12 @@ def select_and_export(cands: Any, ds: Any, out_dir: str | Path, policy: Selectio
     report = export(mined, ds.doc_text_map(), ds.queries, out_dir, fmt)
     atomic_write_json(Path(out_dir) / "stats.json", mined.stats | {"files": report, "policy": policy.to_dict()})
     return mined, report
+
+
+def selection_summary(mined: MinedSet, report: Mapping[str, Any], out_dir: str | Path, seconds: float) -> list:
+    """What ``hardneg mine`` / ``select`` print after :func:`select_and_export`: the stats table, the files."""
+    return [format_stats_table(mined.stats), f"selected in {seconds:.3f}s; wrote {', '.join(sorted(report))} and "
+            f"stats.json to {out_dir}"]
 
 
 # ---- FlagEmbedding JSONL ---------------------------------------------------------------------

@@ -248,6 +248,16 @@ def chunked_for(ds: Dataset, config: MineConfig, encoder_config) -> Dataset:
     return chunk_dataset(ds, ChunkConfig(config.chunk_tokens, config.chunk_overlap, model), max_length=max_length)
 
 
+def chunked_with_note(ds: Dataset, config: MineConfig, encoder_config) -> tuple[Dataset, str | None]:
+    """:func:`chunked_for`, with the line a command prints when it chunked (None when it did not)."""
+    chunked = chunked_for(ds, config, encoder_config)
+    if chunked is ds:
+        return ds, None
+    info = chunked.chunking
+    return chunked, (f"chunked {info['documents_split']} of {info['documents']} documents longer than "
+                     f"{config.chunk_tokens} tokens (overlap {config.chunk_overlap}): {info['chunks']} chunks")
+
+
 def _fused_score_by(hybrid: HybridRetriever) -> str:
     """The default ``score_by`` of a fused mine: its first dense part (RRF values are no scores)."""
     return next((r.name for r in hybrid.scorers if isinstance(r, DenseScorer)), hybrid.scorers[0].name)

@@ -304,3 +304,20 @@ def demo_overrides(data: str | Path | None = None) -> dict[str, dict[str, Any]]:
                   "eval_steps": steps // 2, "eval_corpus": 200, "logging_steps": 5},  # best of 3 dev checks
         "loop": {"rounds": 1},
     }
+
+
+def demo_recipe(data: str | Path | None = None, overrides: Mapping[str, Mapping[str, Any]] | None = None,
+                ) -> tuple[RunConfig, str]:
+    """``hardneg demo``'s config (:func:`demo_overrides` on ``data``, then ``overrides``) and its banner.
+
+    Raises when the dataset is missing (the wheel has no ``examples/``).
+    """
+    path = Path(data) if data else demo_data_path()
+    if not path.exists():
+        raise HardnegError(f"{path}: not found; the demo reads the repository's examples/ folder: run it from a "
+                           "source checkout or pass --data")
+    config = load_recipe(None, merge_overrides(demo_overrides(path), overrides or {}), override_source="demo settings")
+    banner = (f"demo: the default recipe on {path} with smaller settings (passage max length "
+              f"{config.encoder.passage_max_length}, {config.train.max_steps} training steps of "
+              f"{config.train.batch_size}, {config.loop.rounds} re-mining round); full settings: `hardneg recipe`")
+    return config, banner

@@ -17,13 +17,12 @@ from hardneg.data import load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.encode.cache import CacheConfig
 from hardneg.errors import HardnegError
-from hardneg.export import ExportConfig, select_and_export
+from hardneg.export import ExportConfig, select_and_export, selection_summary
 from hardneg.loop import DataConfig
-from hardneg.mine import MineConfig, chunked_for
+from hardneg.mine import MineConfig, chunked_with_note
 from hardneg.options import Opts, with_options
 from hardneg.output import configure, friendly, working
 from hardneg.select import SelectionPolicy
-from hardneg.select.stats import format_stats_table
 
 __all__: list[str] = []  # internal: the commands' shared parts
 
@@ -75,11 +74,8 @@ def _load(data: DataConfig):
 
 def _chunk(ds, mine: MineConfig, encoder: EncoderConfig):
     """``ds`` chunked (:mod:`hardneg.chunking`), or as it is without ``--chunk-tokens``."""
-    chunked = chunked_for(ds, mine, encoder)
-    if chunked is not ds:
-        info = chunked.chunking
-        show(f"chunked {info['documents_split']} of {info['documents']} documents longer than "
-             f"{mine.chunk_tokens} tokens (overlap {mine.chunk_overlap}): {info['chunks']} chunks")
+    chunked, note = chunked_with_note(ds, mine, encoder)
+    show(*filter(None, [note]))
     return chunked
 
 
@@ -94,5 +90,4 @@ def _dataset_of(cands, data: DataConfig):
 def _select_and_print(cands, ds, out: Path, policy, export) -> None:
     start = time.perf_counter()
     mined, report = select_and_export(cands, ds, out, policy, export.format)
-    show(format_stats_table(mined.stats), f"selected in {time.perf_counter() - start:.3f}s; wrote "
-         f"{', '.join(sorted(report))} and stats.json to {out}")
+    show(*selection_summary(mined, report, out, time.perf_counter() - start))

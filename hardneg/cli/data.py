@@ -60,13 +60,8 @@ def skip_above_cmd(
     out: Path = typer.Option(..., "--out", help="The new candidates.parquet (with rows of source clicks-skip-above)."),
     data: Any = None,
 ):
-    """Add skip-above negatives to a candidate set as a separate, flagged source.
-
-    They have no retriever rank: a --window drops them. Select them on purpose with
-    `hardneg select ... --rank-by clicks --score-by clicks --window 1:20 --percent off`
-    (the window is then on displayed positions; most-skipped first). --data (default: the
-    dataset mined) gives the duplicate and query-text flags.
-    """
+    """Add skip-above negatives to a candidate set as a separate, flagged source (no retriever rank: select them
+    with `hardneg select ... --rank-by clicks --score-by clicks --window 1:20 --percent off`)."""
     cands = CandidateSet.read(candidates)
     result = add_skip_above(cands, read_skip_above(skips),
                             _dataset_of(cands, data) if data.path or cands.meta.get("data") else None)

@@ -32,11 +32,8 @@ def eval_cmd(
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, runs/*.trec, per_query.tsv, report.md."),
     data: Any = None, encoder: Any = None, cache: Any = None, evaluation: Any = None, chunks: Any = None,
 ):
-    """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance.
-
-    With --chunk-tokens the retrievers rank chunks and a document scores its best chunk: the
-    metrics stay at document level.
-    """
+    """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance
+    (with --chunk-tokens a document scores its best chunk)."""
     start = time.perf_counter()
     ds = _load(data)
     rankings = retrieve_split(ds, split, retriever, encoder, _chunk(ds, chunks, encoder), evaluation.depth,

@@ -27,11 +27,8 @@ def mine(
     data: Any = None, config: Any = None, encoder: Any = None, cache: Any = None, policy: Any = None,
     export: Any = None,
 ):
-    """Retrieve candidates once (candidates.parquet), then select negatives with the policy options.
-
-    With --chunk-tokens candidates and negatives are chunks of long documents; a positive
-    document's best-scoring chunk is its positive and its other chunks are never negatives.
-    """
+    """Retrieve candidates once (candidates.parquet), then select negatives with the policy options
+    (with --chunk-tokens: chunks of long documents; a positive's other chunks are never negatives)."""
     config = replace(config, rank_by=policy.rank_by, score_by=policy.score_by)
     ds = _chunk(_load(data), config, encoder)
     start = time.perf_counter()

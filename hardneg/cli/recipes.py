@@ -7,20 +7,17 @@ from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
+from rich import box
 
 from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
-from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_text
 from hardneg.loop import LoopConfig, format_run_table, run
-from hardneg.recipe import (default_recipe_text, demo_data_path, demo_overrides, dump_recipe, load_recipe,
-                            merge_overrides, parse_override)
+from hardneg.recipe import default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
 
 def _run_and_print(config, out: Path, title: str) -> None:
-    from rich import box
-
     atomic_write_text(out / "recipe.toml", dump_recipe(config))
     with _working("starting"):
         result = run(config, out, progress=_say)
@@ -60,15 +57,8 @@ def demo(
 ):
     """The default recipe, scaled down, on the SciFact sample: under 5 minutes on 2 CPU cores."""
     start = time.perf_counter()
-    path = data or demo_data_path()
-    if not path.exists():
-        raise HardnegError(f"{path}: not found; the demo reads the repository's examples/ folder: run it from a "
-                           "source checkout or pass --data")
-    overrides = merge_overrides(demo_overrides(path), *(parse_override(s) for s in set_))
-    config = load_recipe(None, overrides, override_source="demo settings")
-    show(f"demo: the default recipe on {path} with smaller settings (passage max length "
-         f"{config.encoder.passage_max_length}, {config.train.max_steps} training steps of {config.train.batch_size}, "
-         f"{config.loop.rounds} re-mining round); full settings: `hardneg recipe`")
+    config, banner = demo_recipe(data, merge_overrides(*(parse_override(s) for s in set_)))
+    show(banner)
     _run_and_print(config, out, "demo")
     show(f"demo wall time {time.perf_counter() - start:.0f}s")
 

@@ -7,19 +7,17 @@ from typing import Any, Optional
 
 import typer
 
-from hardneg.audit import AuditConfig, audit_candidates, format_audit, read_audit
+from hardneg.audit import AuditConfig, JudgeConfig, audit_candidates, format_audit, read_audit
 from hardneg.audit import calibrate as calibrate_audit
 from hardneg.candidates import CandidateSet
 from hardneg.cli.common import (CACHE, EXPORT, POLICY, Opts, _dataset_of, _load, _select_and_print, _working, friendly,
                                 show, with_options)
-from hardneg.crossencoder import (DenoiseConfig, Reranker, check_for_candidates, load_judge, rescore_with_report,
-                                  warn_if_worse)
+from hardneg.crossencoder import DenoiseConfig, RescoreCheck, check_and_rescore, warn_if_worse
 from hardneg.encode import EncoderConfig
 from hardneg.encode.cache import EmbeddingCache
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop import DataConfig
-from hardneg.select import SelectionPolicy
-from hardneg.train.reranker import RerankerConfig, train_reranker, training_rows
+from hardneg.train.reranker import RerankerConfig, RerankerRows, train_reranker, training_rows
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
@@ -37,7 +35,7 @@ def select_cmd(
 
 
 @friendly
-@with_options(config=Opts(AuditConfig, "audit", only=("hide", "draws", "seed")),
+@with_options(judge=Opts(JudgeConfig), config=Opts(AuditConfig, "audit", only=("hide", "draws", "seed")),
               data=Opts(DataConfig, "data", only=("path", "corpus")))
 def audit(
     candidates: Path = typer.Argument(..., help="candidates.parquet of a TRAIN split mine (never an eval split)."),
@@ -45,23 +43,13 @@ def audit(
     cross_encoder: Optional[Path] = typer.Option(None, "--cross-encoder", help="A CrossEncoder folder (or a "
                                                  "cross-fitted one from `hardneg train-reranker --folds`) "
                                                  "to judge a sample of unlabeled candidates per bucket."),
-    judge_threshold: float = typer.Option(0.0, help="Judged relevant when the cross-encoder score is above this "
-                                          "(a logit of 0 is p = 0.5)."),
-    judge_sample: int = typer.Option(100, help="Unlabeled candidates judged per rank bucket."),
-    config: Any = None, data: Any = None,
+    judge: Any = None, config: Any = None, data: Any = None,
 ):
-    """The false-negative curve: per original-rank bucket, how often an unlabeled candidate is relevant.
-
-    With labels: hidden positives found per bucket (Wilson 95% intervals); with --cross-encoder:
-    the judged share of a sample. `hardneg calibrate OUT/audit.json` turns it into a window.
-    """
+    """The false-negative curve: per original-rank bucket, how often an unlabeled candidate is relevant
+    (hidden labels; the judged share with --cross-encoder). `hardneg calibrate` turns it into a window."""
     cands = CandidateSet.read(candidates)
-    judge = {}
-    if cross_encoder is not None:
-        ds = _dataset_of(cands, data)
-        judge = dict(judge=load_judge(cross_encoder), texts=ds.doc_text_map(), queries=ds.queries,
-                     threshold=judge_threshold, sample=judge_sample)
-    doc = {"candidates": str(candidates)} | audit_candidates(cands, config.hide, config.draws, config.seed, **judge)
+    judged = judge.arguments(cross_encoder, _dataset_of(cands, data) if cross_encoder is not None else None)
+    doc = {"candidates": str(candidates)} | audit_candidates(cands, config.hide, config.draws, config.seed, **judged)
     atomic_write_json(out / "audit.json", doc)
     show(*format_audit(doc), f"wrote {out / 'audit.json'}")
 
@@ -74,11 +62,8 @@ def calibrate(
     out: Optional[Path] = typer.Option(None, "--out", help="Write the recipe keys to this TOML file."),
     config: Any = None,
 ):
-    """Pick the smallest window start (and a percent threshold) under the target false-negative rate.
-
-    Prints (or writes) recipe keys: `[select] window = "S:END"` and `percent`. In a recipe,
-    `window = "auto"` does this inside `hardneg run` for every round.
-    """
+    """Pick the smallest window start (and a percent threshold) under the target false-negative rate: prints
+    (or writes) the recipe keys `window` and `percent` (`window = "auto"` does this inside `hardneg run`)."""
     cal = calibrate_audit(read_audit(audit_file), config.target, config.window_end, use)
     text = cal.recipe_toml()
     if out is None:
@@ -89,55 +74,42 @@ def calibrate(
 
 
 @friendly
-@with_options(data=Opts(DataConfig, "data", only=("path", "corpus")),
+@with_options(checking=Opts(RescoreCheck), data=Opts(DataConfig, "data", only=("path", "corpus")),
               config=Opts(DenoiseConfig, "denoise", required=("cross_encoder",), defaults=(("window", "1:100"),)),
               cache=CACHE)
 def rescore_cmd(
     candidates: Path = typer.Argument(..., help="A candidates.parquet written by `hardneg mine`."),
     out: Path = typer.Option(..., "--out", help="The rescored candidates file (a folder: OUT/candidates.parquet)."),
     rank_by: Optional[str] = typer.Option(None, "--rank-by", help="Scorer whose ranks the window uses."),
-    check: bool = typer.Option(True, "--check/--no-check", help="Check that the cross-encoder reranks BM25's top "
-                               "100 better than BM25 (its train-reranker record, else dev, else the candidates' "
-                               "queries)."),
-    check_queries: int = typer.Option(100, "--check-queries", help="Queries of that check (seeded sample)."),
-    data: Any = None, config: Any = None, cache: Any = None,
+    checking: Any = None, data: Any = None, config: Any = None, cache: Any = None,
 ):
-    """Add cross-encoder scores (score_ce, logits) for the candidates in a rank window and all positives.
-
-    Then `hardneg select OUT --denoise-above T` drops candidates scored above T, and the export
-    carries the scores as teacher scores for `hardneg train --loss marginmse`.
-    """
+    """Add cross-encoder scores (score_ce, logits) for the candidates in a rank window and all positives,
+    for `hardneg select --denoise-above T` and as teacher scores for `hardneg train --loss marginmse`."""
     cands = CandidateSet.read(candidates)
-    ds = _dataset_of(cands, data)
     target = out if out.suffix == ".parquet" else out / "candidates.parquet"
-    reranker, store = Reranker.load(config.cross_encoder), EmbeddingCache(cache.cache_dir)
-    if check:
-        show(check_for_candidates(reranker, ds, cands, max_queries=check_queries, batch_size=config.batch_size,
-                                  cache=store).summary())
-    rescored, report = rescore_with_report(cands, ds, reranker, window=config.window, rank_by=rank_by,
-                                           batch_size=config.batch_size, cache=store)
+    rescored, report = check_and_rescore(cands, _dataset_of(cands, data), config, checking, rank_by=rank_by,
+                                         cache=EmbeddingCache(cache.cache_dir), say=show)
     show(f"cross-encoder: {report.summary()}")
     rescored.write(target)
     show(f"wrote {target}; e.g. `hardneg select {target} --denoise-above 0` (logits: 0 is p = 0.5)")
 
 
 @friendly
-@with_options(data=Opts(DataConfig, "data", only=("path", "corpus", "skip_unknown", "dev_split"), required=("path",)),
+@with_options(rows=Opts(RerankerRows),
+              data=Opts(DataConfig, "data", only=("path", "corpus", "skip_unknown", "dev_split"), required=("path",)),
               model=Opts(EncoderConfig, only=("model",)), config=Opts(RerankerConfig))
 def train_reranker_cmd(
     out: Path = typer.Option(..., "--out", help="Folder of the CrossEncoder (fold_<i>/ + folds.json with --folds)."),
     negatives: Optional[Path] = typer.Option(None, "--negatives", help="negatives.jsonl from `hardneg mine`/`select`."),
     candidates: Optional[Path] = typer.Option(None, "--candidates", help="Or a candidates.parquet: negatives drawn "
                                               "uniformly from the original ranks of --window."),
-    window: str = typer.Option("{}:{}".format(*SelectionPolicy().window), "--window",
-                               help="With --candidates: MIN:MAX ranks negatives come from (the default policy's)."),
-    data: Any = None, model: Any = None, config: Any = None,
+    rows: Any = None, data: Any = None, model: Any = None, config: Any = None,
 ):
     """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25."""
     ds = _load(data)
-    rows = training_rows(ds, config, negatives=negatives, candidates=candidates, window=window)
+    pairs = training_rows(ds, config, negatives=negatives, candidates=candidates, window=rows.window)
     with _working("training the cross-encoder"):
-        result = train_reranker(ds, rows, out, model.model, config, data.dev_split)
+        result = train_reranker(ds, pairs, out, model.model, config, data.dev_split)
     show(*result.summary())
     if result.check is not None:
         warn_if_worse(result.check)

@@ -42,7 +42,7 @@ from hardneg.data import Dataset, load_dataset
 from hardneg.encode import default_model_path
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
-from hardneg.options import option
+from hardneg.options import check, option
 from hardneg.sampling import holdout
 from hardneg.select import SelectionPolicy, select
 from hardneg.select.policy import parse_window
@@ -60,6 +60,17 @@ log = logging.getLogger(__name__)
 
 LOSSES = ("mnrl", "bce")
 MNRL_NEGATIVES = 3  # mined negatives per (query, positive) tuple when num_negatives is not set
+
+
+@dataclass(frozen=True)
+class RerankerRows:
+    """Where ``hardneg train-reranker --candidates`` draws its negatives from."""
+
+    window: str = option("{}:{}".format(*SelectionPolicy().window), "With --candidates: MIN:MAX ranks negatives "
+                         "come from (the default policy's).", recipe=False)
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass(frozen=True)
