@@ -422,3 +422,15 @@ def leakage(ds: Dataset, eval_split: str = "test", train_split: str = "train") -
         if hits == len(docs):
             all_in.append(q)
     return Leakage(same, all_in, some_in, clean, len(eval_pos))
+
+
+def validation_lines(ds: Dataset, eval_split: str = "test") -> list[str]:
+    """What ``hardneg validate`` prints: the sizes, each split's queries, positives and judged negatives, and the
+    train/eval leakage (:func:`leakage`)."""
+    lines = [f"{len(ds.doc_ids)} documents, {len(ds.queries)} queries"]
+    for split in ds.splits:
+        pos = ds.positives(split)
+        lines.append(f"  {split}: {len(pos)} queries, {sum(map(len, pos.values()))} positives, "
+                     f"{sum(map(len, ds.known_negatives(split).values()))} judged negatives")
+    leak = leakage(ds, eval_split)
+    return lines + ([f"leakage train -> {eval_split}: {leak.summary()}"] if leak is not None else [])

@@ -26,6 +26,7 @@ from hardneg.data import Dataset, normalize_text
 from hardneg.encode import Encoder, EncoderConfig
 from hardneg.encode.cache import texts_hash
 from hardneg.errors import HardnegError
+from hardneg.files import atomic_write_json
 from hardneg.options import check, option
 from hardneg.retrieve import Kind, RetrieverSpec, build_retrievers
 from hardneg.retrieve.ann import SearchConfig
@@ -506,6 +507,28 @@ def mine_to_folder(ds: Dataset, out: str | Path, config: MineConfig | None = Non
     cands.write(Path(out) / "candidates.parquet")
     shutil.rmtree(ckpt, ignore_errors=True)
     return cands
+
+
+def chunk_progress(out: str | Path, say: Callable[[str], None]) -> Callable[[int, int], None]:
+    """A ``progress`` for :func:`mine_to_folder`: ``say`` a line per query chunk mined (when there are several)."""
+
+    def progress(done: int, total: int) -> None:
+        if total > 1:
+            say(f"query chunk {done}/{total} mined (checkpoint: {Path(out) / CHECKPOINT_DIRNAME})")
+
+    return progress
+
+
+def mined_summary(cands: CandidateSet, out: str | Path, seconds: float) -> list[str]:
+    """What ``hardneg mine`` prints once mined (resumed chunks, each search, the rows); writes OUT/search.json."""
+    run = cands.run or {}
+    lines = [f"resumed {run['resumed_chunks']} of {run['chunks']} query chunks"] if run.get("resumed_chunks") else []
+    searches = search_report(cands)
+    if searches:
+        atomic_write_json(Path(out) / "search.json", searches)
+    return lines + format_search(searches) + [
+        f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
+        f"in {seconds:.1f}s -> {Path(out) / 'candidates.parquet'}"]
 
 
 def search_report(cands: CandidateSet) -> dict[str, dict]:

@@ -1,22 +1,16 @@
 """What every command shares: the ``app``, printing (:func:`show`), one-line user errors
-(:func:`hardneg.output.friendly`), options from the config declarations (:func:`hardneg.options.with_options`)
-and the dataset a command names (:func:`_load`, :func:`_dataset_of`)."""
+(:func:`hardneg.output.friendly`) and options from the config declarations (:func:`hardneg.options.with_options`)."""
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
-from hardneg.chunking import chunked_like
-from hardneg.data import load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.encode.cache import CacheConfig
-from hardneg.errors import HardnegError
 from hardneg.export import ExportConfig, select_and_export, selection_summary
 from hardneg.loop import DataConfig
 from hardneg.mine import MineConfig, chunked_with_note
@@ -67,11 +61,6 @@ POLICY = Opts(SelectionPolicy, "select")
 EXPORT = Opts(ExportConfig, "select")
 
 
-def _load(data: DataConfig):
-    return load_dataset(Path(data.path), corpus=Path(data.corpus) if data.corpus else None,
-                        skip_unknown=data.skip_unknown)
-
-
 def _chunk(ds, mine: MineConfig, encoder: EncoderConfig):
     """``ds`` chunked (:mod:`hardneg.chunking`), or as it is without ``--chunk-tokens``."""
     chunked, note = chunked_with_note(ds, mine, encoder)
@@ -79,15 +68,7 @@ def _chunk(ds, mine: MineConfig, encoder: EncoderConfig):
     return chunked
 
 
-def _dataset_of(cands, data: DataConfig):
-    """The dataset a candidate set was mined on (``--data`` overrides), chunked like it."""
-    source = data.path or cands.meta.get("data")
-    if not source:
-        raise HardnegError("the candidates record no dataset; pass --data")
-    return chunked_like(_load(replace(data, path=str(source))), cands.meta)
-
-
-def _select_and_print(cands, ds, out: Path, policy, export) -> None:
+def _select_and_print(cands, ds, out, policy, export) -> None:
     start = time.perf_counter()
     mined, report = select_and_export(cands, ds, out, policy, export.format)
     show(*selection_summary(mined, report, out, time.perf_counter() - start))

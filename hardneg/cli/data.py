@@ -1,5 +1,4 @@
-"""Commands on data (docs/data.md): ``validate``; positives from a click log (``clicks``,
-``skip-above``) or from the corpus alone (``synth``)."""
+"""Commands on data (docs/data.md): ``validate``; positives from clicks (``clicks``, ``skip-above``) or ``synth``."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -9,8 +8,8 @@ from typing import Any
 import typer
 
 from hardneg.candidates import CandidateSet
-from hardneg.cli.common import DATA, Opts, _dataset_of, _load, friendly, show, with_options
-from hardneg.data import leakage
+from hardneg.cli.common import DATA, Opts, friendly, show, with_options
+from hardneg.data import validation_lines
 from hardneg.loop import DataConfig
 from hardneg.positives.clicks import (ClickConfig, ClickPolicy, add_skip_above, clicks_to_beir, read_skip_above,
                                       skip_above_summary)
@@ -26,15 +25,7 @@ def validate(
     data: Any = None,
 ):
     """Check a dataset fully (ids, qrels, texts, encoding) and report train/eval leakage."""
-    ds = _load(data)
-    show(f"{len(ds.doc_ids)} documents, {len(ds.queries)} queries")
-    for split in ds.splits:
-        pos = ds.positives(split)
-        show(f"  {split}: {len(pos)} queries, {sum(map(len, pos.values()))} positives, "
-             f"{sum(map(len, ds.known_negatives(split).values()))} judged negatives")
-    leak = leakage(ds, eval_split)
-    if leak is not None:
-        show(f"leakage train -> {eval_split}: {leak.summary()}")
+    show(*validation_lines(data.load(), eval_split))
 
 
 @friendly
@@ -64,7 +55,7 @@ def skip_above_cmd(
     with `hardneg select ... --rank-by clicks --score-by clicks --window 1:20 --percent off`)."""
     cands = CandidateSet.read(candidates)
     result = add_skip_above(cands, read_skip_above(skips),
-                            _dataset_of(cands, data) if data.path or cands.meta.get("data") else None)
+                            data.dataset_of(cands) if data.path or cands.meta.get("data") else None)
     result.write(out)
     show(skip_above_summary(result, out))
 

@@ -7,10 +7,9 @@ from typing import Any, List, Optional
 
 import typer
 
-from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _load, _say, _working, friendly, show, with_options
-from hardneg.diagnose import DiagnoseConfig, click_bias_of, diagnose
-from hardneg.diagnose.report import write_diagnosis
-from hardneg.encode import Encoder
+from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _say, _working, friendly, show, with_options
+from hardneg.diagnose import DiagnoseConfig
+from hardneg.diagnose.report import diagnose_to_folder
 from hardneg.evaluate import evaluate, format_eval, retrieve_split, write_eval
 from hardneg.loop import EvalConfig
 from hardneg.mine import MineConfig
@@ -35,7 +34,7 @@ def eval_cmd(
     """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance
     (with --chunk-tokens a document scores its best chunk)."""
     start = time.perf_counter()
-    ds = _load(data)
+    ds = data.load()
     rankings = retrieve_split(ds, split, retriever, encoder, _chunk(ds, chunks, encoder), evaluation.depth,
                               cache.cache_dir, _working, _say)
     result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)
@@ -69,10 +68,6 @@ def diagnose_cmd(
 ):
     """Before spending money: BM25 vs the untuned model, vocabulary fit, overlap, suspicious positives, a verdict."""
     start = time.perf_counter()
-    ds = _load(data)
-    ds.split_qrels(config.split)  # a missing split fails before the model loads
-    enc = Encoder(encoder) if cache.cache_dir is None else Encoder(encoder, cache=cache.cache_dir)
-    diag = diagnose(ds, enc, config)
-    diag.clicks = click_bias_of(data.path, ds, clicks)
-    write_diagnosis(diag, out, ds)
+    diag = diagnose_to_folder(data.load(), encoder, config, out, cache_dir=cache.cache_dir, data_path=data.path,
+                              clicks=clicks)
     show(*diag.summary(out, time.perf_counter() - start))

@@ -8,11 +8,9 @@ from typing import Any
 
 import typer
 
-from hardneg.checkpoint import CHECKPOINT_DIRNAME
-from hardneg.cli.common import (CACHE, DATA, ENCODER, EXPORT, POLICY, Opts, _chunk, _load, _select_and_print, _working,
+from hardneg.cli.common import (CACHE, DATA, ENCODER, EXPORT, POLICY, Opts, _chunk, _select_and_print, _working,
                                 friendly, show, with_options)
-from hardneg.files import atomic_write_json
-from hardneg.mine import MineConfig, format_search, mine_to_folder, search_report
+from hardneg.mine import MineConfig, chunk_progress, mine_to_folder, mined_summary
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
@@ -30,21 +28,10 @@ def mine(
     """Retrieve candidates once (candidates.parquet), then select negatives with the policy options
     (with --chunk-tokens: chunks of long documents; a positive's other chunks are never negatives)."""
     config = replace(config, rank_by=policy.rank_by, score_by=policy.score_by)
-    ds = _chunk(_load(data), config, encoder)
+    ds = _chunk(data.load(), config, encoder)
     start = time.perf_counter()
-
-    def progress(done: int, total: int) -> None:
-        if total > 1:
-            show(f"query chunk {done}/{total} mined (checkpoint: {out / CHECKPOINT_DIRNAME})")
-
     with _working(f"mining '{config.split}' with {config.retriever}"):
-        cands = mine_to_folder(ds, out, config, encoder, cache.cache_dir, restart=restart, progress=progress)
-    if cands.run.get("resumed_chunks"):
-        show(f"resumed {cands.run['resumed_chunks']} of {cands.run['chunks']} query chunks")
-    searches = search_report(cands)
-    show(*format_search(searches))
-    if searches:
-        atomic_write_json(out / "search.json", searches)
-    show(f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
-         f"in {time.perf_counter() - start:.1f}s -> {out / 'candidates.parquet'}")
+        cands = mine_to_folder(ds, out, config, encoder, cache.cache_dir, restart=restart,
+                               progress=chunk_progress(out, show))
+    show(*mined_summary(cands, out, time.perf_counter() - start))
     _select_and_print(cands, ds, out, policy, export)

@@ -10,8 +10,7 @@ import typer
 from hardneg.audit import AuditConfig, JudgeConfig, audit_candidates, format_audit, read_audit
 from hardneg.audit import calibrate as calibrate_audit
 from hardneg.candidates import CandidateSet
-from hardneg.cli.common import (CACHE, EXPORT, POLICY, Opts, _dataset_of, _load, _select_and_print, _working, friendly,
-                                show, with_options)
+from hardneg.cli.common import CACHE, EXPORT, POLICY, Opts, _select_and_print, _working, friendly, show, with_options
 from hardneg.crossencoder import DenoiseConfig, RescoreCheck, check_and_rescore, warn_if_worse
 from hardneg.encode import EncoderConfig
 from hardneg.encode.cache import EmbeddingCache
@@ -31,7 +30,7 @@ def select_cmd(
 ):
     """Select negatives again from stored candidates (--data: default the dataset mined): seconds."""
     cands = CandidateSet.read(candidates)
-    _select_and_print(cands, _dataset_of(cands, data), out, policy, export)
+    _select_and_print(cands, data.dataset_of(cands), out, policy, export)
 
 
 @friendly
@@ -48,7 +47,7 @@ def audit(
     """The false-negative curve: per original-rank bucket, how often an unlabeled candidate is relevant
     (hidden labels; the judged share with --cross-encoder). `hardneg calibrate` turns it into a window."""
     cands = CandidateSet.read(candidates)
-    judged = judge.arguments(cross_encoder, _dataset_of(cands, data) if cross_encoder is not None else None)
+    judged = judge.arguments(cross_encoder, data.dataset_of(cands) if cross_encoder is not None else None)
     doc = {"candidates": str(candidates)} | audit_candidates(cands, config.hide, config.draws, config.seed, **judged)
     atomic_write_json(out / "audit.json", doc)
     show(*format_audit(doc), f"wrote {out / 'audit.json'}")
@@ -87,7 +86,7 @@ def rescore_cmd(
     for `hardneg select --denoise-above T` and as teacher scores for `hardneg train --loss marginmse`."""
     cands = CandidateSet.read(candidates)
     target = out if out.suffix == ".parquet" else out / "candidates.parquet"
-    rescored, report = check_and_rescore(cands, _dataset_of(cands, data), config, checking, rank_by=rank_by,
+    rescored, report = check_and_rescore(cands, data.dataset_of(cands), config, checking, rank_by=rank_by,
                                          cache=EmbeddingCache(cache.cache_dir), say=show)
     show(f"cross-encoder: {report.summary()}")
     rescored.write(target)
@@ -106,7 +105,7 @@ def train_reranker_cmd(
     rows: Any = None, data: Any = None, model: Any = None, config: Any = None,
 ):
     """Train a cross-encoder reranker on train positives (1) and mined negatives (0); check it against BM25."""
-    ds = _load(data)
+    ds = data.load()
     pairs = training_rows(ds, config, negatives=negatives, candidates=candidates, window=rows.window)
     with _working("training the cross-encoder"):
         result = train_reranker(ds, pairs, out, model.model, config, data.dev_split)

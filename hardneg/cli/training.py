@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from hardneg.cli.common import Opts, _load, _working, friendly, show, with_options
+from hardneg.cli.common import Opts, _working, friendly, show, with_options
 from hardneg.encode import EncoderConfig
 from hardneg.loop import DataConfig
 from hardneg.mine import MineConfig
@@ -28,5 +28,5 @@ def train_cmd(
 ):
     """Fine-tune a sentence-transformers model on mined negatives; keeps the best dev checkpoint."""
     with _working("training"):
-        result = train(_load(data), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
+        result = train(data.load(), negatives, model.model, out, config, data.dev_split, pairs_split=pairs.split)
     show(*result.summary(out))

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from hardneg.data import Dataset
-from hardneg.diagnose import Diagnosis
+from hardneg.diagnose import DiagnoseConfig, Diagnosis, click_bias_of, diagnose
+from hardneg.encode import Encoder
 from hardneg.evaluate import format_p
 from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
 from hardneg.report.htmlpage import esc, img, page, table, truncate
@@ -239,3 +240,16 @@ def write_diagnosis(diag: "Diagnosis", out: str | Path, ds: "Dataset | None" = N
     _tsv(out / "suspicious_positives.tsv", TSV_COLUMNS, rows)
     _tsv(out / "positive_pairs.tsv", PAIR_COLUMNS, diag.pairs)
     return out / "diagnosis.md"
+
+
+def diagnose_to_folder(ds: Dataset, encoder_config: Any, config: DiagnoseConfig, out: str | Path, *,
+                       cache_dir: str | Path | None = None, data_path: str | Path = "",
+                       clicks: str | Path | None = None) -> Diagnosis:
+    """What ``hardneg diagnose`` does: :func:`diagnose` ``ds`` (a missing split fails before the model loads),
+    add the position bias of ``clicks`` (:func:`click_bias_of`) and write the files into ``out``."""
+    ds.split_qrels(config.split)
+    enc = Encoder(encoder_config) if cache_dir is None else Encoder(encoder_config, cache=cache_dir)
+    diag = diagnose(ds, enc, config)
+    diag.clicks = click_bias_of(data_path, ds, clicks)
+    write_diagnosis(diag, out, ds)
+    return diag

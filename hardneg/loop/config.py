@@ -2,14 +2,18 @@
 the rounds (:class:`LoopConfig`), the evaluation, and every stage's config."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hardneg.audit import AuditConfig
+from hardneg.chunking import chunked_like
 from hardneg.crossencoder import DenoiseConfig
+from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.evaluate import N_RESAMPLES
+from hardneg.errors import HardnegError
 from hardneg.mine import MineConfig
 from hardneg.options import check, option
 from hardneg.select import SelectionPolicy
@@ -55,6 +59,18 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check(self)
+
+    def load(self) -> Dataset:
+        """The dataset (:func:`hardneg.data.load_dataset` of ``path``, ``corpus``, ``skip_unknown``)."""
+        return load_dataset(Path(self.path), corpus=Path(self.corpus) if self.corpus else None,
+                            skip_unknown=self.skip_unknown)
+
+    def dataset_of(self, cands: Any) -> Dataset:
+        """The dataset a candidate set was mined on (``path``, when set, overrides it), chunked like it."""
+        source = self.path or cands.meta.get("data")
+        if not source:
+            raise HardnegError("the candidates record no dataset; pass --data")
+        return chunked_like(replace(self, path=str(source)).load(), cands.meta)
 
 
 @dataclass(frozen=True)
