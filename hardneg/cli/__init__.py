@@ -1,5 +1,4 @@
-"""The ``hardneg`` command line: a thin typer layer (a command parses, calls one library function,
-prints), its commands by topic as the docs are; ``app`` is the typer app, ``main`` the entry point."""
+"""The ``hardneg`` command line, a thin typer layer (parse, call one library function, print); ``main`` runs it."""
 from __future__ import annotations
 
 from hardneg.cli import data, evaluation, mining, recipes, selection, training

@@ -1,5 +1,4 @@
-"""What every command shares: the ``app``, printing (:func:`show`), one-line user errors
-(:func:`hardneg.output.friendly`) and options from the config declarations (:func:`hardneg.options.with_options`)."""
+"""What every command shares: the ``app``, :func:`show`, errors (``friendly``) and options (``with_options``)."""
 from __future__ import annotations
 
 import sys
@@ -20,11 +19,8 @@ from hardneg.select import SelectionPolicy
 
 __all__: list[str] = []  # internal: the commands' shared parts
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Mine, select and audit hard negatives; fine-tune and evaluate embedding retrievers.",
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Mine, select and audit hard negatives; fine-tune and evaluate embedding retrievers.")
 console = Console(width=None if sys.stdout.isatty() else 120)
 
 

@@ -23,11 +23,9 @@ __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
               chunks=Opts(MineConfig, "mine", only=("chunk_tokens", "chunk_overlap")))
 def eval_cmd(
     split: str = typer.Option("test", "--split", help="Split to evaluate on (held out from training)."),
-    retriever: List[str] = typer.Option(
-        ["bm25", "dense"], "--retriever", "-r",
-        help="KIND[:NAME][=MODEL], repeatable; KIND is bm25, dense or hybrid (RRF of bm25 + dense). "
-             "The first is the reference of the significance tests.",
-    ),
+    retriever: List[str] = typer.Option(["bm25", "dense"], "--retriever", "-r", help="KIND[:NAME][=MODEL], repeatable; "
+                                        "KIND is bm25, dense or hybrid (RRF of bm25 + dense). The first is the "
+                                        "reference of the significance tests."),
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, runs/*.trec, per_query.tsv, report.md."),
     data: Any = None, encoder: Any = None, cache: Any = None, evaluation: Any = None, chunks: Any = None,
 ):
