@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hardneg.audit import BUCKETS, _correct, calibrate, judge_audit, label_audit, wilson
+from hardneg.audit import BUCKETS, JudgeConfig, _correct, calibrate, judge_audit, label_audit, wilson
 from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
 
@@ -208,3 +208,8 @@ def test_cli_audit_then_calibrate(tmp_path):
     table(split="test").write(tmp_path / "test.parquet")
     res = runner.invoke(app, ["audit", str(tmp_path / "test.parquet"), "--out", str(tmp_path / "b")])
     assert res.exit_code == 2 and "evaluation split" in res.output and not (tmp_path / "b").exists()
+
+
+def test_judge_config_declares_audits_judge_options_and_needs_a_cross_encoder_to_judge():
+    assert (JudgeConfig().judge_threshold, JudgeConfig().judge_sample) == (0.0, 100)
+    assert JudgeConfig(judge_sample=5).arguments(None, None) == {}  # no --cross-encoder: the labels' audit only

@@ -15,10 +15,10 @@ from hardneg.cli import app
 from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
 from hardneg.export import export
-from hardneg.crossencoder import Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
+from hardneg.crossencoder import RescoreCheck, Reranker, RerankerCheck, check_reranker, rescore, rescore_with_report, warn_if_worse
 from hardneg.select import SelectionPolicy, select
 from hardneg.train import build_train_dataset
-from hardneg.train.reranker import RerankerConfig, assign_folds, pair_dataset, tuple_dataset
+from hardneg.train.reranker import RerankerConfig, RerankerRows, assign_folds, pair_dataset, tuple_dataset
 from toybeir import write_toy_beir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -390,3 +390,8 @@ def test_audit_with_a_cross_encoder_judge(mined_toy, toy, ce_dir, tmp_path):
     assert doc["judge"]["buckets"][0]["available"] == len(rows)
     result = runner.invoke(app, ["audit", str(mined_toy / "candidates.parquet"), "--out", str(tmp_path / "b")])
     assert result.exit_code == 2 and "two or more positives" in result.output
+
+
+def test_rescore_check_and_reranker_rows_declare_the_commands_defaults():
+    assert (RescoreCheck().check, RescoreCheck().check_queries) == (True, 100)
+    assert RerankerRows().window == "{}:{}".format(*SelectionPolicy().window)

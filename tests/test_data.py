@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from hardneg.cli import app
-from hardneg.data import leakage, load_dataset
+from hardneg.data import leakage, load_dataset, validation_lines
 from hardneg.errors import DataError
+from toybeir import write_toy_beir
 
 CORPUS = [
     {"_id": "d1", "title": "Insulin", "text": "Type 1 diabetes is autoimmune."},
@@ -137,3 +138,12 @@ def test_cli_prints_one_line_exits_2_and_writes_nothing(tmp_path):
     assert lines == [f"error: {root / 'qrels' / 'train.tsv'}:3: unknown document id 'd9' (use --skip-unknown to drop such rows)"]
     assert "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_validation_lines_count_each_split_and_report_the_leakage(tmp_path):
+    ds = load_dataset(write_toy_beir(tmp_path / "toy"))
+    lines = validation_lines(ds, "test")
+    assert lines[0] == f"{len(ds.doc_ids)} documents, {len(ds.queries)} queries"
+    assert [line.split(":")[0] for line in lines[1:1 + len(ds.splits)]] == [f"  {s}" for s in ds.splits]
+    leak = leakage(ds, "test")
+    assert lines[1 + len(ds.splits):] == ([f"leakage train -> test: {leak.summary()}"] if leak else [])

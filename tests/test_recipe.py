@@ -9,6 +9,7 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 from hardneg.cli import app
+from hardneg.errors import HardnegError
 from hardneg.loop import RoundGate, RoundInit
 from hardneg.options import coerce
 from hardneg.recipe import (
@@ -17,6 +18,7 @@ from hardneg.recipe import (
     RecipeError,
     default_recipe_path,
     demo_overrides,
+    demo_recipe,
     dump_recipe,
     load_recipe,
     parse_override,
@@ -171,3 +173,13 @@ def test_run_cli_reports_an_unknown_key_in_one_line(tmp_path):
 def test_recipe_command_prints_the_default(tmp_path):
     result = runner.invoke(app, ["recipe"])
     assert result.exit_code == 0 and result.output == default_recipe_path().read_text()
+
+
+def test_demo_recipe_checks_its_data_and_says_what_it_runs(tmp_path):
+    with pytest.raises(HardnegError, match="not found; the demo reads the repository's examples/"):
+        demo_recipe(tmp_path / "missing")
+    config, banner = demo_recipe(tmp_path, {"loop": {"rounds": 2}})
+    assert config.data.path == str(tmp_path) and config.loop.rounds == 2
+    assert banner == (f"demo: the default recipe on {tmp_path} with smaller settings (passage max length 128, "
+                      f"{config.train.max_steps} training steps of 16, 2 re-mining round); full settings: "
+                      "`hardneg recipe`")
