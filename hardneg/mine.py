@@ -11,6 +11,7 @@ streams the chunks straight into the Parquet file.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -497,15 +498,17 @@ def mine_to_folder(ds: Dataset, out: str | Path, config: MineConfig | None = Non
 
     What ``hardneg mine`` runs: a killed run rerun with the same inputs resumes from its last
     complete chunk (a checkpoint of other inputs is refused unless ``restart``); the
-    checkpoint is removed once the candidates are written.
+    checkpoint is removed once the candidates are written. With a dense scorer,
+    ``OUT/search.json`` records each one's search (:func:`search_report`).
     """
-    import shutil
-
     ckpt = Path(out) / CHECKPOINT_DIRNAME
     cands = mine_candidates(ds, config, encoder_config, cache=cache, checkpoint_dir=ckpt, restart=restart,
                             progress=progress)
     cands.write(Path(out) / "candidates.parquet")
     shutil.rmtree(ckpt, ignore_errors=True)
+    searches = search_report(cands)
+    if searches:
+        atomic_write_json(Path(out) / "search.json", searches)
     return cands
 
 
@@ -520,13 +523,10 @@ def chunk_progress(out: str | Path, say: Callable[[str], None]) -> Callable[[int
 
 
 def mined_summary(cands: CandidateSet, out: str | Path, seconds: float) -> list[str]:
-    """What ``hardneg mine`` prints once mined (resumed chunks, each search, the rows); writes OUT/search.json."""
+    """What ``hardneg mine`` prints once mined: resumed chunks, each search, the rows."""
     run = cands.run or {}
     lines = [f"resumed {run['resumed_chunks']} of {run['chunks']} query chunks"] if run.get("resumed_chunks") else []
-    searches = search_report(cands)
-    if searches:
-        atomic_write_json(Path(out) / "search.json", searches)
-    return lines + format_search(searches) + [
+    return lines + format_search(search_report(cands)) + [
         f"mined {len(cands.table)} candidate rows for {cands.table['query_id'].nunique()} queries "
         f"in {seconds:.1f}s -> {Path(out) / 'candidates.parquet'}"]
 

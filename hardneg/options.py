@@ -61,6 +61,12 @@ def key_of(f: dataclasses.Field) -> str:
     return f.metadata.get("key") or f.name
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of ``cls``, once per class (every config's construction reads them)."""
+    return typing.get_type_hints(cls)
+
+
 def declared(cls: type) -> list[dataclasses.Field]:
     """The fields of ``cls`` that are options (init fields not starting with ``_``)."""
     return [f for f in dataclasses.fields(cls) if f.init and not f.name.startswith("_")]
@@ -72,7 +78,7 @@ def check(config: Any) -> None:
 
     Raises ``HardnegError("name must be >= 1, not 0")`` (the recipe prefixes file and section).
     """
-    hints = typing.get_type_hints(type(config))
+    hints = _hints(type(config))
     for f in declared(type(config)):
         value = getattr(config, f.name)
         enum = _enum_type(hints[f.name])
@@ -216,7 +222,7 @@ def cli_parameters(cls: type, only: typing.Iterable[str] | None = None, exclude:
     """
     import typer
 
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     wanted = None if only is None else list(only)
     fields = {f.name: f for f in declared(cls) if f.metadata.get("cli") is not False}
     names = wanted if wanted is not None else [n for n in fields if n not in set(exclude)]
@@ -282,11 +288,11 @@ def with_options(**groups: Opts):
     return decorate
 
 
-def from_cli(cls: type, values: typing.Mapping[str, Any], **fixed: Any) -> Any:
+def from_cli(cls: type, values: typing.Mapping[str, Any]) -> Any:
     """Build ``cls`` from command-line values (text parsed as :func:`coerce` does)."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     fields = {f.name: f for f in declared(cls)}
-    kwargs = dict(fixed)
+    kwargs = {}
     for name, value in values.items():
         hint = hints[name]
         if isinstance(value, str) and _cli_type(hint) == Optional[str]:
@@ -332,7 +338,7 @@ def help_text(f: dataclasses.Field, hint: Any = None) -> str:
 # ---- recipes ------------------------------------------------------------------------------------
 def recipe_fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
     """Recipe key -> (field, type) for every recipe option of ``cls``."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return {key_of(f): (f, hints[f.name]) for f in declared(cls) if f.metadata.get("recipe", True)}
 
 
@@ -355,12 +361,11 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
 
 
-def toml_lines(cls: type, values: typing.Mapping[str, Any] | None = None, width: int = 110) -> list[str]:
-    """``key = value  # help`` lines of one recipe section, help wrapped under the comment column."""
+def toml_lines(cls: type, width: int = 110) -> list[str]:
+    """``key = default  # help`` lines of one recipe section, help wrapped under the comment column."""
     lines = []
     for key, (f, hint) in recipe_fields(cls).items():
-        value = (values or {}).get(key, _default(f))
-        head = f"{key} = {toml_value(value)}"
+        head = f"{key} = {toml_value(_default(f))}"
         column = max(26, len(head) + 1)
         wrapped = textwrap.wrap(help_text(f, hint), width - column - 2, break_on_hyphens=False) or [""]
         lines.append(f"{head.ljust(column)}# {wrapped[0]}".rstrip())
