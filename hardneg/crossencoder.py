@@ -177,7 +177,7 @@ class Reranker:
         scores = np.zeros(len(pairs), np.float32)
         step = batch_size * CHUNK_BATCHES
         desc = "cross-encoder" + (f" fold {i}" if self.folds else "")
-        with tqdm(total=len(pairs), desc=desc, unit="pair", disable=not (progress and output.bars())) as bar:
+        with tqdm(total=len(pairs), desc=desc, unit="pair", disable=not (progress and output.verbose())) as bar:
             for start in range(0, len(pairs), step):
                 idx = order[start:start + step]
                 chunk = [pairs[j] for j in idx]

@@ -54,12 +54,8 @@ def configure(verbose: bool) -> None:
 
 
 def verbose() -> bool:
-    """True with ``--verbose`` and in library use: the libraries print as they do."""
-    return _verbose
-
-
-def bars() -> bool:
-    """Whether hardneg shows its own tqdm bars (encoding, cross-encoder scoring)."""
+    """True with ``--verbose`` and in library use: the libraries print as they do, and hardneg
+    shows its own tqdm bars (encoding, cross-encoder scoring)."""
     return _verbose
 
 

@@ -279,7 +279,7 @@ class Encoder:
     def _run_model(self, texts: list[str], prompt: str, max_length: int | None) -> np.ndarray:
         """Call sentence-transformers (which sorts by length and batches), or the ONNX Runtime
         backends, and return float32."""
-        progress = len(texts) >= PROGRESS_MIN_TEXTS and output.bars()  # quiet: the command's status line
+        progress = len(texts) >= PROGRESS_MIN_TEXTS and output.verbose()  # quiet: the command's status line
         with _max_seq_length(self.model, max_length):
             if self.config.backend != "torch":
                 return self._onnx_runner().encode(texts, prompt=prompt, batch_size=self.config.batch_size,
