@@ -47,7 +47,7 @@ def held_out(rows: list[dict], n: int = HELD_OUT) -> list[str]:
 def run_unit(precision: str, seed: int, work: Path) -> dict:
     from hardneg.data import load_dataset
     from hardneg.encode import Encoder, EncoderConfig
-    from hardneg.evaluate import per_query_scores
+    from hardneg.metrics import per_query_scores
     from hardneg.retrieve.dense import DenseRetriever
     from hardneg.train import TrainConfig, read_negatives, train
 
@@ -68,7 +68,9 @@ def run_unit(precision: str, seed: int, work: Path) -> dict:
     train_pos = ds.positives("train")
     scores = per_query_scores({q: {d: 1 for d in train_pos[q]} for q in judged}, ranking, ["ndcg@10"])["ndcg@10"]
     return {"precision": precision, "seed": seed, "query_ids": judged, "ndcg@10": [round(float(x), 6) for x in scores],
-            "mean_ndcg@10": round(float(scores.mean()), 6), "train_seconds": round(result.train_seconds, 1),
+            "mean_ndcg@10": round(float(scores.mean()), 6),
+            "top10": [[ranking.doc_ids[j] for j in row[:10]] for row in ranking.indices],  # benchmarks/verify_results.py
+            "train_seconds": round(result.train_seconds, 1),
             "wall_seconds": round(wall, 1), "steps": len(result.step_seconds), "memory": result.memory,
             "median_step_s": float(np.median(result.step_seconds)), "machine": result.machine,
             "training_rows": result.data.n_rows,

@@ -112,7 +112,7 @@ class Bench:
         return r.search(self.test_ids, [self.ds.queries[q] for q in self.test_ids], 100)
 
     def per_query(self, ranking) -> dict[str, list[float]]:
-        from hardneg.evaluate import per_query_scores
+        from hardneg.metrics import per_query_scores
 
         scores = per_query_scores(self.ds.split_qrels("test"), ranking.subset(self.test_ids), METRICS)
         return {m: [float(x) for x in v] for m, v in scores.items()}

@@ -44,7 +44,8 @@ from hardneg.data import Dataset
 from hardneg.encode.cache import CacheKey, EmbeddingCache, texts_hash
 from hardneg.encode.fingerprint import model_fingerprint
 from hardneg.errors import HardnegError
-from hardneg.evaluate import paired_randomization_test, per_query_scores
+from hardneg.evaluate import paired_randomization_test
+from hardneg.metrics import per_query_scores
 from hardneg.options import check, option
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.bm25 import BM25Retriever

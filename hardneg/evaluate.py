@@ -1,4 +1,4 @@
-"""Held-out evaluation: ranx metrics, a seeded paired test with Holm correction, bootstrap CIs.
+"""Held-out evaluation: metrics (:mod:`hardneg.metrics`: ranx, cross-checked), a seeded paired test with Holm correction, bootstrap CIs.
 
 This is the only judge of a mining strategy: run it against the baselines a user would
 otherwise pick (BM25 and the untuned model) on a split that training never saw.
@@ -6,7 +6,6 @@ otherwise pick (BM25 and the untuned model) on a split that training never saw.
 from __future__ import annotations
 
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,33 +16,13 @@ import numpy as np
 from hardneg.chunking import search_documents
 from hardneg.data import Dataset, leakage
 from hardneg.files import atomic_write_json, atomic_write_text
+from hardneg.metrics import METRICS, per_query_scores
 from hardneg.retrieve import build_retrievers
 from hardneg.retrieve.base import Ranking
 
-__all__ = ["EvalResult", "evaluate", "paired_randomization_test", "per_query_scores", "write_eval"]
+__all__ = ["EvalResult", "evaluate", "paired_randomization_test", "write_eval"]
 
-METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 N_RESAMPLES = 10_000
-
-
-def per_query_scores(qrels: Mapping[str, Mapping[str, int]], ranking: Ranking,
-                     metrics: Sequence[str] = METRICS) -> dict[str, np.ndarray]:
-    """Per-query metric values (ranx), aligned with ``ranking.query_ids``."""
-    from ranx import Qrels, Run
-    from ranx import evaluate as ranx_evaluate
-
-    qids = ranking.query_ids
-    missing = [q for q in qids if q not in qrels]
-    if missing:
-        raise ValueError(f"{len(missing)} ranked queries have no qrels, e.g. {missing[0]}")
-    run = ranking.to_dict()
-    # ranx needs at least one document per query; an empty row scores 0 on every metric.
-    run = {q: (docs or {"\x00none": 0.0}) for q, docs in run.items()}
-    ranx_run = Run(run)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # numba's uint64 cast warning inside ranx
-        ranx_evaluate(Qrels({q: dict(qrels[q]) for q in qids}), ranx_run, list(metrics), make_comparable=True)
-    return {m: np.array([ranx_run.scores[m][q] for q in qids], dtype=np.float64) for m in metrics}
 
 
 def paired_randomization_test(a: np.ndarray, b: np.ndarray, n_resamples: int = N_RESAMPLES,

@@ -14,7 +14,7 @@ from hardneg.chunking import (ChunkConfig, ChunkedDataset, chunk_dataset, chunke
 from hardneg.cli import app
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
-from hardneg.evaluate import per_query_scores
+from hardneg.metrics import per_query_scores
 from hardneg.mine import MineConfig, mine_candidates
 from hardneg.retrieve.base import Ranking
 from hardneg.select import SelectionPolicy, select

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hardneg.data import Dataset
-from hardneg.evaluate import evaluate, format_p, holm, paired_randomization_test, per_query_scores, write_eval
+from hardneg.evaluate import evaluate, format_p, holm, paired_randomization_test, write_eval
+from hardneg.metrics import per_query_scores
 from hardneg.retrieve.base import Ranking
 
 DOCS = ["d1", "d2", "d3", "d4"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from hardneg.cli import data, evaluation, mining, recipes, selection, training
 from hardneg.cli.common import app
+from hardneg.metrics import private_numba_cache
 
 #: every command, in the order ``hardneg --help`` lists them
 COMMANDS = {"validate": data.validate, "eval": evaluation.eval_cmd, "mine": mining.mine, "select": selection.select_cmd,
@@ -14,5 +15,6 @@ for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 
 
-def main() -> None:  # pragma: no cover - console entry point
+def main() -> None:  # the console entry point: numba's cache in hardneg's own folder first (hardneg.metrics)
+    private_numba_cache()
     app()

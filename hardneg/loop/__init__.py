@@ -30,12 +30,13 @@ from hardneg.data import Dataset, load_dataset
 from hardneg.encode import Encoder
 from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes
 from hardneg.errors import HardnegError
-from hardneg.evaluate import evaluate, per_query_scores, write_eval
+from hardneg.evaluate import evaluate, write_eval
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop.config import DataConfig, EvalConfig, LoopConfig, RoundGate, RoundInit, RunConfig
 from hardneg.loop.results import RunResult, _metrics, format_run_table, report_markdown
 from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_ranking, _Clock, _Dense,
                                  _dev_scores, _means, _rounds, gate, plan_round, split_dev)
+from hardneg.metrics import per_query_scores
 from hardneg.mine import chunked_for
 from hardneg.report import write_report
 from hardneg.retrieve.base import Ranking

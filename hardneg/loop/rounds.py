@@ -17,10 +17,11 @@ from hardneg.crossencoder import DenoiseConfig, recorded_check, rescore_with_rep
 from hardneg.data import Dataset
 from hardneg.encode import Encoder, default_model_path
 from hardneg.errors import HardnegError
-from hardneg.evaluate import N_RESAMPLES, format_p, paired_randomization_test, per_query_scores
+from hardneg.evaluate import N_RESAMPLES, format_p, paired_randomization_test
 from hardneg.export import FLAG_FILE, export
 from hardneg.files import atomic_write_json
 from hardneg.loop.config import DataConfig, RoundGate, RoundInit, RunConfig
+from hardneg.metrics import per_query_scores
 from hardneg.mine import MineConfig, mine_candidates
 from hardneg.options import as_enum
 from hardneg.retrieve import Kind, RetrieverSpec
