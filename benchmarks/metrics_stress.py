@@ -18,6 +18,12 @@ Two modes, side by side:
 * ``hardneg``: :func:`hardneg.metrics.per_query_scores` (fixed-width ids, a file lock, the
   cross-check that raises on a mismatch).
 
+``--forced`` builds the end state the race can leave, by hand: in one cache, an index entry of one
+doc-id length pointing at the machine code compiled for another (what two processes adding a
+signature to the same kernel at once produce: both pick the same free data-file number, one's
+index and the other's code survive; numba's ``IndexDataCacheFile.save``). It then runs ranx on
+the swapped length, and hardneg on a cache whose fixed-width entry was swapped the same way.
+
 A run is bad when it crashes or any query's value differs from the reference by more than
 :data:`hardneg.metrics.TOLERANCE`. Units are stored in
 ``benchmarks/results/metrics_stress/<cpu>/<mode>-u<unit>.json``.
@@ -131,6 +137,44 @@ def run_unit(mode: str, unit: int) -> dict:
             "wall_seconds": round(time.perf_counter() - start, 1), "cpu": cpu_slug()}
 
 
+def swap_code(cache: str, src: int, dst: int) -> int:
+    """In every kernel's index, point the doc-id-length-``dst`` signature's entry at a copy of the
+    length-``src`` code; returns how many data files were overwritten."""
+    import pickle
+    import shutil
+
+    src_t, dst_t, swapped = f"UnicodeCharSeq({src})", f"UnicodeCharSeq({dst})", 0
+    for index in Path(cache).rglob("*.nbi"):
+        with open(index, "rb") as f:
+            pickle.load(f)  # numba's version
+            _, overloads = pickle.loads(f.read())
+        pairs: dict[str, dict[str, str]] = {}
+        for key, name in overloads.items():
+            sig = str(key[0])
+            which = src_t if src_t in sig else dst_t if dst_t in sig else None
+            if which:
+                pairs.setdefault(sig.replace(which, "@"), {})[which] = name
+        for pair in pairs.values():
+            if len(pair) == 2:
+                shutil.copy(index.parent / pair[src_t], index.parent / pair[dst_t])
+                swapped += 1
+    return swapped
+
+
+def forced() -> dict:
+    """The race's end state made by hand (see the module's docstring), for ranx raw and hardneg."""
+    from hardneg.metrics import _TOKEN_WIDTH
+
+    with tempfile.TemporaryDirectory(prefix="numba-forced-") as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "HARDNEG_CACHE": cache, "PYTHONPATH": str(Path(__file__).parents[1])}
+        for mode, lengths in (("raw", [6]), ("raw", [9]), ("hardneg", [6])):  # compile three signatures
+            _collect("compile", _spawn(mode, lengths, 0, env))
+        swapped = {"raw 6 -> 9": swap_code(cache, 6, 9), f"raw 6 -> hardneg {_TOKEN_WIDTH}": swap_code(cache, 6, _TOKEN_WIDTH)}
+        runs = [_collect("raw after the swap", _spawn("raw", [9], 0, env)),
+                _collect("hardneg after the swap", _spawn("hardneg", [6], 0, env))]
+    return {"swapped_files": swapped, "runs": runs, "cpu": cpu_slug()}
+
+
 def table(folder: Path) -> str:
     lines = [f"metrics stress test ({folder.name}): 3 processes a unit, cold numba cache, new id lengths", "",
              "| mode | units | runs | bad runs | wrong values | refused by the cross-check | wall s |", "|---|---|---|---|---|---|---|"]
@@ -141,6 +185,14 @@ def table(folder: Path) -> str:
         refused = sum("refused" in e for r in runs for e in r["evaluations"])
         lines.append(f"| {mode} | {len(units)} | {len(runs)} | {sum(r['bad'] for r in runs)} | {wrong} | {refused} | "
                      f"{sum(u['wall_seconds'] for u in units):.0f} |")
+    if (folder / "forced.json").is_file():
+        f = json.loads((folder / "forced.json").read_text())
+        lines += ["", f"the race's end state by hand (data files swapped: {f['swapped_files']}):"]
+        for r in f["runs"]:
+            for e in r["evaluations"]:
+                what = (f"refused: {e['refused'][:90]}..." if "refused" in e else
+                        f"NDCG@10 {e['ndcg@10']:.4f} (truth {e['ndcg@10_ref']:.4f}), {e['bad_values']} wrong values, exit {r['rc']}")
+                lines.append(f"- {r['role']}: {what}")
     return "\n".join(lines)
 
 
@@ -150,13 +202,16 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--units", type=int, default=UNITS)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--forced", action="store_true", help="only the race's end state by hand (forced.json)")
     args = parser.parse_args()
     if args.worker:
         mode, lengths, seed = args.worker
         return worker(mode, [int(x) for x in lengths.split(",")], int(seed))
     folder = RESULTS / cpu_slug()
     folder.mkdir(parents=True, exist_ok=True)
-    if not args.table_only:
+    if args.forced:
+        _write(folder / "forced.json", forced())
+    elif not args.table_only:
         for unit in range(args.units):
             for mode in args.modes.split(","):
                 path = folder / f"{mode}-u{unit:02d}.json"
