@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -55,6 +56,15 @@ def option(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING, 
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+#: the largest seed numpy's generators take (seeds are integers in [0, 2**32 - 1])
+SEED_MAX = 2**32 - 1
+
+
+def seed_option(default: int, help: str) -> Any:  # noqa: A002 (help, as argparse)
+    """A seed's :func:`option`: an integer in ``[0, SEED_MAX]``, the range numpy accepts."""
+    return option(default, help, ge=0, le=SEED_MAX)
 
 
 def key_of(f: dataclasses.Field) -> str:
@@ -105,13 +115,15 @@ def _check_value(f: dataclasses.Field, value: Any, integer: bool = False) -> Non
     m, name = f.metadata, key_of(f)
     if value is None or not m:
         return
+    if isinstance(value, float) and math.isnan(value):
+        raise HardnegError(f"{name} must be a number, not nan")
     if m.get("choices") and value not in m["choices"]:
         raise HardnegError(f"{name} must be one of {', '.join(m['choices'])}, not {value!r}")
     for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         if m.get(bound) is not None and isinstance(value, (int, float)) and not ok(value, m[bound]):
             what = range_text(m) or ("positive" if bound == "gt" and m[bound] == 0 else
-                                     f"{'an integer ' if integer else ''}{word} {m[bound]:g}")
+                                     f"{'an integer ' if integer else ''}{word} {_num(m[bound])}")
             raise HardnegError(f"{name} must be {what}, not {value}")
 
 
@@ -119,7 +131,12 @@ def range_text(m: typing.Mapping[str, Any]) -> str:
     """``in [0, 1)`` when both ends are bounded, else empty."""
     lo = ("[", m["ge"]) if m.get("ge") is not None else ("(", m["gt"]) if m.get("gt") is not None else None
     hi = ("]", m["le"]) if m.get("le") is not None else (")", m["lt"]) if m.get("lt") is not None else None
-    return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}" if lo and hi else ""
+    return f"in {lo[0]}{_num(lo[1])}, {_num(hi[1])}{hi[0]}" if lo and hi else ""
+
+
+def _num(bound: float) -> str:
+    """A bound as text: integers whole (``4294967295``), other numbers short (``0.95``)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def _enum_type(hint: Any) -> type[Enum] | None:

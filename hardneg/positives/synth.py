@@ -46,7 +46,7 @@ import numpy as np
 
 from hardneg.data import find_file, join_title, normalize_text, read_corpus
 from hardneg.errors import HardnegError
-from hardneg.options import as_enum, option
+from hardneg.options import as_enum, option, seed_option
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.sampling import sample
 
@@ -70,7 +70,7 @@ class SynthConfig:
     method: Method = option(Method.ICT, "ict (sentence -> rest of its passage) | title (title -> body) | crop "
                                         "(two random spans) | llm (queries from llm_url).")
     per_doc: int = option(1, "Queries per document (title: at most 1).")
-    seed: int = option(42, "Seed of every random choice.")
+    seed: int = seed_option(42, "Seed of every random choice.")
     keep_prob: float = option(0.1, "ict: probability the query sentence stays in its positive (the ICT paper's 0.1).")
     min_query_words: int = option(4, "Shorter queries (sentences, titles, crops) are dropped; crop: the shortest "
                                      "query span.")

@@ -8,7 +8,7 @@ from typing import Any
 
 from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
-from hardneg.options import check, option
+from hardneg.options import check, option, seed_option
 from hardneg.select import samplers
 from hardneg.select.samplers import Sampler
 
@@ -75,7 +75,7 @@ class SelectionPolicy:
                                            "window or percent.")
     num_negatives: int = option(7, "Negatives per output row (k).", ge=0)
     on_short: OnShort = option(OnShort.KEEP, "When fewer than k survive: drop | keep | pad-random.")
-    seed: int = option(42, "Seed of every random choice in selection.")
+    seed: int = seed_option(42, "Seed of every random choice in selection.")
     simans_a: float = option(1.0, "SimANS sharpness a (on per-query standardised scores).", ge=0)
     simans_b: float = option(0.0, "SimANS offset b.")
     temperature: float = option(1.0, "Softmax sampler temperature.", gt=0)

@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any, Mapping, Sequence
 
 from hardneg.errors import HardnegError
-from hardneg.options import check, option, parse
+from hardneg.options import check, option, parse, seed_option
 from hardneg.precision import TRAIN_PRECISIONS
 
 __all__: list[str] = []  # internal: import from hardneg.train
@@ -81,7 +81,7 @@ class TrainConfig:
     num_negatives: int | None = option(None, "Negatives per training row; none: as many as the richest query has.",
                                        ge=0)
     short_rows: ShortRows = option(ShortRows.DROP, "Queries with fewer negatives than that: drop | repeat.")
-    seed: int = option(42, "Training seed (data order, initialisation of new layers).")
+    seed: int = seed_option(42, "Training seed (data order, initialisation of new layers).")
     mini_batch_size: int | None = option(None, "Texts per GradCache chunk (cached-mnrl; gist with several "
                                                "negatives); none: as many of the longest text as fit in 8,192 "
                                                "tokens.", gt=0)
