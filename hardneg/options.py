@@ -42,17 +42,19 @@ _E = TypeVar("_E", bound=Enum)
 def option(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING,  # noqa: A002 (help, as argparse)
            ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
            choices: tuple[str, ...] | None = None, key: str | None = None, cli: str | bool | None = None,
-           recipe: bool = True) -> Any:
+           recipe: bool = True, path: str | None = None) -> Any:
     """A dataclass field with its help and range: the one declaration of an option.
 
     ``ge``/``gt``/``le``/``lt`` bound a number (None values always pass); ``choices`` the text of a
     ``str`` field (an Enum-typed field takes its members). ``key`` is the recipe key (and, unless
     ``cli`` says otherwise, the ``--key-with-dashes`` option); ``cli`` a typer declaration such
     as ``"--progress/--no-progress"``, or False for a field no command exposes; ``recipe=False``
-    keeps it out of recipes.
+    keeps it out of recipes. ``path`` marks a path checked before a command writes anything
+    (:func:`hardneg.checks.config_paths`): ``"model"`` a model folder, ``"cache"`` / ``"folder"`` a
+    writable folder.
     """
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "key": key, "cli": cli,
-            "recipe": recipe}
+            "recipe": recipe, "path": path}
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -293,6 +295,9 @@ def with_options(**groups: Opts):
         def wrapper(*args, **kwargs):
             values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
             built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
+            from hardneg.checks import command_inputs  # paths, --out: before the command writes anything
+
+            command_inputs(fn.__name__, kwargs, built)
             return fn(*args, **kwargs, **built)
 
         kept = [p for p in sig.parameters.values() if p.name not in groups]

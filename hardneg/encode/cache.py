@@ -106,7 +106,8 @@ class CacheKey:
 class CacheConfig:
     """Where embeddings are cached (a second run over the same texts and weights never re-encodes)."""
 
-    cache_dir: str | None = option(None, "Embedding cache folder; none: $HARDNEG_CACHE or ~/.cache/hardneg.")
+    cache_dir: str | None = option(None, "Embedding cache folder; none: $HARDNEG_CACHE or ~/.cache/hardneg.",
+                                   path="cache")
 
 
 class EmbeddingCache:

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
+from hardneg.checks import ids_fit
 from hardneg.data import Dataset, _open_lines, find_file, normalize_text, read_corpus
 from hardneg.errors import DataError, HardnegError
 from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
@@ -245,6 +246,7 @@ def clicks_to_beir(log_path: str | Path, corpus: str | Path, out: str | Path,
     if not positives:
         detail = ", ".join(f"{k}={v}" for k, v in counts.items())
         raise HardnegError(f"{log_path}: no (query, document) pair passes the click policy ({detail})")
+    ids_fit([i for q, docs in positives.items() for i in (q, *docs)], "qrels TSV", f"{log_path}: id")
     train, test = split_queries(list(positives), config.test_fraction, config.seed)
     skips = skip_above_pairs(log, config.min_skips, exclude=positives)
     skips = skips[skips["query_id"].isin(set(positives))]

@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from hardneg.checks import ids_fit
 from hardneg.data import find_file, join_title, normalize_text, read_corpus
 from hardneg.errors import HardnegError
-from hardneg.options import as_enum, option, seed_option
 from hardneg.files import atomic_write_json, atomic_write_text
+from hardneg.options import as_enum, option, seed_option
 from hardneg.sampling import sample
 
 __all__ = ["LLMClient", "Method", "SynthConfig", "SynthPair", "SynthResult", "synthesize", "write_synth"]
@@ -421,6 +422,7 @@ def write_synth(corpus: str | Path, out: str | Path, config: SynthConfig = Synth
     if not result.pairs:
         detail = ", ".join(f"{k}={v}" for k, v in result.counts.items())
         raise HardnegError(f"{corpus_path}: no pair survives the filters ({detail})")
+    ids_fit([i for p in result.pairs for i in (p.doc_id, p.query_id)], "qrels TSV", f"{corpus_path}: _id")
     out = Path(out)
     docs = "".join(json.dumps({"_id": d, "title": t, "text": x}, ensure_ascii=False) + "\n"
                    for d, t, x in zip(result.doc_ids, result.titles, result.texts))

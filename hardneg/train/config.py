@@ -85,7 +85,8 @@ class TrainConfig:
     mini_batch_size: int | None = option(None, "Texts per GradCache chunk (cached-mnrl; gist with several "
                                                "negatives); none: as many of the longest text as fit in 8,192 "
                                                "tokens.", gt=0)
-    guide_model: str | None = option(None, "gist's guide model folder; none: a frozen copy of the starting model.")
+    guide_model: str | None = option(None, "gist's guide model folder; none: a frozen copy of the starting model.",
+                                     path="model")
     student_range: tuple[float, float] = option((0.0, 1.0), "marginmse: LOW:HIGH cosine range the teacher margins "
                                                             "are mapped onto.")
     max_steps: int | None = option(None, "A fixed budget of optimizer steps (overrides epochs).", ge=1)
@@ -106,7 +107,7 @@ class TrainConfig:
     logging_steps: int = option(10, "Log the training loss every N steps.", gt=0)
     show_progress: bool = option(True, "Progress bars.", cli="--progress/--no-progress")
     checkpoint_dir: str | None = option(None, "Checkpoint folder; none: inside the model folder, removed after "
-                                              "training.")
+                                              "training.", path="folder")
     keep_checkpoints: bool = option(False, "Keep the checkpoints after training.")
     gather_across_devices: bool = option(True, "Under torchrun / accelerate launch (several processes), in-batch "
                                                "losses use the other devices' texts as negatives too (the global "
