@@ -3,7 +3,7 @@
 Every command's options pass through :func:`command_inputs` (called by
 :func:`hardneg.options.with_options` once the configs are built): ``--out`` is a folder we may
 write, model options name model folders, cache and checkpoint folders are writable. ``hardneg
-run`` calls :func:`preflight` before its first write. Each failure is a
+run`` calls :func:`hardneg.recipe.preflight` before its first write. Each failure is a
 :class:`~hardneg.errors.HardnegError` naming the option (``--out: ...``), so the command exits 2
 with one line and an untouched output folder.
 
@@ -13,6 +13,7 @@ TREC run splits on whitespace, a qrels TSV on tabs and newlines.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -54,8 +55,6 @@ def model_folder(value: str | Path | None, option: str) -> None:
 
 
 def _readable_json(path: Path, option: str) -> None:
-    import json
-
     try:
         json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as e:
@@ -126,24 +125,17 @@ def config_paths(config: Any, prefix: str = "--") -> None:
             model_folder(value, where)
         elif kind == "specs":
             retriever_models(value if isinstance(value, list) else [value], where)
-        elif kind == "cache":
-            writable_folder(value if value is not None else _default_cache(), where)
+        elif kind == "cache":  # none: the config's default folder
+            writable_folder(value if value is not None else config.folder, where)
         else:
             writable_folder(value, where)
 
 
 def retriever_models(specs: Iterable[str], option: str) -> None:
-    """Parse ``KIND[:NAME][=MODEL]`` specs (kinds, plain names) and check each ``MODEL`` folder."""
-    from hardneg.retrieve import RetrieverSpec
-
+    """Check the ``MODEL`` folder of each ``KIND[:NAME][=MODEL]`` spec (kinds and names are the
+    spec's own parse, :meth:`hardneg.retrieve.RetrieverSpec.parse`)."""
     for text in specs:
-        model_folder(RetrieverSpec.parse(text).model, f"{option} {text!r}")
-
-
-def _default_cache() -> Path:
-    from hardneg.encode.cache import default_cache_dir
-
-    return default_cache_dir()
+        model_folder(text.partition("=")[2].strip() or None, f"{option} {text!r}")
 
 
 def command_inputs(command: str, kwargs: Mapping[str, Any], configs: Mapping[str, Any]) -> None:
@@ -164,27 +156,3 @@ def trec_ready(ds: Any, split: str) -> Any:
     ids_fit(ds.split_qrels(split), "TREC run", f"{ds.source}: split '{split}': query-id")
     ids_fit(ds.doc_ids, "TREC run", f"{ds.source}: corpus-id")
     return ds
-
-
-#: RunConfig field -> its recipe section
-_SECTION_OF = {"data": "data", "encoder": "model", "mine": "mine", "policy": "select", "train": "train",
-               "loop": "loop", "eval": "eval", "audit": "audit", "denoise": "denoise"}
-
-
-def preflight(config: Any, out: str | Path) -> None:
-    """Everything ``hardneg run`` can check before it writes ``recipe.toml``: ``out`` is a writable folder,
-    model folders are models (base, retriever, teachers, guide, cross-encoder), cache and checkpoint
-    folders writable, the policy fits the mining scorers, and the data loads (every split with
-    positives, the mined, dev and test splits present, test ids fit a TREC run). Call it first."""
-    from hardneg.encode.cache import CacheConfig
-
-    writable_folder(out, "--out")
-    for name, section in _SECTION_OF.items():
-        config_paths(getattr(config, name), f"[{section}] ")
-    config_paths(CacheConfig(config.cache_dir), "[model] ")
-    config.mine.for_policy(config.policy)
-    ds = config.data.load()
-    for split in (config.mine.split, config.data.dev_split):
-        if split is not None:
-            ds.split_qrels(split)
-    trec_ready(ds, config.data.test_split)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, List, Optional, TypeVar, Union
 
+from hardneg.checks import command_inputs
 from hardneg.errors import HardnegError
 
 __all__: list[str] = []  # internal: how config classes declare options (read by the CLI and recipes)
@@ -295,9 +296,7 @@ def with_options(**groups: Opts):
         def wrapper(*args, **kwargs):
             values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
             built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
-            from hardneg.checks import command_inputs  # paths, --out: before the command writes anything
-
-            command_inputs(fn.__name__, kwargs, built)
+            command_inputs(fn.__name__, kwargs, built)  # paths, --out: before the command writes anything
             return fn(*args, **kwargs, **built)
 
         kept = [p for p in sig.parameters.values() if p.name not in groups]

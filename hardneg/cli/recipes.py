@@ -8,11 +8,11 @@ from typing import Any, List, Optional
 import typer
 from rich import box
 
-from hardneg.checks import preflight
 from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
 from hardneg.files import atomic_write_text
 from hardneg.loop import LoopConfig, format_run_table, run
-from hardneg.recipe import default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override
+from hardneg.recipe import (default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override,
+                            preflight)
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 

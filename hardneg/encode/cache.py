@@ -109,6 +109,11 @@ class CacheConfig:
     cache_dir: str | None = option(None, "Embedding cache folder; none: $HARDNEG_CACHE or ~/.cache/hardneg.",
                                    path="cache")
 
+    @property
+    def folder(self) -> Path:
+        """The cache folder: ``cache_dir``, else the default (:func:`default_cache_dir`)."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
+
 
 class EmbeddingCache:
     """A folder of ``<digest>.npy`` + ``<digest>.json`` entries, written atomically.
