@@ -27,7 +27,7 @@ from hardneg import sampling
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.crossencoder import load_judge
 from hardneg.errors import HardnegError
-from hardneg.options import check, option
+from hardneg.options import check, option, seed_option
 
 __all__ = ["AuditConfig", "Calibration", "audit_candidates", "auto_window", "calibrate", "read_audit"]
 
@@ -45,7 +45,7 @@ class AuditConfig:
     hide: float = option(0.5, "Fraction of a query's positives hidden by the label audit.", gt=0, lt=1)
     draws: int = option(5, "Seeded hiding draws, averaged.", ge=1)
     window_end: int = option(100, "The window's end (the audit chooses its start).", ge=1)
-    seed: int = option(0, "Seed of the hiding draws and of the judge's sample.")
+    seed: int = seed_option(0, "Seed of the hiding draws and of the judge's sample.")
 
     def __post_init__(self) -> None:
         check(self)

@@ -215,12 +215,20 @@ class CandidateSet:
         path = Path(path)
         if not path.exists():
             raise HardnegError(f"{path}: no such candidate file")
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, ValueError, IsADirectoryError) as e:
+            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise HardnegError(f"{path}: not a readable Parquet file ({why})") from None
         raw = (table.schema.metadata or {}).get(META_KEY)
         if raw is None:
             raise HardnegError(f"{path}: not a hardneg candidate file (no '{META_KEY.decode()}' metadata)")
         df = table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
-        cands = cls(df, json.loads(raw))
+        try:
+            meta = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise HardnegError(f"{path}: unreadable '{META_KEY.decode()}' metadata (not JSON)") from None
+        cands = cls(df, meta)
         cands.validate()
         return cands
 

@@ -84,9 +84,18 @@ class MineCheckpoint:
         write_parquet(pa.Table.from_pandas(frame, preserve_index=False), self.chunk_path(i))
 
     def load(self, i: int) -> pd.DataFrame:
-        table = pq.read_table(self.chunk_path(i))
+        """Chunk ``i`` as saved; a chunk that is no Parquet file (truncated, overwritten) is refused."""
+        try:
+            table = pq.read_table(self.chunk_path(i))
+        except (pa.ArrowException, ValueError) as e:
+            raise HardnegError(f"{self.chunk_path(i)}: corrupt checkpoint chunk ({_first_line(e)}); rerun with "
+                               "--restart to discard the checkpoint") from None
         return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
 
     def clear(self) -> None:
         """Delete the checkpoint folder (after the candidate set is safely written)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

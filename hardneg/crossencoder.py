@@ -77,7 +77,7 @@ class DenoiseConfig:
 
     cross_encoder: str | None = option(None, "A CrossEncoder folder, or a cross-fit folder from `hardneg "
                                              "train-reranker --folds K` (each query scored by the model that never "
-                                             "saw it); none: no rescoring.")
+                                             "saw it); none: no rescoring.", path="model")
     window: str = option("10:30", "MIN:MAX original ranks scored (about one passage-encoding of cost per pair), plus "
                                   "every known positive; 'off': all.")
     batch_size: int = option(32, "Pairs per cross-encoder batch.", ge=1)

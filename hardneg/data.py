@@ -18,6 +18,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
@@ -138,7 +139,7 @@ def _open_lines(path: Path) -> Iterator[tuple[int, str]]:
         with opener(path, "rb") as fh:
             for n, raw in enumerate(fh, start=1):
                 try:
-                    yield n, raw.decode("utf-8")
+                    yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")  # a BOM is decoded, not data
                 except UnicodeDecodeError as e:
                     raise DataError(path, n, f"not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})") from None
     except (OSError, EOFError) as e:
@@ -155,6 +156,8 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataError(path, n, f"malformed JSON ({e.msg} at column {e.colno})") from None
+        except RecursionError:
+            raise DataError(path, n, "JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise DataError(path, n, "expected a JSON object")
         yield n, obj
@@ -172,6 +175,17 @@ def _str_field(obj: dict, key: str, path: Path, n: int, *, required: bool = True
         raise DataError(path, n, f"field '{key}' must be a string, got {type(value).__name__}")
     if nonempty and not value.strip():
         raise DataError(path, n, f"field '{key}' is empty")
+    return utf8_text(value, path, n, f"field '{key}'")
+
+
+def utf8_text(value: str, path: Path, n: int | None, key: str) -> str:
+    """``value`` if it can be written as UTF-8, else a located error: JSON's ``\\ud800`` escapes
+    decode to lone surrogates, which pass reading and fail the first write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(path, n, f"{key} holds a lone surrogate {value[e.start]!r} at character {e.start + 1} "
+                                 "(not encodable as UTF-8)") from None
     return value
 
 
@@ -232,11 +246,27 @@ def read_qrels(path: Path) -> list[tuple[int, str, str, int]]:
         qid, did, grade = (p.strip() for p in parts)
         if not qid or not did:
             raise DataError(path, n, "empty query-id or corpus-id")
-        try:
-            rows.append((n, qid, did, int(float(grade))))
-        except ValueError:
-            raise DataError(path, n, f"score must be an integer, got '{grade}'") from None
+        rows.append((n, qid, did, parse_grade(grade, path, n)))
     return rows
+
+
+#: the largest |grade| a qrels row may carry: a 32-bit integer, as trec_eval reads it (graded
+#: relevance is 0-3 in practice; beyond this ranx and numpy overflow)
+MAX_GRADE = 2**31 - 1
+
+
+def parse_grade(text: str, path: Path, n: int) -> int:
+    """A qrels score as an integer: ``2`` and ``2.0`` are 2; ``0.5``, ``inf``, ``nan`` and scores beyond
+    :data:`MAX_GRADE` are located errors (never truncated: 0.5 would become a judged negative)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(path, n, f"score must be an integer, got '{text}'") from None
+    if not math.isfinite(value) or value != int(value):
+        raise DataError(path, n, f"score must be an integer, got '{text}'")
+    if abs(value) > MAX_GRADE:
+        raise DataError(path, n, f"score must be an integer of magnitude at most {MAX_GRADE}, got '{text}'")
+    return int(value)
 
 
 def _build_split(
@@ -301,6 +331,9 @@ def _assemble(ids, titles, texts, queries, raw_qrels, paths, skip_unknown, sourc
     qrels, aliases = {}, {}
     for split, rows in raw_qrels.items():
         built = _build_split(Path(paths[split]), rows, queries, docs, skip_unknown, warnings)
+        if not any(g > 0 for q in built.values() for g in q.values()):
+            raise DataError(paths[split], None, f"split '{split}' has no positive rows (empty, header only, "
+                                                "every score 0, or every row skipped)")
         qrels[split], aliases[split] = merge_identical_queries(built, queries)
         if aliases[split]:
             pairs = ", ".join(f"{a}->{c}" for a, c in aliases[split].items())
@@ -326,7 +359,7 @@ def load_pairs(pairs_path: str | Path, corpus_path: str | Path, *, split: str = 
     rows: list[tuple[int, str, str, int]] = []
     for n, obj in _read_jsonl(pairs_path):
         qtext = _str_field(obj, "query", pairs_path, n)
-        qid = str(obj.get("query_id") or "q" + hashlib.sha1(normalize_text(qtext).encode()).hexdigest()[:12])
+        qid = _pair_query_id(obj, pairs_path, n, qtext)
         if qid in queries and queries[qid] != qtext:
             raise DataError(pairs_path, n, f"query_id '{qid}' reused for a different query text")
         queries[qid] = qtext
@@ -335,6 +368,15 @@ def load_pairs(pairs_path: str | Path, corpus_path: str | Path, *, split: str = 
     if not rows:
         raise DataError(pairs_path, None, "no pairs")
     return _assemble(ids, titles, texts, queries, {split: rows}, {split: pairs_path}, False, str(pairs_path))
+
+
+def _pair_query_id(obj: dict, path: Path, n: int, qtext: str) -> str:
+    """The row's ``query_id`` (``0`` included: a number is an id), else a hash of the query text."""
+    if obj.get("query_id") in (None, ""):
+        return "q" + hashlib.sha1(normalize_text(qtext).encode()).hexdigest()[:12]
+    if isinstance(obj["query_id"], (int, float)) and not isinstance(obj["query_id"], bool):
+        return str(obj["query_id"])
+    return _str_field(obj, "query_id", path, n)
 
 
 def _pair_positives(obj, path, n, by_text, known, ids, titles, texts) -> list[str]:
@@ -358,6 +400,7 @@ def _pair_positives(obj, path, n, by_text, known, ids, titles, texts) -> list[st
     for text in pos:
         if not isinstance(text, str) or not text.strip():
             raise DataError(path, n, "a positive is empty or not a string")
+        utf8_text(text, path, n, "field 'positive'")
         key = normalize_text(text)
         if key not in by_text:
             new_id = "p" + hashlib.sha1(key.encode()).hexdigest()[:12]
@@ -373,6 +416,8 @@ def _pair_positives(obj, path, n, by_text, known, ids, titles, texts) -> list[st
 def load_dataset(path: str | Path, *, corpus: str | Path | None = None, skip_unknown: bool = False) -> Dataset:
     """Load a BEIR folder, or a pairs JSONL when ``corpus`` names the corpus file."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(path, None, "no such file or folder")
     if path.is_dir():
         return load_beir(path, skip_unknown=skip_unknown)
     if corpus is None:

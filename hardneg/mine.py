@@ -12,9 +12,9 @@ streams the chunks straight into the Parquet file.
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -62,9 +62,9 @@ class MineConfig:
     """
 
     retriever: str = option("dense", "dense | bm25 | hybrid (RRF ranks; scores stay the scorers' own), as "
-                                     "KIND[:NAME][=MODEL]; re-mining rounds use the new model.")
+                                     "KIND[:NAME][=MODEL]; re-mining rounds use the new model.", path="specs")
     teachers: list[str] = option(factory=list, help="Extra scorers adding rank/score columns, e.g. bm25 or "
-                                                    "dense:e5=PATH; repeatable.", cli="--teacher")
+                                                    "dense:e5=PATH; repeatable.", cli="--teacher", path="specs")
     depth: int = option(DEFAULT_DEPTH, "Candidates retrieved per query and scorer.", ge=1)
     rank_by: str | None = option(None, "Set from the policy's rank_by.", cli=False, recipe=False)
     score_by: str | None = option(None, "Set from the policy's score_by.", cli=False, recipe=False)
@@ -100,6 +100,15 @@ class MineConfig:
         check(self)
         self.search_config()  # validates the search options
         check_options(self.engine, self.search, self.ray_shards, self.ray_actors)
+        scorer_specs(self)  # validates the retriever and teachers (kinds, plain names)
+
+    def for_policy(self, policy: Any) -> "MineConfig":
+        """This config ranking and scoring as ``policy`` does (what ``hardneg mine`` mines for), refusing
+        a policy these scorers cannot serve before anything is mined: ``near_dup`` needs a dense scorer."""
+        if policy.near_dup_cosine is not None and all(s.kind is Kind.BM25 for s in scorer_specs(self)[0]):
+            raise HardnegError("--near-dup needs embeddings: with BM25 alone it would drop nothing; mine with "
+                               "a dense or hybrid retriever or a dense --teacher")
+        return replace(self, rank_by=policy.rank_by, score_by=policy.score_by)
 
     def search_config(self) -> SearchConfig:
         """The dense scorers' search settings."""

@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import textwrap
 import types
 import typing
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, List, Optional, TypeVar, Union
 
+from hardneg.checks import command_inputs
 from hardneg.errors import HardnegError
 
 __all__: list[str] = []  # internal: how config classes declare options (read by the CLI and recipes)
@@ -41,20 +43,31 @@ _E = TypeVar("_E", bound=Enum)
 def option(default: Any = _MISSING, help: str = "", *, factory: Any = _MISSING,  # noqa: A002 (help, as argparse)
            ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
            choices: tuple[str, ...] | None = None, key: str | None = None, cli: str | bool | None = None,
-           recipe: bool = True) -> Any:
+           recipe: bool = True, path: str | None = None) -> Any:
     """A dataclass field with its help and range: the one declaration of an option.
 
     ``ge``/``gt``/``le``/``lt`` bound a number (None values always pass); ``choices`` the text of a
     ``str`` field (an Enum-typed field takes its members). ``key`` is the recipe key (and, unless
     ``cli`` says otherwise, the ``--key-with-dashes`` option); ``cli`` a typer declaration such
     as ``"--progress/--no-progress"``, or False for a field no command exposes; ``recipe=False``
-    keeps it out of recipes.
+    keeps it out of recipes. ``path`` marks a path checked before a command writes anything
+    (:func:`hardneg.checks.config_paths`): ``"model"`` a model folder, ``"cache"`` / ``"folder"`` a
+    writable folder.
     """
     meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "key": key, "cli": cli,
-            "recipe": recipe}
+            "recipe": recipe, "path": path}
     if factory is not _MISSING:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+#: the largest seed numpy's generators take (seeds are integers in [0, 2**32 - 1])
+SEED_MAX = 2**32 - 1
+
+
+def seed_option(default: int, help: str) -> Any:  # noqa: A002 (help, as argparse)
+    """A seed's :func:`option`: an integer in ``[0, SEED_MAX]``, the range numpy accepts."""
+    return option(default, help, ge=0, le=SEED_MAX)
 
 
 def key_of(f: dataclasses.Field) -> str:
@@ -105,13 +118,15 @@ def _check_value(f: dataclasses.Field, value: Any, integer: bool = False) -> Non
     m, name = f.metadata, key_of(f)
     if value is None or not m:
         return
+    if isinstance(value, float) and math.isnan(value):
+        raise HardnegError(f"{name} must be a number, not nan")
     if m.get("choices") and value not in m["choices"]:
         raise HardnegError(f"{name} must be one of {', '.join(m['choices'])}, not {value!r}")
     for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         if m.get(bound) is not None and isinstance(value, (int, float)) and not ok(value, m[bound]):
             what = range_text(m) or ("positive" if bound == "gt" and m[bound] == 0 else
-                                     f"{'an integer ' if integer else ''}{word} {m[bound]:g}")
+                                     f"{'an integer ' if integer else ''}{word} {_num(m[bound])}")
             raise HardnegError(f"{name} must be {what}, not {value}")
 
 
@@ -119,7 +134,12 @@ def range_text(m: typing.Mapping[str, Any]) -> str:
     """``in [0, 1)`` when both ends are bounded, else empty."""
     lo = ("[", m["ge"]) if m.get("ge") is not None else ("(", m["gt"]) if m.get("gt") is not None else None
     hi = ("]", m["le"]) if m.get("le") is not None else (")", m["lt"]) if m.get("lt") is not None else None
-    return f"in {lo[0]}{lo[1]:g}, {hi[1]:g}{hi[0]}" if lo and hi else ""
+    return f"in {lo[0]}{_num(lo[1])}, {_num(hi[1])}{hi[0]}" if lo and hi else ""
+
+
+def _num(bound: float) -> str:
+    """A bound as text: integers whole (``4294967295``), other numbers short (``0.95``)."""
+    return str(bound) if isinstance(bound, int) else f"{bound:g}"
 
 
 def _enum_type(hint: Any) -> type[Enum] | None:
@@ -276,6 +296,7 @@ def with_options(**groups: Opts):
         def wrapper(*args, **kwargs):
             values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
             built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
+            command_inputs(fn.__name__, kwargs, built)  # paths, --out: before the command writes anything
             return fn(*args, **kwargs, **built)
 
         kept = [p for p in sig.parameters.values() if p.name not in groups]

@@ -129,7 +129,9 @@ def warnings_to_stderr() -> None:
 
 
 def friendly(fn):
-    """Show user errors as one line (``FILE:LINE: what is wrong``) and exit 2, without a traceback."""
+    """Show user errors as one line (``FILE:LINE: what is wrong``) and exit 2, and faults of the
+    machine (a read-only folder, a full disk: :class:`OSError`) as one line naming the path and the
+    reason, exit 1; never a traceback for either. Other exceptions are bugs and keep theirs."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -137,12 +139,24 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except HardnegError as e:
-            print(f"error: {e}", file=sys.stderr)  # one line, never wrapped
-            import typer  # the command line's own library, only on an error
-
-            raise typer.Exit(2) from None
+            _exit(str(e), 2)
+        except OSError as e:
+            _exit(os_error_line(e), 1)
 
     return wrapper
+
+
+def _exit(line: str, code: int):
+    print(f"error: {line}", file=sys.stderr)  # one line, never wrapped
+    import typer  # the command line's own library, only on an error
+
+    raise typer.Exit(code) from None
+
+
+def os_error_line(e: OSError) -> str:
+    """``PATH: reason`` of an I/O fault (``No space left on device``), on one line."""
+    reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return f"{e.filename}: {reason}" if e.filename else reason
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hardneg.audit import AuditConfig
+from hardneg.checks import config_paths, trec_ready, writable_folder
 from hardneg.encode.cache import CacheConfig
 from hardneg.encode import EncoderConfig
 from hardneg.errors import HardnegError
@@ -321,3 +322,21 @@ def demo_recipe(data: str | Path | None = None, overrides: Mapping[str, Mapping[
               f"{config.encoder.passage_max_length}, {config.train.max_steps} training steps of "
               f"{config.train.batch_size}, {config.loop.rounds} re-mining round); full settings: `hardneg recipe`")
     return config, banner
+
+
+# ---- before a run writes anything --------------------------------------------------------
+def preflight(config: RunConfig, out: str | Path) -> None:
+    """Everything ``hardneg run`` can check before it writes ``recipe.toml``: ``out`` is a writable folder,
+    model folders are models (base, retriever, teachers, guide, cross-encoder), cache and checkpoint
+    folders writable, the policy fits the mining scorers, and the data loads (every split with
+    positives, the mined, dev and test splits present, test ids fit a TREC run). Call it first."""
+    writable_folder(out, "--out")
+    for section in SECTIONS:
+        for obj in _section_objects(config, section):
+            config_paths(obj, f"[{section}] ")
+    config.mine.for_policy(config.policy)
+    ds = config.data.load()
+    for split in (config.mine.split, config.data.dev_split):
+        if split is not None:
+            ds.split_qrels(split)
+    trec_ready(ds, config.data.test_split)

@@ -7,6 +7,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from hardneg.checks import trec_ready
 from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _say, _working, friendly, show, with_options
 from hardneg.diagnose import DiagnoseConfig
 from hardneg.diagnose.report import diagnose_to_folder
@@ -32,7 +33,7 @@ def eval_cmd(
     """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance
     (with --chunk-tokens a document scores its best chunk)."""
     start = time.perf_counter()
-    ds = data.load()
+    ds = trec_ready(data.load(), split)
     rankings = retrieve_split(ds, split, retriever, encoder, _chunk(ds, chunks, encoder), evaluation.depth,
                               cache.cache_dir, _working, _say)
     result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ def mine(
 ):
     """Retrieve candidates once (candidates.parquet), then select negatives with the policy options
     (with --chunk-tokens: chunks of long documents; a positive's other chunks are never negatives)."""
-    config = replace(config, rank_by=policy.rank_by, score_by=policy.score_by)
+    config = config.for_policy(policy)
     ds = _chunk(data.load(), config, encoder)
     start = time.perf_counter()
     with _working(f"mining '{config.split}' with {config.retriever}"):

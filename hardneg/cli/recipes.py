@@ -1,7 +1,6 @@
 """The whole loop (docs/recipes.md): ``run`` a recipe, the ``demo``, and the default ``recipe``."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Any, List, Optional
@@ -12,12 +11,14 @@ from rich import box
 from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
 from hardneg.files import atomic_write_text
 from hardneg.loop import LoopConfig, format_run_table, run
-from hardneg.recipe import default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override
+from hardneg.recipe import (default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override,
+                            preflight)
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
 
 def _run_and_print(config, out: Path, title: str) -> None:
+    preflight(config, out)  # nothing is written before every input is checked
     atomic_write_text(out / "recipe.toml", dump_recipe(config))
     with _working("starting"):
         result = run(config, out, progress=_say)
@@ -70,7 +71,7 @@ def recipe_cmd(
     """Print the commented default recipe (every key, full-quality defaults) to start your own."""
     text = default_recipe_text()
     if out is None:
-        sys.stdout.write(text)
+        print(text, end="")
     else:
         atomic_write_text(out, text)
         show(f"wrote {out}")

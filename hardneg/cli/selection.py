@@ -1,7 +1,6 @@
 """Commands on selection (docs/selection.md): ``select``, ``audit``, ``calibrate``, ``rescore``, ``train-reranker``."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -66,7 +65,7 @@ def calibrate(
     cal = calibrate_audit(read_audit(audit_file), config.target, config.window_end, use)
     text = cal.recipe_toml()
     if out is None:
-        sys.stdout.write(text)
+        print(text, end="")
     else:
         atomic_write_text(out, text)
         show(f"wrote {out}: window {cal.window[0]}:{cal.window[1]}, percent {cal.percent}")

@@ -37,7 +37,7 @@ from hardneg.diagnose.vocab import vocab_fit
 from hardneg.encode import Encoder
 from hardneg.errors import HardnegError
 from hardneg.evaluate import N_RESAMPLES, EvalResult, evaluate, format_p
-from hardneg.options import check, option
+from hardneg.options import check, option, seed_option
 from hardneg.positives.clicklog import read_click_log
 from hardneg.positives.clicks import position_bias
 from hardneg.retrieve.base import Ranking
@@ -80,7 +80,7 @@ class DiagnoseConfig:
     top_terms: int = option(20, "The worst-fragmented domain terms listed.", ge=1)
     n_resamples: int = option(N_RESAMPLES, "Sign flips per randomization test.", ge=1)
     alpha: float = option(0.05, "Significance level of the verdict.", gt=0, lt=1)
-    seed: int = option(0, "Seed of the significance test, intervals and samples.")
+    seed: int = seed_option(0, "Seed of the significance test, intervals and samples.")
 
     def __post_init__(self) -> None:
         check(self)

@@ -63,7 +63,7 @@ class EncoderConfig:
     """
 
     model: str | None = option(None, "Local sentence-transformers folder; none: the bundled all-MiniLM-L6-v2.",
-                               key="path", cli="--model")
+                               key="path", cli="--model", path="model")
     query_prompt: str = option("", "Prompt prepended to queries (e.g. 'query: ' for E5); training uses it too.")
     passage_prompt: str = option("", "Prompt prepended to passages (e.g. 'passage: ').")
     query_max_length: int | None = option(None, "Max tokens per query when embedding; none: the model's own.", ge=1)

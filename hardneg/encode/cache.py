@@ -106,7 +106,13 @@ class CacheKey:
 class CacheConfig:
     """Where embeddings are cached (a second run over the same texts and weights never re-encodes)."""
 
-    cache_dir: str | None = option(None, "Embedding cache folder; none: $HARDNEG_CACHE or ~/.cache/hardneg.")
+    cache_dir: str | None = option(None, "Embedding cache folder; none: $HARDNEG_CACHE or ~/.cache/hardneg.",
+                                   path="cache")
+
+    @property
+    def folder(self) -> Path:
+        """The cache folder: ``cache_dir``, else the default (:func:`default_cache_dir`)."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir is not None else default_cache_dir()
 
 
 class EmbeddingCache:

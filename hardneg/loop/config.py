@@ -15,7 +15,7 @@ from hardneg.encode import EncoderConfig
 from hardneg.evaluate import N_RESAMPLES
 from hardneg.errors import HardnegError
 from hardneg.mine import MineConfig
-from hardneg.options import check, option
+from hardneg.options import check, option, seed_option
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
 
@@ -90,7 +90,7 @@ class LoopConfig:
                                                    "significant (paired p < alpha).")
     alpha: float = option(0.05, "Significance level of round_gate significant.", gt=0, lt=1)
     min_gain: float = option(0.0, "The dev NDCG@10 gain a round must exceed.")
-    seed: int = option(0, "Seed of the held-out dev draw and of the dev tests.")
+    seed: int = seed_option(0, "Seed of the held-out dev draw and of the dev tests.")
 
     def __post_init__(self) -> None:
         check(self)
@@ -101,7 +101,7 @@ class EvalConfig:
     """The final evaluation: documents retrieved per query, seed of the tests and intervals."""
 
     depth: int = option(100, "Documents retrieved per query (metrics use @10 and @100).", ge=10)
-    seed: int = option(0, "Seed of the paired randomization tests and bootstrap intervals.")
+    seed: int = seed_option(0, "Seed of the paired randomization tests and bootstrap intervals.")
     n_resamples: int = option(N_RESAMPLES, "Sign flips per randomization test.", ge=100)
 
     def __post_init__(self) -> None:

@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 
 from hardneg.candidates import CandidateSet, Column, rank_col, score_col
+from hardneg.checks import ids_fit
 from hardneg.data import Dataset, _open_lines, find_file, normalize_text, read_corpus
 from hardneg.errors import DataError, HardnegError
 from hardneg.files import atomic_path, atomic_write_json, atomic_write_text
-from hardneg.options import option
+from hardneg.options import check, option, seed_option
 from hardneg.positives.clicklog import ClickLog, read_click_log
 
 __all__ = ["ClickConfig", "ClickPolicy", "ClickResult", "add_skip_above", "clicks_to_beir", "read_skip_above"]
@@ -191,12 +192,16 @@ class ClickConfig:
     """Everything `hardneg clicks` does: the positive policy, the held-out split and outputs."""
 
     policy: ClickPolicy = option(ClickPolicy(), "When a click makes a positive.", cli=False)
-    test_fraction: float = option(0.0, "Fraction of queries held out as qrels/test.tsv (seeded split by query).")
-    seed: int = option(42, "Seed of the train/test split.")
-    min_skips: int = option(1, "Skips a skip-above negative needs.")
+    test_fraction: float = option(0.0, "Fraction of queries held out as qrels/test.tsv (seeded split by query).",
+                                  ge=0, lt=1)
+    seed: int = seed_option(42, "Seed of the train/test split.")
+    min_skips: int = option(1, "Skips a skip-above negative needs.", ge=1)
     skip_unknown: bool = option(False, "Drop shown ids missing from the corpus (counted) instead of failing.",
                                 cli="--skip-unknown")
     link_corpus: bool = option(False, "Symlink the corpus instead of copying it.", cli="--link")
+
+    def __post_init__(self) -> None:
+        check(self)
 
 
 @dataclass
@@ -241,6 +246,7 @@ def clicks_to_beir(log_path: str | Path, corpus: str | Path, out: str | Path,
     if not positives:
         detail = ", ".join(f"{k}={v}" for k, v in counts.items())
         raise HardnegError(f"{log_path}: no (query, document) pair passes the click policy ({detail})")
+    ids_fit([i for q, docs in positives.items() for i in (q, *docs)], "qrels TSV", f"{log_path}: id")
     train, test = split_queries(list(positives), config.test_fraction, config.seed)
     skips = skip_above_pairs(log, config.min_skips, exclude=positives)
     skips = skips[skips["query_id"].isin(set(positives))]

@@ -44,10 +44,11 @@ from typing import Any
 
 import numpy as np
 
+from hardneg.checks import ids_fit
 from hardneg.data import find_file, join_title, normalize_text, read_corpus
 from hardneg.errors import HardnegError
-from hardneg.options import as_enum, option
 from hardneg.files import atomic_write_json, atomic_write_text
+from hardneg.options import as_enum, option, seed_option
 from hardneg.sampling import sample
 
 __all__ = ["LLMClient", "Method", "SynthConfig", "SynthPair", "SynthResult", "synthesize", "write_synth"]
@@ -70,7 +71,7 @@ class SynthConfig:
     method: Method = option(Method.ICT, "ict (sentence -> rest of its passage) | title (title -> body) | crop "
                                         "(two random spans) | llm (queries from llm_url).")
     per_doc: int = option(1, "Queries per document (title: at most 1).")
-    seed: int = option(42, "Seed of every random choice.")
+    seed: int = seed_option(42, "Seed of every random choice.")
     keep_prob: float = option(0.1, "ict: probability the query sentence stays in its positive (the ICT paper's 0.1).")
     min_query_words: int = option(4, "Shorter queries (sentences, titles, crops) are dropped; crop: the shortest "
                                      "query span.")
@@ -421,6 +422,7 @@ def write_synth(corpus: str | Path, out: str | Path, config: SynthConfig = Synth
     if not result.pairs:
         detail = ", ".join(f"{k}={v}" for k, v in result.counts.items())
         raise HardnegError(f"{corpus_path}: no pair survives the filters ({detail})")
+    ids_fit([i for p in result.pairs for i in (p.doc_id, p.query_id)], "qrels TSV", f"{corpus_path}: _id")
     out = Path(out)
     docs = "".join(json.dumps({"_id": d, "title": t, "text": x}, ensure_ascii=False) + "\n"
                    for d, t, x in zip(result.doc_ids, result.titles, result.texts))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Sequence
 
+from hardneg.checks import plain_name
 from hardneg.encode import Encoder, EncoderConfig
 from hardneg.errors import HardnegError
 from hardneg.options import as_enum
@@ -40,7 +41,8 @@ class RetrieverSpec:
         head, _, model = text.partition("=")
         kind, _, name = head.partition(":")
         k = as_enum(Kind, kind.strip().lower(), "retriever")
-        return cls(k, name.strip() or k.value, model.strip() or None)
+        name = plain_name(name.strip(), f"retriever {text!r}") if name.strip() else k.value  # it names run files
+        return cls(k, name, model.strip() or None)
 
 
 def build_retrievers(specs: Sequence[str | RetrieverSpec], doc_ids: Sequence[str], doc_texts: Sequence[str],

@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, fields
 from enum import Enum
 from typing import Any
 
-from hardneg.candidates import CandidateSet
+from hardneg.candidates import CandidateSet, Column
 from hardneg.errors import HardnegError
-from hardneg.options import check, option
+from hardneg.options import check, option, seed_option
 from hardneg.select import samplers
 from hardneg.select.samplers import Sampler
 
@@ -75,7 +75,7 @@ class SelectionPolicy:
                                            "window or percent.")
     num_negatives: int = option(7, "Negatives per output row (k).", ge=0)
     on_short: OnShort = option(OnShort.KEEP, "When fewer than k survive: drop | keep | pad-random.")
-    seed: int = option(42, "Seed of every random choice in selection.")
+    seed: int = seed_option(42, "Seed of every random choice in selection.")
     simans_a: float = option(1.0, "SimANS sharpness a (on per-query standardised scores).", ge=0)
     simans_b: float = option(0.0, "SimANS offset b.")
     temperature: float = option(1.0, "Softmax sampler temperature.", gt=0)
@@ -138,6 +138,9 @@ class SelectionPolicy:
         if rank_by in score_only:
             raise HardnegError(f"scorer '{rank_by}' has no ranks (it rescored some candidates only); rank by one "
                                f"of {[s for s in scorers if s not in score_only]}")
+        if self.near_dup_cosine is not None and cands.table[Column.POS_COSINE].isna().all():
+            raise HardnegError("near_dup: these candidates hold no pos_cosine (mined without a dense scorer), "
+                               "so it would drop nothing; mine with a dense or hybrid retriever or a dense teacher")
         if self.denoise_above is not None and self.denoise_by not in scorers:
             raise HardnegError(f"denoise needs a '{self.denoise_by}' scorer (rescore first); have {scorers}")
         if self.percent is not None:

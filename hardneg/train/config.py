@@ -7,7 +7,7 @@ from enum import Enum
 from typing import Any, Mapping, Sequence
 
 from hardneg.errors import HardnegError
-from hardneg.options import check, option, parse
+from hardneg.options import check, option, parse, seed_option
 from hardneg.precision import TRAIN_PRECISIONS
 
 __all__: list[str] = []  # internal: import from hardneg.train
@@ -81,11 +81,12 @@ class TrainConfig:
     num_negatives: int | None = option(None, "Negatives per training row; none: as many as the richest query has.",
                                        ge=0)
     short_rows: ShortRows = option(ShortRows.DROP, "Queries with fewer negatives than that: drop | repeat.")
-    seed: int = option(42, "Training seed (data order, initialisation of new layers).")
+    seed: int = seed_option(42, "Training seed (data order, initialisation of new layers).")
     mini_batch_size: int | None = option(None, "Texts per GradCache chunk (cached-mnrl; gist with several "
                                                "negatives); none: as many of the longest text as fit in 8,192 "
                                                "tokens.", gt=0)
-    guide_model: str | None = option(None, "gist's guide model folder; none: a frozen copy of the starting model.")
+    guide_model: str | None = option(None, "gist's guide model folder; none: a frozen copy of the starting model.",
+                                     path="model")
     student_range: tuple[float, float] = option((0.0, 1.0), "marginmse: LOW:HIGH cosine range the teacher margins "
                                                             "are mapped onto.")
     max_steps: int | None = option(None, "A fixed budget of optimizer steps (overrides epochs).", ge=1)
@@ -106,7 +107,7 @@ class TrainConfig:
     logging_steps: int = option(10, "Log the training loss every N steps.", gt=0)
     show_progress: bool = option(True, "Progress bars.", cli="--progress/--no-progress")
     checkpoint_dir: str | None = option(None, "Checkpoint folder; none: inside the model folder, removed after "
-                                              "training.")
+                                              "training.", path="folder")
     keep_checkpoints: bool = option(False, "Keep the checkpoints after training.")
     gather_across_devices: bool = option(True, "Under torchrun / accelerate launch (several processes), in-batch "
                                                "losses use the other devices' texts as negatives too (the global "

@@ -40,9 +40,24 @@ def read_negatives(path: str | Path) -> tuple[list[dict[str, Any]], dict[str, An
     if not rows:
         raise DataError(path, None, "no rows")
     meta_file = sidecar_path(path)
-    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    meta = read_sidecar(meta_file) if meta_file.is_file() else {}
     meta.setdefault("negatives_file", str(path))
     return rows, meta
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """``negatives.meta.json`` as a dict; unreadable JSON (or another shape) is a located error."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise DataError(path, None, "not valid UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, f"malformed JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError(path, None, "JSON nested too deeply") from None
+    if not isinstance(meta, dict):
+        raise DataError(path, 1, "expected a JSON object")
+    return meta
 
 
 def pair_rows(data: Dataset, split: str = "train") -> list[dict[str, Any]]:
@@ -66,7 +81,7 @@ def in_batch_only(negatives_path: str | Path) -> bool:
     meta_file = sidecar_path(negatives_path)
     if not meta_file.is_file():
         return False
-    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    meta = read_sidecar(meta_file)
     return meta.get("rows_written") == 0 and (meta.get("rows_dropped_no_negatives") or 0) > 0
 
 

@@ -42,7 +42,7 @@ from hardneg.data import Dataset, load_dataset
 from hardneg.encode import default_model_path
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
-from hardneg.options import check, option
+from hardneg.options import check, option, seed_option
 from hardneg.sampling import holdout
 from hardneg.select import SelectionPolicy, select
 from hardneg.select.policy import parse_window
@@ -95,7 +95,7 @@ class RerankerConfig:
     warmup_ratio: float = option(0.1, "Fraction of the steps spent warming up.")
     max_length: int = option(256, "Max tokens of a (query, document) pair.")
     max_steps: int | None = option(None, "A fixed budget of optimizer steps.")
-    seed: int = option(42, "Seed of training, folds, held-out queries and sampling.")
+    seed: int = seed_option(42, "Seed of training, folds, held-out queries and sampling.")
     folds: int = option(1, "K >= 2: cross-fit K models, each never trained on its fold's queries (for judging "
                            "training queries); evaluated out of fold.")
     num_negatives: int | None = option(None, "Mined negatives per query; none: 3 with mnrl; with bce all of the "

@@ -21,7 +21,7 @@ from hardneg.memory import MemoryPlan, plan
 from hardneg.precision import machine_info, resolve_train
 from hardneg.train.config import BEST_METRIC, EVAL_NAME, RESULT_FILE, TRAIN_LOG, Loss, TrainConfig
 from hardneg.train.dataset import (BuildReport, EvalSet, _rows_and_meta, build_eval_set, build_train_dataset,
-                                   in_batch_only, pair_rows, sidecar_path)
+                                   in_batch_only, pair_rows, read_sidecar, sidecar_path)
 from hardneg.train.losses import build_loss, load_student
 from hardneg.train.result import TrainResult, _best_eval, _split_log, model_card
 
@@ -134,7 +134,7 @@ def train(
     if negatives is None or (isinstance(negatives, (str, Path)) and in_batch_only(negatives)):
         file_meta = {}
         if negatives is not None:
-            file_meta = json.loads(sidecar_path(negatives).read_text(encoding="utf-8"))
+            file_meta = read_sidecar(sidecar_path(negatives))
             log.warning(f"{negatives} has no rows: none of its {file_meta.get('rows_in_mined_set')} mined rows "
                         f"had negatives (the in-batch-only baseline); training on the (query, positive) pairs "
                         f"of '{pairs_split}' with in-batch negatives only")
