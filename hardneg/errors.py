@@ -1,7 +1,7 @@
 """Errors a user can act on. The CLI prints them as one line and exits 2."""
 from __future__ import annotations
 
-__all__ = ["DataError", "HardnegError"]
+__all__ = ["DataError", "HardnegError"]  # MetricsMismatch: public as hardneg.metrics.MetricsMismatch
 
 
 class HardnegError(Exception):
@@ -15,3 +15,8 @@ class DataError(HardnegError):
         self.path, self.line, self.message = str(path), line, message
         where = f"{self.path}:{line}" if line is not None else self.path
         super().__init__(f"{where}: {message}")
+
+
+class MetricsMismatch(RuntimeError):
+    """ranx and the numpy reference disagree (:mod:`hardneg.metrics`): the metric cannot be trusted,
+    so nothing is written. Not the user's input: the command line exits 1."""

@@ -40,6 +40,7 @@ from typing import Iterator, Mapping, Sequence
 import numpy as np
 
 from hardneg.encode.cache import default_cache_dir
+from hardneg.errors import MetricsMismatch
 
 __all__ = ["MetricsMismatch", "per_query_scores", "reference_scores"]
 
@@ -48,10 +49,6 @@ METRICS = ("ndcg@10", "recall@10", "recall@100", "mrr@10", "map@100")
 TOLERANCE = 1e-9
 _KINDS = ("ndcg", "recall", "mrr", "map")
 _TOKEN_WIDTH = 12  # every id ranx sees has this many characters: one compiled signature
-
-
-class MetricsMismatch(RuntimeError):
-    """ranx and the numpy reference disagree: the metric cannot be trusted, so nothing is written."""
 
 
 def parse_metric(metric: str) -> tuple[str, int]:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hardneg.errors import HardnegError
+from hardneg.errors import HardnegError, MetricsMismatch
 
 __all__: list[str] = []  # internal: what the command line prints and where library logs go
 
@@ -131,7 +131,8 @@ def warnings_to_stderr() -> None:
 def friendly(fn):
     """Show user errors as one line (``FILE:LINE: what is wrong``) and exit 2, and faults of the
     machine (a read-only folder, a full disk: :class:`OSError`) as one line naming the path and the
-    reason, exit 1; never a traceback for either. Other exceptions are bugs and keep theirs."""
+    reason, exit 1, as is a metric ranx and the numpy reference disagree on (:mod:`hardneg.metrics`);
+    never a traceback for these. Other exceptions are bugs and keep theirs."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -142,6 +143,8 @@ def friendly(fn):
             _exit(str(e), 2)
         except OSError as e:
             _exit(os_error_line(e), 1)
+        except MetricsMismatch as e:  # a metric that cannot be trusted: never a file, one line
+            _exit(str(e), 1)
 
     return wrapper
 

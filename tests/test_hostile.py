@@ -259,6 +259,25 @@ def test_full_disk_is_one_line_exit_1_and_no_partial_file(world, tmp_path, monke
     assert runner.invoke(app, [*mine()(world, str(out)), "--restart"]).exit_code == 0  # and --restart recovers
 
 
+def test_a_metric_ranx_gets_wrong_is_one_line_exit_1_and_no_file(world, tmp_path, monkeypatch):
+    """A kernel gone wrong (as numba's racing cache left one, issue 17): `eval` refuses to write."""
+    from hardneg import metrics
+
+    real = metrics._ranx_scores
+
+    def corrupted(*args):
+        out = real(*args)
+        out["ndcg@10"][0] = 1.0 - out["ndcg@10"][0]
+        return out
+
+    monkeypatch.setattr(metrics, "_ranx_scores", corrupted)
+    out = tmp_path / "out"
+    line = assert_one_line_error(runner.invoke(app, eval_on(lambda w: str(w.toy))(world, str(out))),
+                                 "numpy reference", 1)
+    assert "ndcg@10 of query" in line
+    assert _files(out) == []
+
+
 # ---- rightly accepted -------------------------------------------------------------------------
 def test_bom_is_decoded_not_reported(world):
     """A UTF-8 BOM (Excel's, Notepad's) is an encoding mark, not the header's first character."""

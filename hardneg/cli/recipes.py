@@ -69,9 +69,7 @@ def recipe_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of printing."),
 ):
     """Print the commented default recipe (every key, full-quality defaults) to start your own."""
-    text = default_recipe_text()
     if out is None:
-        print(text, end="")
-    else:
-        atomic_write_text(out, text)
-        show(f"wrote {out}")
+        return print(default_recipe_text(), end="")
+    atomic_write_text(out, default_recipe_text())
+    show(f"wrote {out}")
