@@ -8,6 +8,15 @@ class HardnegError(Exception):
     """A problem with the user's input or options (not a bug in hardneg)."""
 
 
+class OptionError(HardnegError):
+    """An option's value out of its declared range or choices: ``key what`` (``seed must be ...``);
+    the command line names the flag instead (``--seed: must be ...``), a recipe its file and section."""
+
+    def __init__(self, key: str, what: str):
+        self.key, self.what = key, what
+        super().__init__(f"{key} {what}")
+
+
 class DataError(HardnegError):
     """Bad input data, located as ``FILE:LINE: what is wrong``."""
 

@@ -29,7 +29,7 @@ from enum import Enum
 from typing import Any, List, Optional, TypeVar, Union
 
 from hardneg.checks import command_inputs
-from hardneg.errors import HardnegError
+from hardneg.errors import HardnegError, OptionError
 
 __all__: list[str] = []  # internal: how config classes declare options (read by the CLI and recipes)
 
@@ -111,7 +111,7 @@ def as_enum(kind: type[_E], value: Any, name: str) -> _E:
     try:
         return kind(value.value if isinstance(value, Enum) else value)
     except ValueError:
-        raise HardnegError(f"{name} must be one of {', '.join(e.value for e in kind)}, not {value!r}") from None
+        raise OptionError(name, f"must be one of {', '.join(e.value for e in kind)}, not {value!r}") from None
 
 
 def _check_value(f: dataclasses.Field, value: Any, integer: bool = False) -> None:
@@ -119,15 +119,15 @@ def _check_value(f: dataclasses.Field, value: Any, integer: bool = False) -> Non
     if value is None or not m:
         return
     if isinstance(value, float) and math.isnan(value):
-        raise HardnegError(f"{name} must be a number, not nan")
+        raise OptionError(name, "must be a number, not nan")
     if m.get("choices") and value not in m["choices"]:
-        raise HardnegError(f"{name} must be one of {', '.join(m['choices'])}, not {value!r}")
+        raise OptionError(name, f"must be one of {', '.join(m['choices'])}, not {value!r}")
     for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
         if m.get(bound) is not None and isinstance(value, (int, float)) and not ok(value, m[bound]):
             what = range_text(m) or ("positive" if bound == "gt" and m[bound] == 0 else
                                      f"{'an integer ' if integer else ''}{word} {_num(m[bound])}")
-            raise HardnegError(f"{name} must be {what}, not {value}")
+            raise OptionError(name, f"must be {what}, not {value}")
 
 
 def range_text(m: typing.Mapping[str, Any]) -> str:
@@ -250,7 +250,7 @@ def cli_parameters(cls: type, only: typing.Iterable[str] | None = None, exclude:
     for name in names:
         f = fields[name]
         default = ... if name in set(required) else (defaults or {}).get(name, _default(f))
-        decl = f.metadata.get("cli") or "--" + key_of(f).replace("_", "-")
+        decl = flag_of(f)
         if hints[name] is bool and "/" not in decl:
             decl = f"{decl}/--no-{decl[2:]}"
         annotation = _cli_type(hints[name])
@@ -295,7 +295,7 @@ def with_options(**groups: Opts):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
             values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
-            built = {name: from_cli(groups[name].cls, v) if groups[name].build else v for name, v in values.items()}
+            built = {name: _built(groups[name], v) for name, v in values.items()}
             command_inputs(fn.__name__, kwargs, built)  # paths, --out: before the command writes anything
             return fn(*args, **kwargs, **built)
 
@@ -309,6 +309,25 @@ def with_options(**groups: Opts):
     return decorate
 
 
+def _built(group: Opts, values: dict[str, Any]) -> Any:
+    """The group's config from its values (or the values, ``build=False``); a value out of range
+    names its flag: ``--seed: must be in [0, 4294967295], not -1``."""
+    if not group.build:
+        return values
+    try:
+        return from_cli(group.cls, values)
+    except OptionError as e:
+        flags = {key_of(f): flag_of(f) for f in declared(group.cls)}
+        if e.key not in flags:
+            raise
+        raise HardnegError(f"{flags[e.key].split('/')[0]}: {e.what}") from None
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of an option field (``--chunk-tokens``, or its declared ``cli``)."""
+    return f.metadata.get("cli") or "--" + key_of(f).replace("_", "-")
+
+
 def from_cli(cls: type, values: typing.Mapping[str, Any]) -> Any:
     """Build ``cls`` from command-line values (text parsed as :func:`coerce` does)."""
     hints = _hints(cls)
@@ -317,7 +336,7 @@ def from_cli(cls: type, values: typing.Mapping[str, Any]) -> Any:
     for name, value in values.items():
         hint = hints[name]
         if isinstance(value, str) and _cli_type(hint) == Optional[str]:
-            value = parse(value, hint, "--" + key_of(fields[name]).replace("_", "-"))
+            value = parse(value, hint, flag_of(fields[name]))
         kwargs[name] = value
     return cls(**kwargs)
 

@@ -63,8 +63,8 @@ def test_seeded_sampler_is_deterministic_and_seed_matters(mined, tmp_path):
 
 @pytest.mark.parametrize("option, message", [
     (["--window", "100:10"], "window min 100 is greater than max 10"),
-    (["--percent", "1.5"], "percent must be in (0, 1]"),
-    (["--num-negatives", "-1"], "num_negatives must be an integer >= 0"),
+    (["--percent", "1.5"], "--percent: must be in (0, 1]"),
+    (["--num-negatives", "-1"], "--num-negatives: must be an integer >= 0"),
     (["--sampler", "best"], "sampler"),
 ])
 def test_bad_options_fail_fast_with_a_message(mined, tmp_path, option, message):
@@ -76,7 +76,7 @@ def test_bad_options_fail_fast_with_a_message(mined, tmp_path, option, message):
 
 def test_unknown_retriever_fails_fast(tmp_path):
     result = invoke("mine", "--data", str(SAMPLE), "--retriever", "splade", "--out", str(tmp_path / "x"))
-    assert result.exit_code == 2 and "retriever must be one of bm25, dense, hybrid, not 'splade'" in result.output
+    assert result.exit_code == 2 and "--retriever: must be one of bm25, dense, hybrid, not 'splade'" in result.output
 
 
 def test_the_default_policy_has_one_home(mined, tmp_path):

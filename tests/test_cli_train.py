@@ -82,6 +82,6 @@ def test_train_without_negatives_and_a_bad_option(toy, tiny_model_dir, tmp_path)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "hardneg_train.json").read_text())["data"]["n_rows"] == 16
     bad = runner.invoke(app, ["train", "--data", str(toy), "--out", str(tmp_path / "x"), "--loss", "triplet"])
-    assert bad.exit_code == 2 and "loss must be one of" in bad.output and not (tmp_path / "x").exists()
+    assert bad.exit_code == 2 and "--loss: must be one of" in bad.output and not (tmp_path / "x").exists()
     bad = runner.invoke(app, ["train", "--data", str(toy), "--out", str(tmp_path / "x"), "--student-range", "1"])
     assert bad.exit_code == 2 and "--student-range expects a list of 2 numbers or 'LOW:HIGH'" in bad.output
