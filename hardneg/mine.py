@@ -238,6 +238,7 @@ def _job(ds: Dataset, config: MineConfig, encoder_config, cache, model, doc_text
         "retriever": config.retriever, "teachers": list(config.teachers),
         "models": {n: _fingerprint(r) for n, r in retrievers.items() if _fingerprint(r)},
         "rank_only": [HYBRID] if hybrid is not None else [],
+        "corpus": corpus_digest(ds.doc_ids, doc_texts),
     }
     if getattr(ds, "chunking", None):
         job.meta["chunks"] = dict(ds.chunking)
@@ -331,12 +332,27 @@ def _mine_chunk(job: _Job, lo: int, hi: int) -> CandidateSet:
                                    score_by=job.meta["score_by"], negative_scores=job.meta["negative_scores"], **meta)
 
 
+def corpus_digest(doc_ids: Sequence[str], doc_texts: Sequence[str]) -> str:
+    """The corpus (ids and texts, in order) a candidate set was mined over: recorded in its metadata
+    as ``corpus``, so that selecting from it with another corpus under the same ids is refused."""
+    return digest([texts_hash(doc_ids), texts_hash(doc_texts)])
+
+
+def same_corpus(ds: Dataset, meta: dict) -> Dataset:
+    """``ds`` when it holds the corpus ``meta["corpus"]`` records (or the metadata predates it);
+    else a :class:`HardnegError`: negatives chosen on other texts would be exported with these."""
+    if "corpus" in meta and corpus_digest(ds.doc_ids, ds.doc_texts()) != meta["corpus"]:
+        raise HardnegError(f"--data: {ds.source}: the corpus differs from the one these candidates were mined on "
+                           f"(same ids, other texts or order): mine again")
+    return ds
+
+
 def _fingerprint_inputs(job: _Job, encoder_config) -> dict[str, str]:
     """Hashes of everything that decides the candidates, by component (named when one changes)."""
     ds, split = job.ds, job.config.split
     labels = {"positives": job.positives, "known_negatives": ds.known_negatives(split)}
     return {
-        "corpus": digest([texts_hash(ds.doc_ids), texts_hash(job.doc_texts)]),
+        "corpus": job.meta["corpus"],
         "queries": digest([texts_hash(job.qids), texts_hash(job.qtexts)]),
         "labels": digest(labels),
         "mine options": digest({k: v for k, v in asdict(job.config).items() if k not in ENGINE_OPTIONS}),

@@ -90,6 +90,7 @@ VARIANTS = {
     "spaced-id": {CORPUS: lambda w: (w.toy / CORPUS).read_text().replace('"_id": "f0"', '"_id": "f 0"')},
     "bom": {TEST: "\ufeff" + H + "".join(f"q{i}\td{i}\t1\n" for i in range(16, 24))},
     "float": {TEST: H + "q16\td16\t2.0\n"},
+    "retexted": {CORPUS: lambda w: (w.toy / CORPUS).read_text().replace('"text": "', '"text": "changed ', 1)},
 }
 
 
@@ -161,6 +162,9 @@ CASES = [
     Case("train-model-is-a-file", lambda w, o: ["train", "--data", str(w.toy), "--model", str(w.toy / "corpus.jsonl"),
                                                 "--out", o], "a file, not a model folder"),
     # ---- unreadable inputs
+    Case("select-data-texts-changed",
+         lambda w, o: ["select", str(w.mined / "candidates.parquet"), "--data", w.variant("retexted"), "--out", o],
+         "the corpus differs from the one these candidates were mined on"),
     Case("select-corrupt-parquet", lambda w, o: ["select", w.file("bad.parquet", b"PAR1 not really"), "--out", o],
          "bad.parquet: not a readable Parquet file"),
     Case("select-empty-parquet", lambda w, o: ["select", w.file("empty.parquet", b""), "--out", o],

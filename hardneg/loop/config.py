@@ -14,7 +14,7 @@ from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
 from hardneg.evaluate import N_RESAMPLES
 from hardneg.errors import HardnegError
-from hardneg.mine import MineConfig
+from hardneg.mine import MineConfig, same_corpus
 from hardneg.options import check, option, seed_option
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
@@ -70,7 +70,7 @@ class DataConfig:
         source = self.path or cands.meta.get("data")
         if not source:
             raise HardnegError("the candidates record no dataset; pass --data")
-        return chunked_like(replace(self, path=str(source)).load(), cands.meta)
+        return same_corpus(chunked_like(replace(self, path=str(source)).load(), cands.meta), cands.meta)
 
 
 @dataclass(frozen=True)
