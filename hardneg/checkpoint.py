@@ -57,6 +57,9 @@ class MineCheckpoint:
             self.folder.mkdir(parents=True, exist_ok=True)
             atomic_write_json(manifest, {"fingerprint": self.fingerprint})
         self.resumed = sum(self.has(i) for i in range(n_chunks))
+        for i in range(n_chunks):  # a corrupt chunk is refused now, not after hours of the others
+            if self.has(i):
+                self._readable(i, pq.read_metadata)
 
     def _check(self, manifest: Path) -> None:
         try:
@@ -85,12 +88,15 @@ class MineCheckpoint:
 
     def load(self, i: int) -> pd.DataFrame:
         """Chunk ``i`` as saved; a chunk that is no Parquet file (truncated, overwritten) is refused."""
+        table = self._readable(i, pq.read_table)
+        return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
+
+    def _readable(self, i: int, read):
         try:
-            table = pq.read_table(self.chunk_path(i))
+            return read(self.chunk_path(i))
         except (pa.ArrowException, ValueError) as e:
             raise HardnegError(f"{self.chunk_path(i)}: corrupt checkpoint chunk ({_first_line(e)}); rerun with "
                                "--restart to discard the checkpoint") from None
-        return table.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype()}.get)
 
     def clear(self) -> None:
         """Delete the checkpoint folder (after the candidate set is safely written)."""
