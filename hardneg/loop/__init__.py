@@ -117,10 +117,7 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     kept = [r for r in rounds if r.kept]
     selected = f"r{kept[-1].round}" if kept else "base"
     tuned_from = selected if kept else "r0"
-    if kept:
-        _copy_model(Path(kept[-1].model_dir), out / "model")
-        say(f"kept {selected}: copied to {out / 'model'}")
-    else:
+    if not kept:
         say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
 
     output.status(f"test evaluation: tuned ({tuned_from}), base, bm25 on {test}")
@@ -128,6 +125,9 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
         test_runs["tuned"] = _tuned_ranking(ctx, models[tuned_from], data)
         ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
         result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
+    if kept:  # the final files, from here on
+        _copy_model(Path(kept[-1].model_dir), out / "model")
+        say(f"kept {selected}: copied to {out / 'model'}")
     write_eval(result, out / "eval", ordered)
     seconds = time.perf_counter() - start + clock.restored
     metrics = _metrics(result, rounds, selected, tuned_from, dev_description, dev_base, list(view.positives("dev")),
