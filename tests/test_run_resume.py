@@ -62,6 +62,10 @@ class Setup:
         self.config = load_recipe(recipe)
         self.reference_seconds = 0.0
 
+    def run(self, out: Path, **kwargs):
+        """:func:`hardneg.loop.run` as `hardneg run` calls it (it writes ``recipe.toml``)."""
+        return run(self.config, out, recipe=dump_recipe(self.config), **kwargs)
+
     def command(self, out: Path) -> list[str]:
         return [sys.executable, "-m", "hardneg.cli", "run", str(self.recipe), "--out", str(out)]
 
@@ -146,7 +150,7 @@ def test_killed_at_every_stage_boundary_resumes_to_the_uninterrupted_files(setup
     for i, prefix in enumerate(BOUNDARIES):
         lines: list[str] = []
         with pytest.raises(Killed):
-            run(setup.config, out, progress=killer(lines, prefix))
+            setup.run(out, progress=killer(lines, prefix))
         done_now = stage_lines(lines)
         assert len(done_now) == 1 and done_now[0].startswith(prefix), lines  # one new stage
         assert (f"done before: {', '.join(STAGES[:i])}" in lines[1]) if i else not lines[1].startswith("resuming")
@@ -155,14 +159,14 @@ def test_killed_at_every_stage_boundary_resumes_to_the_uninterrupted_files(setup
         with pytest.raises(HardnegError, match="run not finished"):
             read_run(out)
     lines = []
-    run(setup.config, out, progress=lines.append)
+    setup.run(out, progress=lines.append)
     assert stage_lines(lines) == [lines[-1]] and lines[-1].startswith("kept r1")  # only the final files were left
     assert state(out)["finished"] and list(state(out)["stages"]) == list(STAGES)
     assert_same_run(setup.reference, out)
     read_run(out)  # finished: the report reads it
 
     lines = []  # the same command on a finished folder: nothing is redone, the final files are written again
-    run(setup.config, out, progress=lines.append)
+    setup.run(out, progress=lines.append)
     assert f"done before: {', '.join(STAGES)}" in lines[1] and stage_lines(lines) == [lines[-1]]
     assert_same_run(setup.reference, out)
 
@@ -170,7 +174,7 @@ def test_killed_at_every_stage_boundary_resumes_to_the_uninterrupted_files(setup
 def test_report_refuses_a_half_finished_run(setup):
     out = setup.fresh()
     with pytest.raises(Killed):
-        run(setup.config, out, progress=killer([], "r0: trained"))
+        setup.run(out, progress=killer([], "r0: trained"))
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code != 0
     assert "run not finished (done: baselines, r0 mine, r0 train)" in result.output
@@ -180,7 +184,7 @@ def test_report_refuses_a_half_finished_run(setup):
 def test_another_recipe_is_refused_unless_restart_and_never_mixed(setup):
     out = setup.fresh()
     with pytest.raises(Killed):
-        run(setup.config, out, progress=killer([], "r1: mined"))
+        setup.run(out, progress=killer([], "r1: mined"))
     recipe_toml = (out / "recipe.toml").read_text()
     result = runner.invoke(app, ["run", str(setup.recipe), "--out", str(out), "--rounds", "0"])
     assert result.exit_code != 0
@@ -203,10 +207,10 @@ def test_an_earlier_runs_files_without_a_state_are_refused_unless_restart(setup,
     (out / "metrics.json").write_text("{}")
     (out / "notes.txt").write_text("mine")
     with pytest.raises(HardnegError, match=r"holds files of an earlier run \(metrics.json, rounds\).*--restart"):
-        run(setup.config, out)
+        setup.run(out)
     assert (out / "metrics.json").is_file() and not (out / "recipe.toml").exists()
     with pytest.raises(Killed):
-        run(setup.config, out, progress=killer([], "baselines on"), restart=True)
+        setup.run(out, progress=killer([], "baselines on"), restart=True)
     assert not (out / "metrics.json").exists() and not (out / "rounds").exists()
     assert (out / "notes.txt").read_text() == "mine"  # not a run file: left alone
 
@@ -248,5 +252,6 @@ def test_a_run_killed_in_training_resumes_to_the_uninterrupted_files(setup, tmp_
     assert "r0:" not in said and "r1: mined" not in said and "baselines on" not in said  # not redone
     assert "r1: trained 10 steps" in said and "r1: dev NDCG@10" in said
     assert_same_run(setup.reference, out)
-    print(f"\nSIGKILL in r1 training after {killed_after:.1f}s; the same command then took {resumed_seconds:.1f}s; "
-          f"an uninterrupted one {setup.reference_seconds:.1f}s")
+    skipped = sum(state(out)["stages"][name]["seconds"] for name in STAGES[:5])
+    print(f"\nSIGKILL in r1 training after {killed_after:.1f}s; the same command then took {resumed_seconds:.1f}s "
+          f"(skipping {skipped:.1f}s of finished stages); an uninterrupted one {setup.reference_seconds:.1f}s")

@@ -12,14 +12,14 @@ from rich import box
 from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
 from hardneg.files import atomic_write_text
 from hardneg.loop import LoopConfig, format_run_table, run
-from hardneg.recipe import default_recipe_text, demo_recipe, load_recipe, merge_overrides, parse_override
+from hardneg.recipe import default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
 
 def _run_and_print(config, out: Path, title: str, restart: bool = False) -> None:
     with _working("starting"):  # run() writes out/recipe.toml once it has checked the folder
-        result = run(config, out, progress=_say, restart=restart)
+        result = run(config, out, progress=_say, restart=restart, recipe=dump_recipe(config))
     table = format_run_table(result, title=f"{title}: {result.metrics['split']}, {result.metrics['n_queries']} queries")
     table.box = box.SIMPLE_HEAD  # light rules: the same table in two thirds of the bytes
     show(table, *result.summary(out))

@@ -50,16 +50,17 @@ log = logging.getLogger("hardneg.loop")
 
 
 def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] | None = None,
-        data: Dataset | None = None, restart: bool = False) -> RunResult:
+        data: Dataset | None = None, restart: bool = False, recipe: str | None = None) -> RunResult:
     """Run the recipe into ``out``; return the final evaluation, the rounds and the metrics.
 
     Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (lift over base and BM25 with
     Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
     TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
     model, dev verdict, ``train.log``: the trainer's own log), ``out/model`` (the kept model;
-    absent when none beat the base), ``out/recipe.toml`` (the resolved recipe) and ``out/.run/``
-    (the run's state, :mod:`hardneg.run_state`).
-    ``data`` passes an already loaded dataset instead of ``config.data.path``.
+    absent when none beat the base) and ``out/.run/`` (the run's state, :mod:`hardneg.run_state`).
+    ``data`` passes an already loaded dataset instead of ``config.data.path``; ``recipe`` a recipe's
+    text to write to ``out/recipe.toml`` once the folder is checked (``hardneg run`` passes
+    :func:`hardneg.recipe.dump_recipe`'s), so that it never lies beside another run's files.
 
     Resumes: called again on the same folder with the same recipe (data, base model, precision),
     after a kill at any point, it continues from the last finished stage (baselines, each round's
@@ -75,11 +76,11 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     ``rounds/r<i>/decisions.parquet``, which the report reads.
     """
     with memoised_texts_hashes():
-        return _run(config, Path(out), progress or log.info, data, restart)
+        return _run(config, Path(out), progress or log.info, data, restart, recipe)
 
 
 def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None,
-         restart: bool) -> RunResult:
+         restart: bool, recipe: str | None) -> RunResult:
     start = time.perf_counter()
     clock = _Clock()
     if data is None:
@@ -90,9 +91,8 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     data.split_qrels(test)  # fail before any work when the test split is missing
     view, dev_description = split_dev(data, config.data, config.loop.seed)
     cache = EmbeddingCache(config.cache_dir) if config.cache_dir else EmbeddingCache()
-    enc, depth = config.encoder, config.eval.depth
     # [mine] chunk_tokens: rounds mine and train on chunks; evaluation ranks documents by their best chunk
-    chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, enc)
+    chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, config.encoder)
     corpus = chunks or data  # view and data share their documents
     corpus_texts = corpus.doc_texts()  # one list for every retriever: its hash is computed once
     ranked = _ranked_doc_ids(data, chunks)
@@ -103,14 +103,9 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
         f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
 
-    base = dense(Encoder(enc, cache=cache))  # loaded from its folder only if something must be encoded
+    base = dense(Encoder(config.encoder, cache=cache))  # loaded from its folder only if something must be encoded
     base_fp = base.fingerprint
-    state = RunState(out, _fingerprint(config, data, corpus, corpus_texts, base_fp), restart)
-    from hardneg.recipe import dump_recipe  # hardneg.recipe builds on this module
-
-    atomic_write_text(out / "recipe.toml", dump_recipe(config))  # after the check: never beside another run
-    if state.resumed:
-        say(f"resuming {out}: done before: {', '.join(state.resumed)}")
+    state = _open(out, _fingerprint(config, data, corpus, corpus_texts, base_fp), restart, recipe, say)
     ctx = _Run(config, view, chunks, cache, out, say, clock, dense, corpus_texts, state, ranked)
     test_runs, dev_base = _baselines(ctx, data, base)
     rounds, models = _rounds(ctx, base, dev_base)
@@ -136,13 +131,30 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
                            metrics, seconds)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", report_markdown(run_result))
-    state.finish()  # report.html is a view of the files above, written by `hardneg report` too
-    output.status("writing report.html")
-    try:  # the HTML report is a view of the files above: its failure must not fail the run
-        write_report(out, data=data)
-    except Exception as e:  # noqa: BLE001 - any plotting/rendering error becomes a warning
-        log.warning(f"report.html not written: {type(e).__name__}: {e} (retry with `hardneg report {out}`)")
+    state.finish()
+    _report_html(out, data)
     return run_result
+
+
+def _open(out: Path, fingerprint: dict[str, str], restart: bool, recipe: str | None, say) -> RunState:
+    """The run's state on ``out`` (checked; with ``restart``, the earlier run removed first); then
+    ``recipe.toml``, which therefore never lies beside another run's files."""
+    state = RunState(out, fingerprint, restart)
+    if recipe is not None:
+        atomic_write_text(out / "recipe.toml", recipe)
+    if state.resumed:
+        say(f"resuming {out}: done before: {', '.join(state.resumed)}")
+    return state
+
+
+def _report_html(out: Path, data: Dataset) -> None:
+    """``report.html``: a view of the finished run's files (``hardneg report`` writes it too), so
+    its failure must not fail the run: any plotting or rendering error becomes a warning."""
+    output.status("writing report.html")
+    try:
+        write_report(out, data=data)
+    except Exception as e:  # noqa: BLE001
+        log.warning(f"report.html not written: {type(e).__name__}: {e} (retry with `hardneg report {out}`)")
 
 
 def _fingerprint(config: RunConfig, data: Dataset, corpus: Dataset, corpus_texts: Sequence[str],
