@@ -348,7 +348,8 @@ def _gate_stage(run: _Run, plan: RoundPlan, mine_cfg: MineConfig, before: tuple[
     ranking, record = run.state.stage(f"r{r} gate", compute, lambda x: (save_rankings(file, {"dev": x}), {})[1],
                                       lambda _: load_rankings(file, run.ranked)["dev"])
     run.clock.add("dev evaluation", record)
-    scores = _dev_scores(run.view, ranking)
+    with run.clock.time("dev evaluation"):
+        scores = _dev_scores(run.view, ranking)
     loop, (mined, trained) = config.loop, before
     decision = gate(scores[GATE_METRIC], inc_scores[GATE_METRIC], loop.round_gate, loop.alpha, loop.min_gain,
                     loop.seed, config.eval.n_resamples)
