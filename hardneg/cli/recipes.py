@@ -17,11 +17,10 @@ from hardneg.recipe import (default_recipe_text, demo_recipe, dump_recipe, load_
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 
 
-def _run_and_print(config, out: Path, title: str) -> None:
+def _run_and_print(config, out: Path, title: str, restart: bool = False) -> None:
     preflight(config, out)  # nothing is written before every input is checked
-    atomic_write_text(out / "recipe.toml", dump_recipe(config))
-    with _working("starting"):
-        result = run(config, out, progress=_say)
+    with _working("starting"):  # run() writes out/recipe.toml once it has checked the folder
+        result = run(config, out, progress=_say, restart=restart, recipe=dump_recipe(config))
     table = format_run_table(result, title=f"{title}: {result.metrics['split']}, {result.metrics['n_queries']} queries")
     table.box = box.SIMPLE_HEAD  # light rules: the same table in two thirds of the bytes
     show(table, *result.summary(out))
@@ -39,20 +38,21 @@ LOOP_FLAGS = ("rounds", "round_init", "round_gate")
                         build=False))
 def run_cmd(
     recipe: Path = typer.Argument(..., help="A TOML recipe (`hardneg recipe` prints the commented default)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: report.md, metrics.json, model/, eval/, rounds/."),
+    out: Path = typer.Option(..., "--out", help="Output folder (report.md, metrics.json, ...); rerun to resume."),
     set_: List[str] = SetOpt,
+    restart: bool = typer.Option(False, "--restart", help="Discard the run in --out (another recipe's) first."),
     loop: Any = None,
 ):
     """Run a recipe: baselines -> mine -> select -> train -> rounds -> test evaluation with lift and p-values."""
     loop_keys = {k: v for k, v in loop.items() if v is not None}
     overrides = merge_overrides(*(parse_override(s) for s in set_), {"loop": loop_keys} if loop_keys else {})
     config = load_recipe(recipe, overrides, override_source="command line")
-    _run_and_print(config, out, f"hardneg run {recipe.name}")
+    _run_and_print(config, out, f"hardneg run {recipe.name}", restart)
 
 
 @friendly
 def demo(
-    out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder."),
+    out: Path = typer.Option(Path("out/demo"), "--out", help="Output folder (an earlier run in it is replaced)."),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset (default: the repo's examples/scifact-sample)."),
     set_: List[str] = SetOpt,
 ):
@@ -60,7 +60,7 @@ def demo(
     start = time.perf_counter()
     config, banner = demo_recipe(data, merge_overrides(*(parse_override(s) for s in set_)))
     show(banner)
-    _run_and_print(config, out, "demo")
+    _run_and_print(config, out, "demo", restart=True)
     show(f"demo wall time {time.perf_counter() - start:.0f}s")
 
 

@@ -23,24 +23,26 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from hardneg import output
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import Encoder
-from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes
+from hardneg.checkpoint import digest
+from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes, texts_hash
 from hardneg.errors import HardnegError
 from hardneg.evaluate import evaluate, write_eval
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop.config import DataConfig, EvalConfig, LoopConfig, RoundGate, RoundInit, RunConfig
 from hardneg.loop.results import RunResult, _metrics, format_run_table, report_markdown
 from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_ranking, _Clock, _Dense,
-                                 _dev_scores, _means, _rounds, gate, plan_round, split_dev)
+                                 _dev_scores, _means, _rounds, _Run, gate, plan_round, split_dev)
 from hardneg.metrics import per_query_scores
 from hardneg.mine import chunked_for
+from hardneg.precision import machine_info, resolve_encode, resolve_train
 from hardneg.report import write_report
 from hardneg.retrieve.base import Ranking
-from hardneg.train.config import RESULT_FILE
+from hardneg.run_state import RunState, load_rankings, save_rankings
 
 __all__ = ["DataConfig", "EvalConfig", "GateDecision", "LoopConfig", "RoundGate", "RoundInit", "RoundPlan",
            "RoundResult", "RunConfig", "RunResult", "format_run_table", "gate", "plan_round", "run", "split_dev"]
@@ -49,15 +51,24 @@ log = logging.getLogger("hardneg.loop")
 
 
 def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] | None = None,
-        data: Dataset | None = None) -> RunResult:
+        data: Dataset | None = None, restart: bool = False, recipe: str | None = None) -> RunResult:
     """Run the recipe into ``out``; return the final evaluation, the rounds and the metrics.
 
     Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (lift over base and BM25 with
     Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
     TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
-    model, dev verdict, ``train.log``: the trainer's own log) and ``out/model`` (the kept model;
-    absent when none beat the base).
-    ``data`` passes an already loaded dataset instead of ``config.data.path``.
+    model, dev verdict, ``train.log``: the trainer's own log), ``out/model`` (the kept model;
+    absent when none beat the base) and ``out/.run/`` (the run's state, :mod:`hardneg.run_state`).
+    ``data`` passes an already loaded dataset instead of ``config.data.path``; ``recipe`` a recipe's
+    text to write to ``out/recipe.toml`` once the folder is checked (``hardneg run`` passes
+    :func:`hardneg.recipe.dump_recipe`'s), so that it never lies beside another run's files.
+
+    Resumes: called again on the same folder with the same recipe (data, base model, precision),
+    after a kill at any point, it continues from the last finished stage (baselines, each round's
+    mine / train / gate, the test evaluation) and ends with the same files as an uninterrupted run
+    (timings aside). Another recipe over the folder, or an earlier run's files without a state,
+    raise :class:`HardnegError` unless ``restart`` (which removes that run first). The final files
+    exist only once the run has finished.
 
     Each model (the base, each round's) has one encoder for the whole run: loaded once (the
     base only if something is to be encoded), fingerprinted once, its corpus vectors read once;
@@ -66,10 +77,11 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     ``rounds/r<i>/decisions.parquet``, which the report reads.
     """
     with memoised_texts_hashes():
-        return _run(config, Path(out), progress or log.info, data)
+        return _run(config, Path(out), progress or log.info, data, restart, recipe)
 
 
-def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None) -> RunResult:
+def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset | None,
+         restart: bool, recipe: str | None) -> RunResult:
     start = time.perf_counter()
     clock = _Clock()
     if data is None:
@@ -80,11 +92,11 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     data.split_qrels(test)  # fail before any work when the test split is missing
     view, dev_description = split_dev(data, config.data, config.loop.seed)
     cache = EmbeddingCache(config.cache_dir) if config.cache_dir else EmbeddingCache()
-    enc, depth = config.encoder, config.eval.depth
     # [mine] chunk_tokens: rounds mine and train on chunks; evaluation ranks documents by their best chunk
-    chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, enc)
+    chunks = None if config.mine.chunk_tokens is None else chunked_for(view, config.mine, config.encoder)
     corpus = chunks or data  # view and data share their documents
     corpus_texts = corpus.doc_texts()  # one list for every retriever: its hash is computed once
+    ranked = _ranked_doc_ids(data, chunks)
 
     def dense(encoder: "Encoder") -> _Dense:
         return _Dense(encoder, corpus, corpus_texts)
@@ -92,60 +104,111 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     say(f"data: {len(data.doc_ids)} documents; train {len(view.positives('train'))} queries, "
         f"dev: {dev_description}; test '{test}' {len(data.positives(test))} queries")
 
-    _clear_previous(out)
-    output.status(f"baselines: bm25 and the base model on {test} and dev")
-    with clock.time("baselines"):
-        base = dense(Encoder(enc, cache=cache))  # loaded from its folder only if something must be encoded
-        base_fp = base.fingerprint
-        test_runs = {"bm25": _bm25_ranking(data, test, depth, chunks, corpus_texts),
-                     "base": base.ranking(data, test, depth, chunks)}
-        dev_base = _dev_scores(view, base.ranking(view, "dev", depth, chunks))
-    say(f"baselines on {test}: " + ", ".join(
-        f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in test_runs.items())
-        + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({clock.timings['baselines']:.0f}s)")
-
-    rounds, models = _rounds(config, view, chunks, base, dev_base, cache, out, say, clock, dense, corpus_texts)
+    base = dense(Encoder(config.encoder, cache=cache))  # loaded from its folder only if something must be encoded
+    base_fp = base.fingerprint
+    state = _open(out, _fingerprint(config, data, corpus, corpus_texts, base_fp), restart, recipe, say)
+    ctx = _Run(config, view, chunks, cache, out, say, clock, dense, corpus_texts, state, ranked)
+    test_runs, dev_base = _baselines(ctx, data, base)
+    rounds, models = _rounds(ctx, base, dev_base)
     kept = [r for r in rounds if r.kept]
     selected = f"r{kept[-1].round}" if kept else "base"
     tuned_from = selected if kept else "r0"
-    if kept:
-        _copy_model(Path(kept[-1].model_dir), out / "model")
-        say(f"kept {selected}: copied to {out / 'model'}")
-    else:
+    if not kept:
         say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
 
     output.status(f"test evaluation: tuned ({tuned_from}), base, bm25 on {test}")
     with clock.time("test evaluation"):
-        test_runs["tuned"] = models[tuned_from].ranking(data, test, depth, chunks)
+        test_runs["tuned"] = _tuned_ranking(ctx, models[tuned_from], data)
         ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
         result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
+    if kept:  # the final files, from here on
+        _copy_model(Path(kept[-1].model_dir), out / "model")
+        say(f"kept {selected}: copied to {out / 'model'}")
     write_eval(result, out / "eval", ordered)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + clock.restored
     metrics = _metrics(result, rounds, selected, tuned_from, dev_description, dev_base, list(view.positives("dev")),
                        config, clock, seconds, base_fp)
     run_result = RunResult(str(out), result, rounds, selected, tuned_from, dev_description, _means(dev_base),
                            metrics, seconds)
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "report.md", report_markdown(run_result))
-    output.status("writing report.html")
-    try:  # the HTML report is a view of the files above: its failure must not fail the run
-        write_report(out, data=data)
-    except Exception as e:  # noqa: BLE001 - any plotting/rendering error becomes a warning
-        log.warning(f"report.html not written: {type(e).__name__}: {e} (retry with `hardneg report {out}`)")
+    state.finish()
+    _report_html(out, data)
     return run_result
+
+
+def _open(out: Path, fingerprint: dict[str, str], restart: bool, recipe: str | None, say) -> RunState:
+    """The run's state on ``out`` (checked; with ``restart``, the earlier run removed first); then
+    ``recipe.toml``, which therefore never lies beside another run's files."""
+    state = RunState(out, fingerprint, restart)
+    if recipe is not None:
+        atomic_write_text(out / "recipe.toml", recipe)
+    if state.resumed:
+        say(f"resuming {out}: done before: {', '.join(state.resumed)}")
+    return state
+
+
+def _report_html(out: Path, data: Dataset) -> None:
+    """``report.html``: a view of the finished run's files (``hardneg report`` writes it too), so
+    its failure must not fail the run: any plotting or rendering error becomes a warning."""
+    output.status("writing report.html")
+    try:
+        write_report(out, data=data)
+    except Exception as e:  # noqa: BLE001
+        log.warning(f"report.html not written: {type(e).__name__}: {e} (retry with `hardneg report {out}`)")
+
+
+def _fingerprint(config: RunConfig, data: Dataset, corpus: Dataset, corpus_texts: Sequence[str],
+                 base_fp: str) -> dict[str, str]:
+    """What decides a run's files: the resolved recipe, the data, the base model's weights, the precision."""
+    precision = [resolve_encode(config.encoder.precision, config.encoder.backend),
+                 resolve_train(config.train.mixed_precision, machine_info()["cuda"] is not None)]
+    return {"recipe": digest(config.to_dict()),
+            "data": digest([texts_hash(corpus.doc_ids), texts_hash(corpus_texts), texts_hash(list(data.queries)),
+                            texts_hash(list(data.queries.values())), data.qrels]),
+            "base model": base_fp, "precision": digest(precision)}
+
+
+def _ranked_doc_ids(data: Dataset, chunks) -> Sequence[str]:
+    """The documents a run's rankings index: the corpus's, or (chunked) the chunks' documents."""
+    return chunks.documents() if chunks is not None else data.doc_ids
+
+
+def _baselines(run: _Run, data: Dataset, base: _Dense) -> tuple[dict[str, Ranking], dict]:
+    """Stage ``baselines``: bm25 and the base model on test, the base model on dev (rankings stored)."""
+    test, depth, chunks, file = run.config.data.test_split, run.config.eval.depth, run.chunks, run.state.path(
+        "baselines.npz")
+
+    def compute() -> dict[str, Ranking]:
+        output.status(f"baselines: bm25 and the base model on {test} and dev")
+        return {"bm25": _bm25_ranking(data, test, depth, chunks, run.corpus_texts),
+                "base": base.ranking(data, test, depth, chunks), "dev": base.ranking(run.view, "dev", depth, chunks)}
+
+    runs, record = run.state.stage("baselines", compute, lambda x: (save_rankings(file, x), {})[1],
+                                   lambda _: load_rankings(file, run.ranked))
+    run.clock.add("baselines", record)
+    with run.clock.time("baselines"):  # the first scoring also compiles the metrics' code
+        dev_base = _dev_scores(run.view, runs.pop("dev"))
+    if not record["resumed"]:
+        run.say(f"baselines on {test}: " + ", ".join(
+            f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in runs.items())
+            + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({record['seconds']:.0f}s)")
+    return runs, dev_base
+
+
+def _tuned_ranking(run: _Run, tuned: _Dense, data: Dataset) -> Ranking:
+    """Stage ``test``: the tuned model's test ranking (stored; the evaluation itself is recomputed)."""
+    file, test = run.state.path("test.npz"), run.config.data.test_split
+    runs, record = run.state.stage(
+        "test", lambda: {"tuned": tuned.ranking(data, test, run.config.eval.depth, run.chunks)},
+        lambda x: (save_rankings(file, x), {})[1], lambda _: load_rankings(file, run.ranked))
+    if record["resumed"]:  # else timed by the caller
+        run.clock.add("test evaluation", record)
+    return runs["tuned"]
 
 
 def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
     return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
-
-
-def _clear_previous(out: Path) -> None:
-    """Remove what an earlier run into ``out`` left (its kept model, its rounds), so nothing stale remains."""
-    if (out / "model" / RESULT_FILE).is_file():
-        shutil.rmtree(out / "model")
-    for folder in sorted((out / "rounds").glob("r*")) if (out / "rounds").is_dir() else []:
-        if (folder / "round.json").is_file() or (folder / "candidates.parquet").is_file():
-            shutil.rmtree(folder)
 
 
 def _copy_model(src: Path, dst: Path) -> None:

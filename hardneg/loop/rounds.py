@@ -2,6 +2,7 @@
 incumbent on dev (:func:`gate`); the dev split the rounds are judged on (:func:`split_dev`)."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +29,7 @@ from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.bm25 import BM25Retriever
 from hardneg.retrieve.dense import DenseRetriever
+from hardneg.run_state import RunState, clear_dir, load_rankings, save_rankings
 from hardneg.sampling import holdout, holdout_size
 from hardneg.select import SelectionPolicy, select, write_decisions
 from hardneg.select.decisions import DECISIONS_FILE
@@ -209,8 +211,11 @@ def _means(scores: Mapping[str, np.ndarray]) -> dict[str, float]:
 
 
 class _Clock:
+    """The run's timings by name; ``restored`` sums the seconds of stages finished by an earlier start."""
+
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
+        self.restored = 0.0
 
     def time(self, name: str):
         clock = self
@@ -224,62 +229,142 @@ class _Clock:
 
         return _Span()
 
+    def add(self, name: str, record: Mapping[str, Any]) -> None:
+        """Count a stage's recorded seconds (:meth:`hardneg.run_state.RunState.stage`) under ``name``."""
+        self.timings[name] = self.timings.get(name, 0.0) + record["seconds"]
+        self.restored += record["seconds"] if record["resumed"] else 0.0
 
-def _rounds(config: RunConfig, view: Dataset, chunks: Dataset | None, base: _Dense,
-            dev_base: dict[str, np.ndarray], cache, out: Path, say, clock: _Clock,
-            dense: Callable[["Encoder"], _Dense],
-            corpus_texts: Sequence[str]) -> tuple[list[RoundResult], dict[str, _Dense]]:
+
+@dataclass
+class _Run:
+    """What every stage of one run shares: its config, data views, cache, folder, state and clock."""
+
+    config: RunConfig
+    view: Dataset
+    chunks: Dataset | None
+    cache: Any
+    out: Path
+    say: Callable[[str], None]
+    clock: _Clock
+    dense: Callable[["Encoder"], _Dense]
+    corpus_texts: Sequence[str]
+    state: RunState
+    ranked: Sequence[str]  # the document ids its rankings index
+
+
+def _rounds(run: _Run, base: _Dense, dev_base: dict[str, np.ndarray]) -> tuple[list[RoundResult], dict[str, _Dense]]:
     """Round 0 and up to ``rounds`` re-mining rounds; stops at the first round not kept. With
     ``chunks`` the rounds mine and train on chunks and the dev gate ranks documents. Each
-    round's model stays in memory as trained (the saved folder holds the same weights) and
-    gets one encoder (``dense``) for its dev gate, the next round's mining and the test."""
+    round's model stays in memory as trained (the saved folder holds the same weights; a round
+    trained by an earlier start of the run is read from that folder) and gets one encoder
+    (``dense``) for its dev gate, the next round's mining and the test. Each round is three
+    stages of the run's state: ``r<i> mine``, ``r<i> train``, ``r<i> gate``."""
+    config = run.config
     models: dict[str, _Dense] = {"base": base}
     dirs: dict[str, str | None] = {"base": config.encoder.model}
     incumbent, inc_scores = "base", dev_base
     results: list[RoundResult] = []
     for r in range(config.loop.rounds + 1):
         plan = plan_round(r, incumbent, config.loop.round_init)
-        t0 = time.perf_counter()
-        rdir = out / "rounds" / f"r{r}"
+        rdir = run.out / "rounds" / f"r{r}"
         mine_cfg, policy = (remine_config(config.mine, config.policy) if plan.remine
                             else (config.mine, config.policy))
-        output.status(f"r{r}: mining with {plan.miner} ({mine_cfg.retriever})")
-        with clock.time("mining"):
-            negatives, neg_stats, miner_fp, cache_delta = _mine_round(
-                chunks or view, mine_cfg, policy, config, models[plan.miner], cache, rdir, plan, corpus_texts)
-        say(f"r{r}: mined with {plan.miner} ({mine_cfg.retriever}): {neg_stats['rows']} rows, "
-            f"{neg_stats['negatives']} negatives; cache {cache_delta['hits']} hits, {cache_delta['misses']} misses "
-            f"({time.perf_counter() - t0:.0f}s)")
-        output.status(f"r{r}: training from {plan.init}")
-        with clock.time("training"):
-            card = {"policy": neg_stats["policy"], "mined_by": f"{plan.miner} ({mine_cfg.retriever})",
-                    "round": f"r{r} of `hardneg run`, trained from {plan.init}"}
-            trained, student = _train_round(chunks or view, negatives, dirs[plan.init], rdir / "model",
-                                            config.train, card)
-        say(f"r{r}: {_trained_line(trained)}")
-        tuned = dense(Encoder(config.encoder, model=student, cache=cache))  # the best checkpoint, as saved
+        negatives, mined = _mine_stage(run, plan, mine_cfg, policy, models[plan.miner], rdir)
+        tuned, trained = _train_stage(run, plan, mine_cfg, negatives, mined, dirs[plan.init], rdir)
         models[f"r{r}"], dirs[f"r{r}"] = tuned, str(rdir / "model")
-        output.status(f"r{r}: dev evaluation")
-        with clock.time("dev evaluation"):
-            scores = _dev_scores(view, tuned.ranking(view, "dev", config.eval.depth, chunks))
-        loop = config.loop
-        decision = gate(scores[GATE_METRIC], inc_scores[GATE_METRIC], loop.round_gate, loop.alpha, loop.min_gain,
-                        loop.seed, config.eval.n_resamples)
-        result = RoundResult(
-            r, plan.miner, plan.init, mine_cfg.retriever, miner_fp, cache_delta, neg_stats, trained,
-            str(rdir / "model"), tuned.fingerprint, _means(scores), incumbent, decision.gain, decision.p,
-            decision.keep, decision.reason, time.perf_counter() - t0)
-        atomic_write_json(rdir / "round.json", asdict(result))
+        result, scores = _gate_stage(run, plan, mine_cfg, (mined, trained), tuned, inc_scores, rdir)
         results.append(result)
-        say(f"r{r}: dev NDCG@10 {scores[GATE_METRIC].mean():.4f} vs {incumbent} "
-            f"{inc_scores[GATE_METRIC].mean():.4f}: {'kept' if decision.keep else 'not kept'} ({decision.reason}); "
-            f"{result.seconds:.0f}s")
-        if not decision.keep:
+        if not result.kept:
             break
         if incumbent != "base":
             models.pop(incumbent, None)  # free a superseded model (r0 is kept for the "tuned" row)
         incumbent, inc_scores = f"r{r}", scores
     return results, models
+
+
+def _mine_stage(run: _Run, plan: RoundPlan, mine_cfg: MineConfig, policy: SelectionPolicy, miner: _Dense,
+                rdir: Path) -> tuple[tuple[Path, list, dict], dict[str, Any]]:
+    """Stage ``r<i> mine`` (into a fresh ``rdir``): the negatives to train on (read back from
+    ``negatives.jsonl`` when an earlier start mined them) and the stage's record."""
+    r = plan.round
+
+    def compute():
+        clear_dir(rdir)  # what a start killed in this round left
+        output.status(f"r{r}: mining with {plan.miner} ({mine_cfg.retriever})")
+        return _mine_round(run.chunks or run.view, mine_cfg, policy, run.config, miner, run.cache, rdir, plan,
+                           run.corpus_texts)
+
+    def save(mined) -> dict[str, Any]:
+        negatives, stats, fp, delta = mined
+        return {"stats": stats, "miner_fingerprint": fp, "mining_cache": delta, "sidecar": negatives[2]}
+
+    def load(rec: dict[str, Any]):
+        file = rdir / FLAG_FILE
+        rows = [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
+        return (file, rows, rec["sidecar"]), rec["stats"], rec["miner_fingerprint"], rec["mining_cache"]
+
+    (negatives, stats, _, delta), record = run.state.stage(f"r{r} mine", compute, save, load)
+    run.clock.add("mining", record)
+    if not record["resumed"]:
+        run.say(f"r{r}: mined with {plan.miner} ({mine_cfg.retriever}): {stats['rows']} rows, "
+                f"{stats['negatives']} negatives; cache {delta['hits']} hits, {delta['misses']} misses "
+                f"({record['seconds']:.0f}s)")
+    return negatives, record
+
+
+def _train_stage(run: _Run, plan: RoundPlan, mine_cfg: MineConfig, negatives: tuple[Path, list, dict],
+                 mined: Mapping[str, Any], init: str | None, rdir: Path) -> tuple[_Dense, dict[str, Any]]:
+    """Stage ``r<i> train`` (into a fresh ``rdir/model``): the trained model's encoder (read from
+    that folder when an earlier start trained it) and the stage's record."""
+    r, model_dir = plan.round, rdir / "model"
+
+    def compute():
+        clear_dir(model_dir)  # a half-trained model, its checkpoints
+        output.status(f"r{r}: training from {plan.init}")
+        card = {"policy": mined["stats"]["policy"], "mined_by": f"{plan.miner} ({mine_cfg.retriever})",
+                "round": f"r{r} of `hardneg run`, trained from {plan.init}"}
+        trained, student = _train_round(run.chunks or run.view, negatives, init, model_dir, run.config.train, card)
+        return trained, run.dense(Encoder(run.config.encoder, model=student, cache=run.cache))  # the best checkpoint
+
+    def load(rec: dict[str, Any]):
+        return rec["train"], run.dense(Encoder(replace(run.config.encoder, model=str(model_dir)), cache=run.cache))
+
+    (trained, tuned), record = run.state.stage(f"r{r} train", compute, lambda t: {"train": t[0]}, load)
+    run.clock.add("training", record)
+    if not record["resumed"]:
+        run.say(f"r{r}: {_trained_line(trained)}")
+    return tuned, record
+
+
+def _gate_stage(run: _Run, plan: RoundPlan, mine_cfg: MineConfig, before: tuple[dict, dict], tuned: _Dense,
+                inc_scores: dict[str, np.ndarray], rdir: Path) -> tuple[RoundResult, dict[str, np.ndarray]]:
+    """Stage ``r<i> gate``: the tuned model's dev ranking (stored), judged against the incumbent;
+    writes ``rdir/round.json``. Returns the round and its per-query dev scores."""
+    r, config, file = plan.round, run.config, run.state.path(f"r{plan.round}.dev.npz")
+
+    def compute() -> Ranking:
+        output.status(f"r{r}: dev evaluation")
+        return tuned.ranking(run.view, "dev", config.eval.depth, run.chunks)
+
+    ranking, record = run.state.stage(f"r{r} gate", compute, lambda x: (save_rankings(file, {"dev": x}), {})[1],
+                                      lambda _: load_rankings(file, run.ranked)["dev"])
+    run.clock.add("dev evaluation", record)
+    with run.clock.time("dev evaluation"):
+        scores = _dev_scores(run.view, ranking)
+    loop, (mined, trained) = config.loop, before
+    decision = gate(scores[GATE_METRIC], inc_scores[GATE_METRIC], loop.round_gate, loop.alpha, loop.min_gain,
+                    loop.seed, config.eval.n_resamples)
+    result = RoundResult(
+        r, plan.miner, plan.init, mine_cfg.retriever, mined["miner_fingerprint"], mined["mining_cache"],
+        mined["stats"], trained["train"], str(rdir / "model"), tuned.fingerprint, _means(scores), plan.miner,
+        decision.gain, decision.p, decision.keep, decision.reason,
+        sum(x["seconds"] for x in (mined, trained, record)))
+    atomic_write_json(rdir / "round.json", asdict(result))
+    if not record["resumed"]:
+        run.say(f"r{r}: dev NDCG@10 {scores[GATE_METRIC].mean():.4f} vs {plan.miner} "
+                f"{inc_scores[GATE_METRIC].mean():.4f}: {'kept' if decision.keep else 'not kept'} "
+                f"({decision.reason}); {result.seconds:.0f}s")
+    return result, scores
 
 
 def _trained_line(trained: Mapping[str, Any]) -> str:
@@ -349,8 +434,6 @@ def _train_round(view: Dataset, negatives: tuple[Path, list, dict], init: str | 
     """Train a fresh copy of ``init`` on the round's negatives, handed over in memory (what
     ``negatives.jsonl`` and its sidecar hold); return the summary and the trained model, which
     holds the best checkpoint's weights (the ones saved to ``model_dir``)."""
-    import json
-
     path, rows, sidecar = negatives
     log_file = model_dir.parent / TRAIN_LOG  # rounds/r<i>/train.log: beside the model, not copied with it
     student = load_student(init)  # what train() would load from ``init``; trained in place

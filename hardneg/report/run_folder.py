@@ -15,6 +15,7 @@ from hardneg.candidates import CandidateSet
 from hardneg.chunking import chunked_like
 from hardneg.data import Dataset, load_dataset
 from hardneg.errors import HardnegError
+from hardneg.run_state import unfinished
 from hardneg.select import Decisions, SelectionPolicy, read_decisions, select
 from hardneg.select.decisions import DECISIONS_FILE
 
@@ -63,8 +64,12 @@ class RunFolder:
 
 
 def read_run(run_dir: str | Path) -> RunFolder:
-    """Read ``metrics.json`` and every round's ``stats.json``; fail clearly when it is no run folder."""
+    """Read ``metrics.json`` and every round's ``stats.json``; fail clearly when it is no run folder
+    or a run that has not finished (killed: :mod:`hardneg.run_state`)."""
     path = Path(run_dir)
+    why = unfinished(path)
+    if why:
+        raise HardnegError(f"{path}: {why}")
     file = path / "metrics.json"
     if not file.is_file():
         raise HardnegError(f"{path}: no metrics.json: not the output folder of `hardneg run`")
