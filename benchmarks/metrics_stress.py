@@ -134,7 +134,16 @@ def run_unit(mode: str, unit: int) -> dict:
         runs = [_collect("concurrent", first), _collect("concurrent", second)]
         runs.append(_collect("reader", _spawn(mode, [a, b], unit, env)))
     return {"mode": mode, "unit": unit, "id_lengths": [a, b], "runs": runs, "bad_runs": sum(r["bad"] for r in runs),
-            "wall_seconds": round(time.perf_counter() - start, 1), "cpu": cpu_slug()}
+            "wall_seconds": round(time.perf_counter() - start, 1), "cpu": cpu_slug(), "commit": _commit()}
+
+
+def _commit() -> str:
+    """The code the unit ran (``+dirty`` with uncommitted changes): a unit run on a broken tree is
+    recognisable, and deleted rather than counted."""
+    root = Path(__file__).parents[1]
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "hardneg"], cwd=root, capture_output=True, text=True).stdout
+    return head + ("+dirty" if dirty.strip() else "")
 
 
 def swap_code(cache: str, src: int, dst: int) -> int:
@@ -177,13 +186,16 @@ def forced() -> dict:
 
 def table(folder: Path) -> str:
     lines = [f"metrics stress test ({folder.name}): 3 processes a unit, cold numba cache, new id lengths", "",
-             "| mode | units | runs | bad runs | wrong values | refused by the cross-check | wall s |", "|---|---|---|---|---|---|---|"]
+             "| mode | units | runs | crashed | runs with wrong values | wrong values | refused by the cross-check | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
     for mode in MODES:
         units = [json.loads(p.read_text()) for p in sorted(folder.glob(f"{mode}-u*.json"))]
         runs = [r for u in units for r in u["runs"]]
         wrong = sum(e.get("bad_values", 0) for r in runs for e in r["evaluations"])
         refused = sum("refused" in e for r in runs for e in r["evaluations"])
-        lines.append(f"| {mode} | {len(units)} | {len(runs)} | {sum(r['bad'] for r in runs)} | {wrong} | {refused} | "
+        crashed = sum(r["rc"] != 0 for r in runs)
+        wrong_runs = sum(any(e.get("bad_values", 0) for e in r["evaluations"]) for r in runs)
+        lines.append(f"| {mode} | {len(units)} | {len(runs)} | {crashed} | {wrong_runs} | {wrong} | {refused} | "
                      f"{sum(u['wall_seconds'] for u in units):.0f} |")
     if (folder / "forced.json").is_file():
         f = json.loads((folder / "forced.json").read_text())
