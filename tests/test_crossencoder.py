@@ -360,10 +360,13 @@ def test_rescore_cli_then_denoise_and_marginmse_training(toy, mined_toy, ce_dir,
     assert log["data"]["teacher"] == "ce" and log["data"]["n_rows"] == 16 * 2
 
 
-def test_rescore_cli_errors_are_one_line(toy, tmp_path):
-    result = runner.invoke(app, ["rescore", str(tmp_path / "missing.parquet"), "--cross-encoder", str(tmp_path),
+def test_rescore_cli_errors_are_one_line(toy, ce_dir, tmp_path):
+    result = runner.invoke(app, ["rescore", str(tmp_path / "missing.parquet"), "--cross-encoder", str(ce_dir),
                                  "--out", str(tmp_path / "o.parquet")])
     assert result.exit_code == 2 and "no such candidate file" in result.output
+    result = runner.invoke(app, ["rescore", str(tmp_path / "missing.parquet"), "--cross-encoder", str(tmp_path),
+                                 "--out", str(tmp_path / "o.parquet")])  # checked first: before any file is read
+    assert result.exit_code == 2 and "--cross-encoder: " in result.output and "not a model folder" in result.output
     result = runner.invoke(app, ["train-reranker", "--data", str(toy), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "exactly one of --negatives and --candidates" in result.output
 
