@@ -78,7 +78,7 @@ def test_collisions_counted_against_a_hand_count_over_the_same_batches():
     anchors, colliding, hits = hand_count(train_ds, batches)
     assert (got.anchors, got.colliding_anchors, got.collisions) == (anchors, colliding, hits)
     assert got.anchors == 20 and got.colliding_anchors > 0 and got.batches == len(batches)
-    assert got.rate == pytest.approx(colliding / anchors) and got.mean == pytest.approx(hits / colliding)
+    assert got.rate == pytest.approx(colliding / anchors) and got.mean == pytest.approx(hits / anchors)
 
 
 def test_mask_layout_follows_mnrl_columns():
