@@ -146,6 +146,7 @@ def test_training_reports_the_collisions_it_masked(loss, tiny_model_dir, tmp_pat
     saved = json.loads((tmp_path / "m" / "hardneg_train.json").read_text())["inbatch"]
     assert saved["rate"] == round(colliding / anchors, 6) and saved["masked"] == hits
     assert saved == c.to_dict() and any(line.startswith("in-batch positives: ") for line in res.summary(tmp_path))
+    assert f"- In-batch positives: {colliding} of {anchors} anchors" in (tmp_path / "m" / "README.md").read_text()
 
 
 def test_mask_without_collisions_trains_byte_identically_to_keep(tiny_model_dir, tmp_path):

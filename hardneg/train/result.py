@@ -100,6 +100,8 @@ def model_card(result: TrainResult, base_model: str, saved_max_length: int) -> s
              f"Base model: `{base_model}`. Loss: **{result.loss}** ({_loss_words(result.loss)}).", "",
              "## Data and negatives", "", f"- Training data: {rep.summary()}."]
     lines += [f"- Negatives {k}: `{json.dumps(v, sort_keys=True)}`" for k, v in sorted(result.negatives_meta.items())]
+    if result.inbatch:
+        lines.append(f"- In-batch {result.inbatch.summary().removeprefix('in-batch ')}.")
     if rep.teacher:
         lines.append(f"- MarginMSE teacher: `{rep.teacher}`, scores in {_fmt_range(rep.teacher_range)} mapped onto "
                      f"student cosines {_fmt_range(cfg['student_range'])}.")
