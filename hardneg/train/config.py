@@ -44,6 +44,20 @@ class ShortRows(str, Enum):
     REPEAT = "repeat"
 
 
+class InBatchPositives(str, Enum):
+    """What the in-batch losses do with a candidate that is one of the anchor's own labeled positives
+    (another row's positive, a mined negative): ``keep`` it as a negative (sentence-transformers'
+    way) or ``mask`` it out of the softmax (:mod:`hardneg.train.inbatch`). Use ``mask`` when
+    queries have many positives that other queries share (NFCorpus: ~43 a query)."""
+
+    KEEP = "keep"
+    MASK = "mask"
+
+
+#: The losses whose softmax ``inbatch_positives = "mask"`` edits (the GradCache twin included).
+MASKABLE = (Loss.AUTO, Loss.MNRL, Loss.CACHED_MNRL)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters of one fine-tuning run; the defaults are sentence-transformers' usual ones,
@@ -66,6 +80,9 @@ class TrainConfig:
     ``gather_across_devices``: under ``torchrun`` / ``accelerate launch`` (world size > 1), the
     in-batch losses (mnrl, cached-mnrl, gist) gather every process's embeddings, so each query
     sees the whole global batch as negatives, not only its own device's share.
+    ``inbatch_positives`` (:class:`InBatchPositives`): mask works with mnrl and cached-mnrl; gist
+    already drops candidates its guide scores above the positive, and marginmse has no in-batch
+    softmax. Either way the run reports how often anchors met their own positives in a batch.
     """
 
     loss: Loss = option(Loss.AUTO, "auto (mnrl while it fits in 6 GB, else cached-mnrl) | mnrl (InfoNCE, in-batch "
@@ -112,6 +129,10 @@ class TrainConfig:
     gather_across_devices: bool = option(True, "Under torchrun / accelerate launch (several processes), in-batch "
                                                "losses use the other devices' texts as negatives too (the global "
                                                "batch).")
+    inbatch_positives: InBatchPositives = option(
+        InBatchPositives.KEEP, "A query's own labeled positives among its in-batch candidates (other rows' "
+                               "positives, mined negatives): keep (as negatives) | mask (out of the softmax; "
+                               "mnrl, cached-mnrl). Many positives a query (NFCorpus): mask.")
     memory_gb: float | None = option(None, "Cap on the planned peak memory in GB; none: 90% of what is free. A run "
                                            "estimated above it is refused before the first step, naming what to "
                                            "lower.", gt=0)
@@ -124,11 +145,15 @@ class TrainConfig:
         lo, hi = self.student_range
         if not hi > lo:
             raise HardnegError(f"student_range must be (low, high) with high > low, not {self.student_range}")
+        if self.inbatch_positives is InBatchPositives.MASK and self.loss not in MASKABLE:
+            raise HardnegError(f"inbatch_positives mask works with mnrl and cached-mnrl, not {self.loss.value} "
+                               "(gist masks by its guide model; marginmse has no in-batch negatives)")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (enums as strings)."""
         out = asdict(self)
-        out.update(loss=self.loss.value, short_rows=self.short_rows.value, student_range=list(self.student_range))
+        out.update(loss=self.loss.value, short_rows=self.short_rows.value, student_range=list(self.student_range),
+                   inbatch_positives=self.inbatch_positives.value)
         return out
 
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 from hardneg.encode import EncoderConfig, load_model
 from hardneg.memory import MemoryPlan
-from hardneg.train.config import Loss, TrainConfig
+from hardneg.train.config import InBatchPositives, Loss, TrainConfig
+from hardneg.train.inbatch import KnownPositives, in_batch_loss
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -27,7 +28,7 @@ def load_student(model: "str | Path | SentenceTransformer | None",
 
 
 def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: int, world_size: int = 1,
-               memory: MemoryPlan | None = None):
+               memory: MemoryPlan | None = None, known: KnownPositives | None = None):
     """The sentence-transformers loss object for ``config.loss`` on rows with ``n_negatives`` columns.
 
     ``memory`` (from :func:`hardneg.memory.plan`) gives the loss ``auto`` resolved to and the
@@ -35,7 +36,8 @@ def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: i
     GISTEmbedLoss takes at most one negative column; with more, its GradCache twin
     CachedGISTEmbedLoss (same objective, n-tuples, chunks of ``mini_batch_size``) is used.
     With ``world_size`` > 1 (DDP) the in-batch losses gather negatives across devices
-    unless ``config.gather_across_devices`` is off.
+    unless ``config.gather_across_devices`` is off. ``config.inbatch_positives`` mask (mnrl,
+    cached-mnrl) needs ``known`` and rows carrying their numbers (:mod:`hardneg.train.inbatch`).
     """
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.util import pairwise_cos_sim
@@ -43,10 +45,11 @@ def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: i
     gather = {"gather_across_devices": config.gather_across_devices and world_size > 1}
     loss = Loss(memory.loss) if memory else Loss.MNRL if config.loss is Loss.AUTO else config.loss
     chunk = (memory.mini_batch_size if memory else None) or config.mini_batch_size or 32
+    mask = known if config.inbatch_positives is InBatchPositives.MASK else None
     if loss is Loss.MNRL:
-        return losses.MultipleNegativesRankingLoss(model, **gather)
+        return in_batch_loss(losses.MultipleNegativesRankingLoss, model, mask, **gather)
     if loss is Loss.CACHED_MNRL:
-        return losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=chunk, **gather)
+        return in_batch_loss(losses.CachedMultipleNegativesRankingLoss, model, mask, mini_batch_size=chunk, **gather)
     if loss is Loss.GIST:
         guide = _guide(model, config)
         if n_negatives <= 1:

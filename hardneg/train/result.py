@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 
 from hardneg.train.config import BEST_METRIC, CARD_METRICS, CARD_SKIP, EVAL_NAME, RESULT_FILE, TRAIN_LOG
 from hardneg.train.dataset import BuildReport
+from hardneg.train.inbatch import Collisions
 
 __all__: list[str] = []  # internal: import from hardneg.train
 
@@ -19,6 +20,9 @@ class TrainResult:
     ``losses`` is ``[(step, loss), ...]``; ``evals`` is one dict per evaluation (``step``
     plus metric names such as ``ndcg@10``), the step-0 one being the starting model;
     ``best`` is the evaluation whose checkpoint was kept (None without evaluation).
+    ``inbatch``: how often an anchor met its own labeled positives among its in-batch
+    candidates, over the batches trained on (``rate``, ``mean``; ``masked`` under
+    ``inbatch_positives = "mask"``); None for marginmse.
     """
 
     model_dir: str
@@ -35,6 +39,7 @@ class TrainResult:
     precision: str = "no"  # the trainer's resolved mixed precision: no | bf16 | fp16
     machine: dict[str, Any] = field(default_factory=dict)  # hardneg.precision.machine_info()
     step_seconds: list[float] = field(default_factory=list)  # wall time of each optimizer step
+    inbatch: Collisions | None = None  # in-batch false negatives (hardneg.train.inbatch)
 
     @property
     def loss(self) -> str:
@@ -49,12 +54,15 @@ class TrainResult:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["losses"] = [list(x) for x in self.losses]
+        out["inbatch"] = self.inbatch.to_dict() if self.inbatch else None
         return out
 
     def summary(self, out: str | Path) -> list[str]:
         """What `hardneg train` prints: data, memory and precision, dev NDCG@10, loss, the files."""
         lines = [self.data.summary(), f"{self.memory['summary']}; precision {self.precision} on "
                  f"{self.machine['cpu']} (AMX-BF16: {'yes' if self.machine['amx_bf16'] else 'no'})"]
+        if self.inbatch:
+            lines.append(self.inbatch.summary())
         if self.evals:
             start, best = self.before, self.best or self.evals[-1]
             lines.append(f"dev NDCG@10 ({self.eval_set}): start {start['ndcg@10']:.4f} -> kept step "
@@ -92,6 +100,8 @@ def model_card(result: TrainResult, base_model: str, saved_max_length: int) -> s
              f"Base model: `{base_model}`. Loss: **{result.loss}** ({_loss_words(result.loss)}).", "",
              "## Data and negatives", "", f"- Training data: {rep.summary()}."]
     lines += [f"- Negatives {k}: `{json.dumps(v, sort_keys=True)}`" for k, v in sorted(result.negatives_meta.items())]
+    if result.inbatch:
+        lines.append(f"- In-batch {result.inbatch.summary().removeprefix('in-batch ')}.")
     if rep.teacher:
         lines.append(f"- MarginMSE teacher: `{rep.teacher}`, scores in {_fmt_range(rep.teacher_range)} mapped onto "
                      f"student cosines {_fmt_range(cfg['student_range'])}.")

@@ -19,9 +19,10 @@ from hardneg.encode import default_model_path
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.memory import MemoryPlan, plan
 from hardneg.precision import machine_info, resolve_train
-from hardneg.train.config import BEST_METRIC, EVAL_NAME, RESULT_FILE, TRAIN_LOG, Loss, TrainConfig
+from hardneg.train.config import BEST_METRIC, EVAL_NAME, RESULT_FILE, TRAIN_LOG, InBatchPositives, Loss, TrainConfig
 from hardneg.train.dataset import (BuildReport, EvalSet, _rows_and_meta, build_eval_set, build_train_dataset,
                                    in_batch_only, pair_rows, read_sidecar, sidecar_path)
+from hardneg.train.inbatch import ROW_ID, Collisions, KnownPositives, count_collisions, trained_batches
 from hardneg.train.losses import build_loss, load_student
 from hardneg.train.result import TrainResult, _best_eval, _split_log, model_card
 
@@ -147,12 +148,13 @@ def train(
         rows, config.num_negatives, config.loss, short_rows=config.short_rows, meta=meta,
         student_range=config.student_range, exclude_queries=evalset.holdout_ids if evalset else (),
     )
+    known = None if config.loss is Loss.MARGINMSE else KnownPositives.build(train_ds, rows)
     base_name = _model_name(model)
     student = load_student(model)
     native_length, student.max_seq_length = student.max_seq_length, config.max_seq_length
     out_dir = Path(out_dir)
     result = _fit(student, train_ds, evalset, config, out_dir, report, meta,
-                  Path(log_file) if log_file is not None else out_dir / TRAIN_LOG)
+                  Path(log_file) if log_file is not None else out_dir / TRAIN_LOG, known)
     student.max_seq_length = native_length  # trained at config.max_seq_length, saved at the model's own
     if _main_process():  # DDP: one writer; every process returns once the model is saved
         _save(student, result, out_dir, base_name)
@@ -171,8 +173,10 @@ def _model_name(model) -> str:
 
 
 def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_dir: Path,
-         report: BuildReport, meta: Mapping[str, Any], log_file: Path) -> TrainResult:
-    """Run the trainer; the student ends up holding the best checkpoint's weights."""
+         report: BuildReport, meta: Mapping[str, Any], log_file: Path,
+         known: KnownPositives | None = None) -> TrainResult:
+    """Run the trainer; the student ends up holding the best checkpoint's weights. ``known``: the
+    labeled positives the in-batch collisions are counted (and, asked, masked) against."""
     from sentence_transformers import SentenceTransformerTrainer
 
     if evalset is None and config.holdout_fraction == 0:
@@ -183,11 +187,13 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
     args = training_args(config, checkpoint_dir, train_ds.column_names, evalset is not None)
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else "no"
     memory = _memory_plan(student, train_ds, config, precision)
+    masked = config.inbatch_positives is InBatchPositives.MASK
     clock = _StepClock()
     with trainer_logs(log_file) as logged:
+        loss = build_loss(student, config, report.num_negatives, args.world_size, memory, known)
         trainer = logged.quiet(SentenceTransformerTrainer(
-            model=student, args=args, train_dataset=train_ds,
-            loss=build_loss(student, config, report.num_negatives, args.world_size, memory),
+            model=student, args=args, loss=loss,
+            train_dataset=train_ds.add_column(ROW_ID, list(range(len(train_ds)))) if masked else train_ds,
             evaluator=build_evaluator(evalset, config) if evalset else None,
             callbacks=[clock.callback(), *logged.callbacks],
         ))
@@ -195,14 +201,28 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
         trainer.train()
         seconds = time.perf_counter() - start
     losses, evals = _split_log(trainer.state.log_history)
+    collisions = _collisions(trainer, train_ds, known, config, loss)
     _barrier()  # DDP: every process has loaded the best checkpoint before it goes
     if not (config.keep_checkpoints or config.checkpoint_dir) and _main_process():  # never delete a named folder
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(
         str(out_dir), config.to_dict(), report, evalset.description if evalset else None, losses, evals,
         _best_eval(evals, trainer.state.best_model_checkpoint), seconds, dict(meta), args.world_size,
-        memory.to_dict(), precision, machine_info(), clock.seconds,
+        memory.to_dict(), precision, machine_info(), clock.seconds, collisions,
     )
+
+
+def _collisions(trainer, train_ds, known: KnownPositives | None, config: TrainConfig, loss) -> Collisions | None:
+    """Anchors that met their own labeled positives in the batches trained on (the sampler
+    replayed), and how many the masked loss excluded; None without an in-batch softmax (marginmse)."""
+    if known is None:
+        return None
+    world = trainer.args.world_size
+    pools = world if world > 1 and config.gather_across_devices else 1  # DDP: processes' batches gathered
+    n_batches = trainer.state.global_step * trainer.args.gradient_accumulation_steps * world
+    masked = getattr(loss.similarity_fct, "masked", None)
+    return count_collisions(known, trained_batches(trainer, train_ds, n_batches, pools),
+                            config.inbatch_positives.value, _summed(masked))
 
 
 @dataclass
@@ -322,6 +342,18 @@ def _main_process() -> bool:
     """True outside DDP and on rank 0: the process that writes the shared outputs."""
     group = _process_group()
     return group is None or group.get_rank() == 0
+
+
+def _summed(count: int | None) -> int | None:
+    """``count`` summed over the DDP processes (each masks its own anchors); as is outside DDP."""
+    group = _process_group()
+    if group is None or count is None:
+        return count
+    import torch
+
+    total = torch.tensor([count], device="cuda" if _cuda() else "cpu")
+    group.all_reduce(total)
+    return int(total.item())
 
 
 def _barrier() -> None:
