@@ -23,18 +23,21 @@ class CompareConfig:
     dropped-queries warning)."""
 
     strategies: list[str] = option(factory=lambda: list(DEFAULT_STRATEGIES),
-                                   help="Rows of the table, comma-separated (see `hardneg.compare.STRATEGIES`).")
+                                   help="Rows of the table (comma-separated or repeated): base, bm25, bm25+prior, in-batch, random, "
+                                        "bm25-top, dense-top, default, hybrid, auto, default+round, denoise, st-default, "
+                                        "st-margin (hardneg.compare.STRATEGIES).")
     seeds: int = option(3, "Training seeds per trained row (untrained rows run once).", ge=1)
     hub_share: float = option(0.05, "Hub documents: positive for more than this share of the train queries "
                                     "(the NDCG@10 without them).", gt=0, lt=1)
     prior_weights: list[float] = option(factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0],
-                                        help="bm25+prior: the weights of the train-positive prior tried on dev.")
+                                        help="bm25+prior: the weights of the train-positive prior tried on dev.",
+                                        cli=False)
     drop_warning: float = option(0.2, "Warn when a row's selection drops more than this share of the train "
                                       "queries.", ge=0, le=1)
 
     def __post_init__(self) -> None:
-        if isinstance(self.strategies, str):
-            object.__setattr__(self, "strategies", [s.strip() for s in self.strategies.split(",") if s.strip()])
+        names = [self.strategies] if isinstance(self.strategies, str) else self.strategies
+        object.__setattr__(self, "strategies", [s.strip() for n in names for s in n.split(",") if s.strip()])
         check(self)
 
 
