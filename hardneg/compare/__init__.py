@@ -66,6 +66,7 @@ def compare(config: RunConfig, out: str | Path, strategies: Sequence[str] | None
     """
     options = options or CompareConfig()
     options = replace(options, **{k: v for k, v in (("strategies", strategies), ("seeds", seeds)) if v is not None})
+    options = replace(options, strategies=options.strategies or list(STRATEGIES))
     unknown = [s for s in options.strategies if s not in STRATEGIES]
     if unknown:
         raise HardnegError(f"unknown strategies {unknown}; choose from:\n{describe()}")

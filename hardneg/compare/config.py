@@ -11,10 +11,6 @@ from hardneg.train import TrainConfig
 
 __all__: list[str] = []  # internal: import from hardneg.compare
 
-#: the rows ``hardneg compare`` runs when ``--strategies`` is not given (those that can run: see skip reasons)
-DEFAULT_STRATEGIES = ("base", "bm25", "bm25+prior", "in-batch", "random", "bm25-top", "dense-top", "default",
-                      "hybrid", "auto", "default+round", "denoise", "st-default", "st-margin")
-
 
 @dataclass(frozen=True)
 class CompareConfig:
@@ -22,10 +18,9 @@ class CompareConfig:
     and how the table's extra columns are defined (hub documents, the prior's weight grid, the
     dropped-queries warning)."""
 
-    strategies: list[str] = option(factory=lambda: list(DEFAULT_STRATEGIES),
-                                   help="Rows of the table (comma-separated or repeated): base, bm25, bm25+prior, in-batch, random, "
-                                        "bm25-top, dense-top, default, hybrid, auto, default+round, denoise, st-default, "
-                                        "st-margin (hardneg.compare.STRATEGIES).")
+    strategies: list[str] = option(factory=list, help="Rows of the table, comma-separated or repeated (base, bm25, "
+                                                      "default, st-default, ...: hardneg.compare.STRATEGIES); none: "
+                                                      "every one.")
     seeds: int = option(3, "Training seeds per trained row (untrained rows run once).", ge=1)
     hub_share: float = option(0.05, "Hub documents: positive for more than this share of the train queries "
                                     "(the NDCG@10 without them).", gt=0, lt=1)

@@ -58,9 +58,9 @@ class Context:
         self.hubs = hub_documents(self.view, options.hub_share)
         self._cands: dict[str, tuple[CandidateSet, dict[str, Any]]] = {}
         machine = machine_info()
-        self.machine = {"cpu": machine["cpu"], "cuda": machine["cuda"],
-                        "precision": {"encode": resolve_encode(config.encoder.precision, config.encoder.backend),
-                                      "train": resolve_train(config.train.mixed_precision, machine["cuda"] is not None)}}
+        precision = {"encode": resolve_encode(config.encoder.precision, config.encoder.backend),
+                     "train": resolve_train(config.train.mixed_precision, machine["cuda"] is not None)}
+        self.machine = {"cpu": machine["cpu"], "cuda": machine["cuda"], "precision": precision}
 
     # ---- models and rankings ----------------------------------------------------------------
     def dense(self, encoder: Encoder) -> _Dense:
