@@ -10,7 +10,8 @@ COMMANDS = {"validate": data.validate, "eval": evaluation.eval_cmd, "mine": mini
             "train": training.train_cmd, "run": recipes.run_cmd, "demo": recipes.demo, "recipe": recipes.recipe_cmd,
             "audit": selection.audit, "calibrate": selection.calibrate, "rescore": selection.rescore_cmd,
             "train-reranker": selection.train_reranker_cmd, "report": evaluation.report_cmd, "clicks": data.clicks_cmd,
-            "skip-above": data.skip_above_cmd, "synth": data.synth_cmd, "diagnose": evaluation.diagnose_cmd}
+            "skip-above": data.skip_above_cmd, "synth": data.synth_cmd, "diagnose": evaluation.diagnose_cmd,
+            "compare": recipes.compare_cmd}
 for _name, _command in COMMANDS.items():
     app.command(_name)(_command)
 

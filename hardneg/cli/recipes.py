@@ -9,6 +9,7 @@ import typer
 from rich import box
 
 from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
+from hardneg.compare import CompareConfig, compare
 from hardneg.files import atomic_write_text
 from hardneg.loop import LoopConfig, format_run_table, run
 from hardneg.recipe import (default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override,
@@ -73,3 +74,20 @@ def recipe_cmd(
         return print(default_recipe_text(), end="")
     atomic_write_text(out, default_recipe_text())
     show(f"wrote {out}")
+
+
+@friendly
+@with_options(options=Opts(CompareConfig))
+def compare_cmd(
+    recipe: Path = typer.Argument(..., help="A TOML recipe: model, data, budget, the default row's policy."),
+    out: Path = typer.Option(..., "--out", help="Output folder (units/, table.md, report.html, recommended.toml); "
+                                                "rerun to resume."),
+    set_: List[str] = SetOpt,
+    table_only: bool = typer.Option(False, "--table-only", help="Run nothing: rebuild the outputs from the units."),
+    options: Any = None,
+):
+    """One model per negative strategy, the same budget: the table, the trap, the best row on dev."""
+    config = load_recipe(recipe, merge_overrides(*(parse_override(s) for s in set_)), override_source="command line")
+    with _working("comparing"):
+        result = compare(config, out, options=options, table_only=table_only, progress=_say)
+    show(result.files["table"].read_text(encoding="utf-8"), f"wrote {', '.join(map(str, result.files.values()))}")

@@ -158,3 +158,20 @@ def system_bars(means: Mapping[str, float], ci: Mapping[str, Sequence[float]], m
 def _finite(values: Sequence[float] | None) -> np.ndarray:
     x = np.asarray(list(values) if values is not None else [], dtype=np.float64)
     return x[np.isfinite(x)]
+
+
+def quality_vs_compute(points: Mapping[str, Sequence[float]], metric: str = "NDCG@10") -> bytes:
+    """``hardneg compare``'s rows: quality (mean, sd over seeds as error bars) against compute
+    (mining + training seconds, log scale), each point named."""
+    names = list(points)
+    x = np.array([max(points[n][0], 1e-3) for n in names], dtype=np.float64)
+    y = np.array([points[n][1] for n in names], dtype=np.float64)
+    err = np.array([points[n][2] for n in names], dtype=np.float64)
+    fig = _figure(5.6, 3.6)
+    ax = fig.add_subplot()
+    ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, color=POSITIVE)
+    for name, xi, yi in zip(names, x, y):
+        ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set(xscale="log", xlabel="mining + training seconds (log)", ylabel=f"{metric} (test)",
+           title=f"{metric} against compute (error bars: sd over seeds)")
+    return _png(fig)
