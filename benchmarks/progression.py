@@ -18,9 +18,10 @@ run ``hardneg compare`` on a recipe with those settings (``denoise`` is the cros
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
+
+from train_memory import cpu_slug
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "scifact"
@@ -31,7 +32,6 @@ RENAMED = {"hybrid-percent": "hybrid"}  # the old script's row names
 def main() -> int:
     from hardneg.compare import STRATEGIES, compare
     from hardneg.compare.strategies import describe
-    from hardneg.precision import machine_info
     from hardneg.recipe import load_recipe
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -47,7 +47,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--train-max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of one row per train query")
-    ap.add_argument("--lr", type=float, default=2e-5, help="learning rate of every trained row (ST's recipe: 2e-5)")
+    ap.add_argument("--lr", type=float, default=None, help="learning rate of every trained row (default: the recipe's)")
     ap.add_argument("--table-only", action="store_true", help="train nothing: rebuild from the stored units")
     args = ap.parse_args()
     if args.list:
@@ -55,13 +55,14 @@ def main() -> int:
     rows = [RENAMED.get(r, r) for r in args.rows.split(",")] if args.rows else (
         REDUCED_ROWS if args.reduced else list(STRATEGIES))
     overrides = {"data": {"path": str(args.data)}, "select": {"num_negatives": args.k},
-                 "train": {"batch_size": args.batch_size, "max_seq_length": args.train_max_length, "lr": args.lr,
+                 "train": {"batch_size": args.batch_size, "max_seq_length": args.train_max_length,
                            "max_steps": args.max_steps, "show_progress": False}}
+    if args.lr is not None:
+        overrides["train"]["lr"] = args.lr
     if args.model:
         overrides["model"] = {"path": args.model}
     config = load_recipe(args.recipe, overrides, override_source="benchmarks/progression.py")
-    cpu = re.sub(r"[^A-Za-z0-9.-]+", "-", machine_info()["cpu"]).strip("-") or "cpu"
-    out = args.out or ROOT / "benchmarks" / "results" / "progression" / args.data.name / cpu
+    out = args.out or ROOT / "benchmarks" / "results" / "progression" / args.data.name / cpu_slug()
     result = compare(config, out, rows, args.seeds, table_only=args.table_only,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(result.files["table"].read_text(encoding="utf-8"))
