@@ -91,6 +91,20 @@ def test_per_pair_filters_against_each_positive():
     assert negs(m2, 0) == ["d3", "d4", "d5", "d6"] and negs(m2, 1) == ["d5", "d6"]
 
 
+def test_quantile_filters_against_a_quantile_of_the_positives():
+    # positives 0.9 (rank 1), 0.6, 0.3 (unranked); candidates d2..d6 score 0.85 0.7 0.55 0.5 0.2
+    c = cands(ranking("q", [0.9, 0.85, 0.7, 0.55, 0.5, 0.2], positives={1: "p1"}, unranked={"p2": 0.6, "p3": 0.3}))
+    keep = lambda q: negs(select(c, SelectionPolicy.unfiltered(percent=0.95, pos_ref="quantile",  # noqa: E731
+                                                               pos_quantile=q)))
+    assert keep(0.5) == ["d4", "d5", "d6"]  # the median 0.6: keep s <= 0.57
+    assert keep(0.0) == negs(select(c, SelectionPolicy.unfiltered(percent=0.95))) == ["d6"]  # as min: s <= 0.285
+    assert keep(0.75) == ["d3", "d4", "d5", "d6"]  # 0.6 + 0.5 x 0.3 = 0.75: keep s <= 0.7125
+    assert keep(1.0) == ["d2", "d3", "d4", "d5", "d6"]  # the highest, 0.9: keep s <= 0.855
+    one = cands(ranking("q", [0.9, 0.85, 0.7, 0.5], positives={1: "p1"}))  # one positive: every quantile is it
+    assert {tuple(negs(select(one, SelectionPolicy.unfiltered(percent=0.95, pos_ref="quantile", pos_quantile=q))))
+            for q in (0.0, 0.5, 1.0)} == {("d2", "d3", "d4")}
+
+
 def test_percent_is_refused_for_a_scorer_with_negative_scores():
     rows = ranking("q", [0.9, 0.8, 0.7], positives={1: "p"})
     for r in rows:

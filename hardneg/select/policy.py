@@ -24,7 +24,7 @@ class OnShort(str, Enum):
 class PosRef(str, Enum):
     MIN = "min"
     PER_PAIR = "per-pair"
-
+    QUANTILE = "quantile"
 
 
 
@@ -61,8 +61,12 @@ class SelectionPolicy:
     percent: float | None = option(0.95, "Keep a candidate only if score <= P x positive score (NV-Retriever); "
                                          "'off': none. Refused for scorers whose scores can be negative: use "
                                          "margin.", gt=0, le=1)
-    pos_ref: PosRef = option(PosRef.MIN, "Positive score the filters compare with: 'min' (the query's lowest) "
-                                         "or 'per-pair' (one output row per (query, positive)).")
+    pos_ref: PosRef = option(PosRef.MIN, "Positive score the filters compare with: 'min' (the query's lowest), "
+                                         "'per-pair' (one output row per (query, positive)) or 'quantile' (the "
+                                         "pos_quantile of the query's positive scores).")
+    pos_quantile: float = option(0.5, "With pos_ref 'quantile': which quantile of the query's positive scores the "
+                                      "filters compare with (0: the lowest, as 'min'; 0.5: the median; 1: the "
+                                      "highest). One positive: that positive's score.", ge=0, le=1)
     near_dup_cosine: float | None = option(None, "Drop candidates whose embedding cosine to a positive exceeds "
                                                  "this.", ge=-1, le=1, key="near_dup")
     denoise_above: float | None = option(None, "Drop candidates the cross-encoder (denoise_by) scores above this "
