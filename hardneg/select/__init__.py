@@ -15,11 +15,11 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
    surviving candidates, so its window moves with the filters.)
 3. positive-aware score filters under ``score_by`` (NV-Retriever): ``max_score`` (TopK-Abs:
    keep ``s <= max_score``), ``margin`` (keep ``s <= pos - margin``), ``percent`` (keep
-   ``s <= percent * pos``). ``pos`` is the query's lowest-scoring positive (``pos_ref="min"``),
-   the ``pos_quantile`` of its positives' scores (``pos_ref="quantile"``; for queries with
-   dozens of positives, whose lowest scores below almost every candidate) or, with
-   ``pos_ref="per-pair"``, each positive in turn: one output row per (query, positive), each
-   filtered against its own positive. ``percent`` uses
+   ``s <= percent * pos``). ``pos`` is the query's highest-scoring positive (``pos_ref="max"``,
+   the default), its lowest (``"min"``: on queries with dozens of positives the lowest scores
+   below almost every candidate), the ``pos_quantile`` of its positives' scores
+   (``"quantile"``) or, with ``pos_ref="per-pair"``, each positive in turn: one output row per
+   (query, positive), each filtered against its own positive. With one positive they agree. ``percent`` uses
    ``pos - |pos| * (1 - percent)``, equal to ``percent * pos`` for the non-negative scores it
    is allowed on, and still below the positive should a cosine come out negative (counted
    in ``stats["percent_negative_reference"]``).

@@ -22,6 +22,7 @@ class OnShort(str, Enum):
 
 
 class PosRef(str, Enum):
+    MAX = "max"
     MIN = "min"
     PER_PAIR = "per-pair"
     QUANTILE = "quantile"
@@ -44,7 +45,9 @@ class SelectionPolicy:
     ``SelectionPolicy()`` is what ``hardneg mine`` / ``select`` and the default recipe use:
     the 7 top-scoring candidates per query among original ranks 10..100 whose score is at most
     0.95 x the positive's (NV-Retriever's positive-aware filter; a FlagEmbedding group of
-    1 positive + 7 negatives). ``simans_a``/``simans_b`` and ``temperature`` act on per-query
+    1 positive + 7 negatives); a query with several positives compares with its highest-scoring
+    one (``pos_ref="max"``: against the lowest, NFCorpus queries with ~43 positives keep almost
+    no candidate; docs/selection.md, "Queries with many positives"). ``simans_a``/``simans_b`` and ``temperature`` act on per-query
     standardised scores (see :mod:`hardneg.select.samplers`).
 
     Samplers that do not read candidates (the ``random`` and ``none`` baselines) take no
@@ -61,9 +64,11 @@ class SelectionPolicy:
     percent: float | None = option(0.95, "Keep a candidate only if score <= P x positive score (NV-Retriever); "
                                          "'off': none. Refused for scorers whose scores can be negative: use "
                                          "margin.", gt=0, le=1)
-    pos_ref: PosRef = option(PosRef.MIN, "Positive score the filters compare with: 'min' (the query's lowest), "
-                                         "'per-pair' (one output row per (query, positive)) or 'quantile' (the "
-                                         "pos_quantile of the query's positive scores).")
+    pos_ref: PosRef = option(PosRef.MAX, "Positive score the filters compare with: 'max' (the query's highest; "
+                                         "the one positive's where there is one), 'min' (the lowest: collapses on "
+                                         "queries with dozens of positives), 'quantile' (the pos_quantile of the "
+                                         "query's positive scores) or 'per-pair' (one output row per (query, "
+                                         "positive)).")
     pos_quantile: float = option(0.5, "With pos_ref 'quantile': which quantile of the query's positive scores the "
                                       "filters compare with (0: the lowest, as 'min'; 0.5: the median; 1: the "
                                       "highest). One positive: that positive's score.", ge=0, le=1)

@@ -107,9 +107,9 @@ class _OutputUnits:
 
     @classmethod
     def build(cls, arr: _Arrays, pos_ref: PosRef, quantile: float = 0.5) -> "_OutputUnits":
-        """One unit per query (``min``: the lowest positive score; ``quantile``: that quantile of
-        them) or per (query, positive) (``per-pair``: the positive's own score)."""
-        quantile = 0.0 if pos_ref == PosRef.MIN else quantile
+        """One unit per query (``max`` / ``min``: the highest / lowest positive score; ``quantile``:
+        that quantile of them) or per (query, positive) (``per-pair``: the positive's own score)."""
+        quantile = {PosRef.MIN: 0.0, PosRef.MAX: 1.0}.get(pos_ref, quantile)
         pos_rows = np.flatnonzero(arr.is_pos)
         pos_rows = pos_rows[np.argsort(arr.q[pos_rows], kind="stable")]
         n_pos = np.bincount(arr.q[pos_rows], minlength=arr.nq)
