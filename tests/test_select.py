@@ -99,6 +99,12 @@ def test_per_pair_filters_against_each_positive():
     assert negs(m2, 0) == ["d3", "d4", "d5", "d6"] and negs(m2, 1) == ["d5", "d6"]
 
 
+def test_the_gap_is_taken_from_the_positive_the_filters_compare_with():
+    for pos_ref, ref in (("max", 0.9), ("min", 0.6)):
+        m = select(_two_positive_query(), SelectionPolicy.unfiltered(pos_ref=pos_ref))
+        assert m.stats["scores"]["gap"]["max"] == pytest.approx(ref - 0.3)  # d6, the easiest negative
+
+
 def test_quantile_filters_against_a_quantile_of_the_positives():
     # positives 0.9 (rank 1), 0.6, 0.3 (unranked); candidates d2..d6 score 0.85 0.7 0.55 0.5 0.2
     c = cands(ranking("q", [0.9, 0.85, 0.7, 0.55, 0.5, 0.2], positives={1: "p1"}, unranked={"p2": 0.6, "p3": 0.3}))

@@ -207,7 +207,8 @@ def scores_section(run: RunFolder, figures: _Plots) -> str:
                                numeric=range(1, 8)))
     if not parts:
         return _note("No round has stats.json or candidates.parquet: no scores to show.")
-    return ("<p>gap = the query's (lowest) positive score minus the negative's score: small gaps are hard "
+    return ("<p>gap = the reference positive's score (the one the filters compare with: by default the query's "
+            "highest) minus the negative's score: small gaps are hard "
             "negatives, negative gaps score above the positive.</p>" + "\n".join(parts))
 
 
