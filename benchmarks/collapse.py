@@ -19,6 +19,9 @@ a unit is one (dataset, rule), measured without training:
 * changed: selected (query, doc) negatives the rule ``min-0.95`` (the default before issue 18)
   does not select, and its negatives this rule drops (SciFact must stay nearly unchanged).
 
+Each dataset also gets the labels' curve (``<dataset>-labels.json``): the share of all unlabeled
+candidates per rank bucket that are hidden positives.
+
 Results: ``benchmarks/results/collapse/<cpu>/<dataset>-<rule>.json``.
 """
 from __future__ import annotations
@@ -55,9 +58,9 @@ RULES = {
     "max-0.85": {"pos_ref": "quantile", "pos_quantile": 1.0, "percent": 0.85},
     "max-margin0.05": {"pos_ref": "quantile", "pos_quantile": 1.0, "percent": None, "margin": 0.05},
     "dense-top": {"percent": None},  # window 10:100, no positive-aware filter
-    "rank-20:100": {"window": (20, 100), "percent": None},
-    "rank-30:100": {"window": (30, 100), "percent": None},
-    "rank-50:100": {"window": (50, 100), "percent": None},
+    "rank-20-100": {"window": (20, 100), "percent": None},
+    "rank-30-100": {"window": (30, 100), "percent": None},
+    "rank-50-100": {"window": (50, 100), "percent": None},
     "unfiltered": OFF,  # the top 7 of everything: the trap at its worst
 }
 BASE = "min-0.95"
@@ -141,6 +144,21 @@ def run_unit(work: Path, dataset: str, rule: str) -> dict:
             "trap_seconds": round(time.perf_counter() - start - select_s, 2), "cpu": cpu_slug(), "commit": _commit()}
 
 
+def labels_unit(work: Path, dataset: str) -> dict:
+    """The labels' false-negative curve (:func:`hardneg.audit.label_audit`, the trap's hiding):
+    the share of ALL unlabeled candidates per rank bucket that are hidden positives, the rate a
+    rule that picks blindly within a bucket would see."""
+    from hardneg.audit import label_audit
+
+    audit = label_audit(candidates(work, dataset), TRAP["hide"], TRAP["draws"], TRAP["seed"])
+    audit.pop("percent_grid")
+    return {"dataset": dataset, "rule": "labels", "audit": audit, "cpu": cpu_slug(), "commit": _commit()}
+
+
+def _curve(unit: dict) -> str:
+    return ", ".join(f"{b['bucket']} {_fmt(b['rate'])}" for b in unit["audit"]["buckets"])
+
+
 def _share(trap: dict, lo: int, hi: int) -> str:
     got = [b for b in trap["buckets"] if lo <= b["lo"] and b["hi"] <= hi]
     sel, hid = sum(b["selected"] for b in got), sum(b["hidden"] for b in got)
@@ -160,9 +178,11 @@ def table(folder: Path) -> str:
         got = [units[(ds, r)] for r in RULES if (ds, r) in units]
         if not got:
             continue
+        curve = [f"hidden positives among all unlabeled candidates: {_curve(units[(ds, 'labels')])}"
+                 ] if (ds, "labels") in units else []
         k0 = got[0]["kept"]
         lines += ["", f"{ds}: {k0['queries']:,} train queries, {k0['rows']:,} (query, positive) rows; trap over "
-                      f"{got[0]['trap']['queries']:,} multi-positive queries", "",
+                      f"{got[0]['trap']['queries']:,} multi-positive queries", *curve, "",
                   "| rule | queries >=7 | rows >=7 | queries >=3 | rows >=3 | trap all | ranks 1-10 | 11-100 | "
                   f"trap on {PAIRED}'s q | trap kept q | negatives | vs {BASE} +/- |", "|---" * 12 + "|"]
         for u in got:
@@ -188,6 +208,8 @@ def main() -> None:
     if not args.table_only:
         folder.mkdir(parents=True, exist_ok=True)
         for ds in args.datasets:
+            if not (folder / f"{ds}-labels.json").is_file():
+                _write(folder / f"{ds}-labels.json", labels_unit(args.work, ds))
             for rule in args.rules:
                 path = folder / f"{ds}-{rule}.json"
                 if not path.is_file():
