@@ -139,7 +139,8 @@ def run_unit(work: Path, dataset: str, rule: str) -> dict:
     paired = selection_trap(_queries(cands, _kept_by(cands, policy_of(PAIRED))), policy, **TRAP)
     return {"dataset": dataset, "rule": rule, "policy": policy.to_dict(), "kept": kept(cands, mined),
             "negatives": len(mined.negatives),
-            "changed": {"base": BASE, "added": len(mine - base), "dropped": len(base - mine), "base_negatives": len(base)},
+            "changed": {"base": BASE, "added": len(mine - base), "dropped": len(base - mine),
+                        "base_negatives": len(base)},
             "trap": trap, "trap_on_paired_queries": {"rule": PAIRED, **paired}, "select_seconds": round(select_s, 2),
             "trap_seconds": round(time.perf_counter() - start - select_s, 2), "cpu": cpu_slug(), "commit": _commit()}
 

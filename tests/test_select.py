@@ -99,6 +99,12 @@ def test_per_pair_filters_against_each_positive():
     assert negs(m2, 0) == ["d3", "d4", "d5", "d6"] and negs(m2, 1) == ["d5", "d6"]
 
 
+def test_pos_quantile_without_pos_ref_quantile_is_refused():
+    with pytest.raises(HardnegError, match="pos_quantile is read only with pos_ref 'quantile'"):
+        SelectionPolicy(pos_quantile=0.9)
+    assert SelectionPolicy(pos_ref="quantile", pos_quantile=0.9).pos_quantile == 0.9
+
+
 def test_the_gap_is_taken_from_the_positive_the_filters_compare_with():
     for pos_ref, ref in (("max", 0.9), ("min", 0.6)):
         m = select(_two_positive_query(), SelectionPolicy.unfiltered(pos_ref=pos_ref))

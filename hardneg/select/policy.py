@@ -38,6 +38,11 @@ def parse_window(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _default(name: str) -> Any:
+    """A :class:`SelectionPolicy` field's declared default."""
+    return next(f.default for f in fields(SelectionPolicy) if f.name == name)
+
+
 @dataclass(frozen=True)
 class SelectionPolicy:
     """How to turn a candidate set into negatives: the one home of the default policy.
@@ -47,8 +52,8 @@ class SelectionPolicy:
     0.95 x the positive's (NV-Retriever's positive-aware filter; a FlagEmbedding group of
     1 positive + 7 negatives); a query with several positives compares with its highest-scoring
     one (``pos_ref="max"``: against the lowest, NFCorpus queries with ~43 positives keep almost
-    no candidate; docs/selection.md, "Queries with many positives"). ``simans_a``/``simans_b`` and ``temperature`` act on per-query
-    standardised scores (see :mod:`hardneg.select.samplers`).
+    no candidate; docs/selection.md, "Queries with many positives"). ``simans_a``/``simans_b``
+    and ``temperature`` act on per-query standardised scores (see :mod:`hardneg.select.samplers`).
 
     Samplers that do not read candidates (the ``random`` and ``none`` baselines) take no
     window or percent: left at their defaults they become None; any other filter set with
@@ -101,6 +106,9 @@ class SelectionPolicy:
             if lo > hi:
                 raise HardnegError(f"window min {lo} is greater than max {hi}")
             set_("window", (lo, hi))
+        if self.pos_ref != PosRef.QUANTILE and self.pos_quantile != _default("pos_quantile"):
+            raise HardnegError(f"pos_quantile is read only with pos_ref 'quantile' (pos_ref is "
+                               f"'{self.pos_ref.value}'): set pos_ref = 'quantile' or drop pos_quantile")
         if int(self.num_negatives) != self.num_negatives:
             raise HardnegError(f"num_negatives must be an integer >= 0, got {self.num_negatives}")
         if self.sampler.value in samplers.baselines():
