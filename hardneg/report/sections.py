@@ -178,8 +178,10 @@ def _safe(get, stats: Mapping[str, Any]) -> Any:
 
 def _policy_text(policy: Mapping[str, Any]) -> str:
     keys = ("window", "percent", "margin", "max_score", "denoise_above", "near_dup_cosine", "sampler", "num_negatives",
-            "on_short", "pos_ref", "seed")
-    return ", ".join(f"{k}={policy[k]}" for k in keys if k in policy and policy[k] is not None)
+            "on_short", "pos_ref", "pos_quantile", "seed")
+    shown = [k for k in keys if k in policy and policy[k] is not None
+             and (k != "pos_quantile" or policy.get("pos_ref") == "quantile")]  # read only then
+    return ", ".join(f"{k}={policy[k]}" for k in shown)
 
 
 def scores_section(run: RunFolder, figures: _Plots) -> str:
