@@ -16,7 +16,7 @@ candidate set's own split is read, never an evaluation split's qrels.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -28,6 +28,7 @@ from hardneg.candidates import CandidateSet, Column, rank_col, score_col
 from hardneg.crossencoder import load_judge
 from hardneg.errors import HardnegError
 from hardneg.options import check, option, seed_option
+from hardneg.select import SelectionPolicy, select
 
 __all__ = ["AuditConfig", "Calibration", "audit_candidates", "auto_window", "calibrate", "read_audit"]
 
@@ -198,6 +199,57 @@ def _percent_grid(frame: pd.DataFrame, hidden: np.ndarray, unlabeled: np.ndarray
             keep = rows & (ratio <= p)  # NaN ratios (unscored) fail the filter, as in select
             out[b, j] = (int((keep & hidden).sum()), int(keep.sum()))
     return out
+
+
+def selection_trap(cands: CandidateSet, policy: SelectionPolicy | None = None, hide: float = 0.5,
+                   draws: int = 5, seed: int = 0,
+                   buckets: Sequence[tuple[int, int]] = BUCKETS) -> dict[str, Any]:
+    """How often a policy selects a positive nobody labeled, measured without training.
+
+    Use it to compare policies (``hardneg compare``) on a train split with multi-positive
+    queries: only those take part. In each of ``draws`` seeded draws a ``hide`` fraction of
+    their positives is hidden as in :func:`label_audit`; a hidden positive the retriever ranked
+    becomes an unlabeled candidate, one it did not rank leaves the set. ``policy`` (default
+    :class:`SelectionPolicy`) then selects, its filters comparing with the VISIBLE positives.
+    ``share`` is hidden positives / selected negatives (a per-pair policy counts a negative once
+    per row it is in), overall and per original-rank bucket; ``kept_queries`` the queries with
+    a row of at least k negatives. Counts are averaged over draws.
+    """
+    policy = policy or SelectionPolicy()
+    _check_split(cands)
+    if not 0 < hide < 1 or draws < 1:
+        raise HardnegError(f"hide must be in (0, 1) and draws >= 1, got {hide}, {draws}")
+    t = cands.table
+    n_pos = t[Column.IS_POSITIVE].groupby(t[Column.QUERY_ID]).transform("sum").to_numpy()
+    t = t[n_pos >= 2].reset_index(drop=True)
+    if t.empty:
+        raise HardnegError("no query has two or more positives: hidden labels cannot show the trap")
+    frame = pd.DataFrame({"q": t[Column.QUERY_ID].to_numpy(), "doc": t[Column.DOC_ID].to_numpy(),
+                          "pos": t[Column.IS_POSITIVE].to_numpy(bool)})
+    ranked = t[rank_col(policy.rank_by or cands.rank_by)].notna().to_numpy()
+    rng = np.random.default_rng(seed)
+    k = policy.num_negatives
+    counts = np.zeros((len(buckets) + 1, 2))  # [selected, hidden]: per bucket, then overall
+    kept = 0.0
+    for _ in range(draws):
+        hidden = _hide(frame, hide, rng)
+        table = t.assign(**{str(Column.IS_POSITIVE): frame["pos"].to_numpy() & ~hidden})[~hidden | ranked]
+        mined = select(replace(cands, table=table.reset_index(drop=True)), policy)
+        negs = mined.negatives
+        hidden_keys = pd.MultiIndex.from_arrays([frame["q"][hidden], frame["doc"][hidden]])
+        trapped = pd.MultiIndex.from_arrays([negs["query_id"], negs["doc_id"]]).isin(hidden_keys)
+        bidx = bucket_of(negs["rank"].to_numpy("float64", na_value=np.nan), buckets)
+        for i in range(len(buckets)):
+            counts[i] += ((bidx == i).sum(), (trapped & (bidx == i)).sum())
+        counts[-1] += (len(negs), trapped.sum())
+        kept += mined.rows.loc[mined.rows["n_negatives"] >= k, "query_id"].nunique()
+    counts /= draws
+    share = lambda c: float(c[1] / c[0]) if c[0] else None  # noqa: E731
+    return {"kind": "selection_trap", "policy": policy.to_dict(), "queries": int(frame["q"].nunique()),
+            "hidden_fraction": hide, "draws": draws, "seed": seed, "k": k, "kept_queries": kept / draws,
+            "selected": float(counts[-1, 0]), "hidden": float(counts[-1, 1]), "share": share(counts[-1]),
+            "buckets": [{"bucket": f"{lo}-{hi}", "lo": lo, "hi": hi, "selected": float(c[0]), "hidden": float(c[1]),
+                         "share": share(c)} for (lo, hi), c in zip(buckets, counts)]}
 
 
 def audit_candidates(cands: CandidateSet, hide: float = 0.5, draws: int = 5, seed: int = 0, *,

@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hardneg.audit import BUCKETS, JudgeConfig, _correct, calibrate, judge_audit, label_audit, wilson
+from hardneg.audit import (BUCKETS, JudgeConfig, _correct, calibrate, judge_audit, label_audit, selection_trap,
+                           wilson)
 from hardneg.candidates import CandidateSet
 from hardneg.errors import HardnegError
+from hardneg.select import SelectionPolicy
 
 
 def table(n_queries: int = 4, pos_ranks=(3, 4), n_ranked: int = 120, pos_score: float = 0.8,
@@ -70,6 +72,39 @@ def test_percent_grid_counts_what_percent_keeps():
     i100, i99 = grid["percents"].index(1.0), grid["percents"].index(0.99)
     assert (grid["k"][0][i100], grid["n"][0][i100]) == (4, 16)
     assert (grid["k"][0][i99], grid["n"][0][i99]) == (0, 12)
+
+
+def test_selection_trap_counts_hidden_positives_among_the_selected():
+    # one of the two positives (ranks 3, 4; score 0.8) is hidden per query and draw, so it is the
+    # top-scoring candidate: unfiltered top-7 takes it and ranks 1, 2, 5, 6, 7, 8 (ties at 0.5 by rank)
+    trap = selection_trap(table(), SelectionPolicy.unfiltered(), hide=0.5, draws=3, seed=1)
+    assert trap["queries"] == 4 and trap["kept_queries"] == 4  # the single-positive queries do not take part
+    assert (trap["selected"], trap["hidden"]) == (28, 4) and trap["share"] == pytest.approx(1 / 7)
+    b = {x["bucket"]: x for x in trap["buckets"]}
+    assert (b["1-5"]["selected"], b["1-5"]["hidden"], b["1-5"]["share"]) == (16, 4, 0.25)
+    assert (b["6-10"]["selected"], b["6-10"]["share"]) == (12, 0) and b["11-20"]["share"] is None
+
+
+def test_selection_trap_filters_compare_with_the_visible_positives():
+    # percent 0.95 of the visible positive (0.8) drops the hidden one (0.8); so does window 10:100
+    for policy in (SelectionPolicy.unfiltered(percent=0.95), SelectionPolicy.unfiltered(window=(10, 100)),
+                   SelectionPolicy()):
+        trap = selection_trap(table(), policy, draws=2)
+        assert trap["hidden"] == 0 and trap["selected"] == 28 and trap["kept_queries"] == 4
+
+
+def test_selection_trap_never_selects_an_unranked_hidden_positive():
+    df = table(pos_ranks=(3,)).table
+    extra = pd.DataFrame({"query_id": [f"q{q}" for q in range(4)], "doc_id": [f"u{q}" for q in range(4)],
+                          "is_positive": True, "rank_dense": None, "score_dense": 0.99})
+    c = CandidateSet.from_frame(pd.concat([df[["query_id", "doc_id", "is_positive", "rank_dense", "score_dense"]],
+                                           extra]), scorers=["dense"], split="train")
+    trap = selection_trap(c, SelectionPolicy.unfiltered(num_negatives=1), draws=20, seed=0)
+    # k = 1 and the hidden positive scores 0.8 or 0.99: trapped exactly when the ranked one is hidden
+    assert 0 < trap["hidden"] < 4 and trap["selected"] == 4
+    assert trap["buckets"][0]["hidden"] == trap["hidden"]  # rank 3, never an unranked one
+    with pytest.raises(HardnegError, match="two or more positives"):
+        selection_trap(table(n_queries=0), SelectionPolicy())
 
 
 def test_calibrate_prefers_a_percent_to_a_deeper_window():

@@ -70,14 +70,22 @@ def test_max_score_keeps_scores_at_most_the_cap():
 
 
 def test_margin_against_the_lowest_positive():
-    m = select(_two_positive_query(), SelectionPolicy.unfiltered(margin=0.08))  # keep s <= 0.6 - 0.08
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(margin=0.08, pos_ref="min"))  # s <= 0.6 - 0.08
     assert negs(m) == ["d5", "d6"]
 
 
 def test_percent_against_the_lowest_positive():
-    m = select(_two_positive_query(), SelectionPolicy.unfiltered(percent=0.95))  # keep s <= 0.57
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(percent=0.95, pos_ref="min"))  # keep s <= 0.57
     assert negs(m) == ["d4", "d5", "d6"]
     assert removed(m)["percent"] == 2
+
+
+def test_by_default_the_filters_compare_with_the_highest_positive():
+    m = select(_two_positive_query(), SelectionPolicy.unfiltered(percent=0.95))  # p1 0.9: keep s <= 0.855
+    assert SelectionPolicy().pos_ref.value == "max"
+    assert negs(m) == ["d2", "d3", "d4", "d5", "d6"] and removed(m)["percent"] == 0
+    margin = select(_two_positive_query(), SelectionPolicy.unfiltered(margin=0.08))  # keep s <= 0.82
+    assert negs(margin) == ["d3", "d4", "d5", "d6"]
 
 
 def test_per_pair_filters_against_each_positive():
@@ -89,6 +97,32 @@ def test_per_pair_filters_against_each_positive():
     assert removed(m)["percent"] == 2  # counted per (query, positive, candidate)
     m2 = select(_two_positive_query(), SelectionPolicy.unfiltered(margin=0.1, pos_ref="per-pair"))
     assert negs(m2, 0) == ["d3", "d4", "d5", "d6"] and negs(m2, 1) == ["d5", "d6"]
+
+
+def test_pos_quantile_without_pos_ref_quantile_is_refused():
+    with pytest.raises(HardnegError, match="pos_quantile is read only with pos_ref 'quantile'"):
+        SelectionPolicy(pos_quantile=0.9)
+    assert SelectionPolicy(pos_ref="quantile", pos_quantile=0.9).pos_quantile == 0.9
+
+
+def test_the_gap_is_taken_from_the_positive_the_filters_compare_with():
+    for pos_ref, ref in (("max", 0.9), ("min", 0.6)):
+        m = select(_two_positive_query(), SelectionPolicy.unfiltered(pos_ref=pos_ref))
+        assert m.stats["scores"]["gap"]["max"] == pytest.approx(ref - 0.3)  # d6, the easiest negative
+
+
+def test_quantile_filters_against_a_quantile_of_the_positives():
+    # positives 0.9 (rank 1), 0.6, 0.3 (unranked); candidates d2..d6 score 0.85 0.7 0.55 0.5 0.2
+    c = cands(ranking("q", [0.9, 0.85, 0.7, 0.55, 0.5, 0.2], positives={1: "p1"}, unranked={"p2": 0.6, "p3": 0.3}))
+    keep = lambda q: negs(select(c, SelectionPolicy.unfiltered(percent=0.95, pos_ref="quantile",  # noqa: E731
+                                                               pos_quantile=q)))
+    assert keep(0.5) == ["d4", "d5", "d6"]  # the median 0.6: keep s <= 0.57
+    assert keep(0.0) == negs(select(c, SelectionPolicy.unfiltered(percent=0.95, pos_ref="min"))) == ["d6"]  # 0.285
+    assert keep(0.75) == ["d3", "d4", "d5", "d6"]  # 0.6 + 0.5 x 0.3 = 0.75: keep s <= 0.7125
+    assert keep(1.0) == negs(select(c, SelectionPolicy.unfiltered(percent=0.95))) == ["d2", "d3", "d4", "d5", "d6"]
+    one = cands(ranking("q", [0.9, 0.85, 0.7, 0.5], positives={1: "p1"}))  # one positive: every quantile is it
+    assert {tuple(negs(select(one, SelectionPolicy.unfiltered(percent=0.95, pos_ref="quantile", pos_quantile=q))))
+            for q in (0.0, 0.5, 1.0)} == {("d2", "d3", "d4")}
 
 
 def test_percent_is_refused_for_a_scorer_with_negative_scores():

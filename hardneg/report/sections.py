@@ -178,8 +178,10 @@ def _safe(get, stats: Mapping[str, Any]) -> Any:
 
 def _policy_text(policy: Mapping[str, Any]) -> str:
     keys = ("window", "percent", "margin", "max_score", "denoise_above", "near_dup_cosine", "sampler", "num_negatives",
-            "on_short", "pos_ref", "seed")
-    return ", ".join(f"{k}={policy[k]}" for k in keys if k in policy and policy[k] is not None)
+            "on_short", "pos_ref", "pos_quantile", "seed")
+    shown = [k for k in keys if k in policy and policy[k] is not None
+             and (k != "pos_quantile" or policy.get("pos_ref") == "quantile")]  # read only then
+    return ", ".join(f"{k}={policy[k]}" for k in shown)
 
 
 def scores_section(run: RunFolder, figures: _Plots) -> str:
@@ -207,7 +209,8 @@ def scores_section(run: RunFolder, figures: _Plots) -> str:
                                numeric=range(1, 8)))
     if not parts:
         return _note("No round has stats.json or candidates.parquet: no scores to show.")
-    return ("<p>gap = the query's (lowest) positive score minus the negative's score: small gaps are hard "
+    return ("<p>gap = the reference positive's score (the one the filters compare with: by default the query's "
+            "highest) minus the negative's score: small gaps are hard "
             "negatives, negative gaps score above the positive.</p>" + "\n".join(parts))
 
 

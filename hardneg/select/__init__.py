@@ -15,9 +15,11 @@ Stages, in this order (each one's removals are counted in ``MinedSet.stats``):
    surviving candidates, so its window moves with the filters.)
 3. positive-aware score filters under ``score_by`` (NV-Retriever): ``max_score`` (TopK-Abs:
    keep ``s <= max_score``), ``margin`` (keep ``s <= pos - margin``), ``percent`` (keep
-   ``s <= percent * pos``). ``pos`` is the query's lowest-scoring positive (``pos_ref="min"``)
-   or, with ``pos_ref="per-pair"``, each positive in turn: one output row per
-   (query, positive), each filtered against its own positive. ``percent`` uses
+   ``s <= percent * pos``). ``pos`` is the query's highest-scoring positive (``pos_ref="max"``,
+   the default), its lowest (``"min"``: on queries with dozens of positives the lowest scores
+   below almost every candidate), the ``pos_quantile`` of its positives' scores
+   (``"quantile"``) or, with ``pos_ref="per-pair"``, each positive in turn: one output row per
+   (query, positive), each filtered against its own positive. With one positive they agree. ``percent`` uses
    ``pos - |pos| * (1 - percent)``, equal to ``percent * pos`` for the non-negative scores it
    is allowed on, and still below the positive should a cosine come out negative (counted
    in ``stats["percent_negative_reference"]``).
@@ -83,7 +85,7 @@ def select(cands: CandidateSet, policy: SelectionPolicy | None = None,
         raise HardnegError(f"sampler '{policy.sampler.value}' / on_short '{policy.on_short.value}' "
                            "draws from the corpus: pass corpus_doc_ids")
     arr = _Arrays.build(cands, rank_by, score_by)
-    units = _OutputUnits.build(arr, policy.pos_ref)
+    units = _OutputUnits.build(arr, policy.pos_ref, policy.pos_quantile)
     rng = np.random.default_rng(policy.seed)
     k = 0 if policy.sampler == Sampler.NONE else int(policy.num_negatives)
     if not samplers.REGISTRY[policy.sampler.value].uses_candidates:

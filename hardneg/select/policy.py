@@ -22,9 +22,10 @@ class OnShort(str, Enum):
 
 
 class PosRef(str, Enum):
+    MAX = "max"
     MIN = "min"
     PER_PAIR = "per-pair"
-
+    QUANTILE = "quantile"
 
 
 
@@ -37,6 +38,11 @@ def parse_window(text: str) -> tuple[int, int]:
     return lo, hi
 
 
+def _default(name: str) -> Any:
+    """A :class:`SelectionPolicy` field's declared default."""
+    return next(f.default for f in fields(SelectionPolicy) if f.name == name)
+
+
 @dataclass(frozen=True)
 class SelectionPolicy:
     """How to turn a candidate set into negatives: the one home of the default policy.
@@ -44,8 +50,10 @@ class SelectionPolicy:
     ``SelectionPolicy()`` is what ``hardneg mine`` / ``select`` and the default recipe use:
     the 7 top-scoring candidates per query among original ranks 10..100 whose score is at most
     0.95 x the positive's (NV-Retriever's positive-aware filter; a FlagEmbedding group of
-    1 positive + 7 negatives). ``simans_a``/``simans_b`` and ``temperature`` act on per-query
-    standardised scores (see :mod:`hardneg.select.samplers`).
+    1 positive + 7 negatives); a query with several positives compares with its highest-scoring
+    one (``pos_ref="max"``: against the lowest, NFCorpus queries with ~43 positives keep almost
+    no candidate; docs/selection.md, "Queries with many positives"). ``simans_a``/``simans_b``
+    and ``temperature`` act on per-query standardised scores (see :mod:`hardneg.select.samplers`).
 
     Samplers that do not read candidates (the ``random`` and ``none`` baselines) take no
     window or percent: left at their defaults they become None; any other filter set with
@@ -61,8 +69,14 @@ class SelectionPolicy:
     percent: float | None = option(0.95, "Keep a candidate only if score <= P x positive score (NV-Retriever); "
                                          "'off': none. Refused for scorers whose scores can be negative: use "
                                          "margin.", gt=0, le=1)
-    pos_ref: PosRef = option(PosRef.MIN, "Positive score the filters compare with: 'min' (the query's lowest) "
-                                         "or 'per-pair' (one output row per (query, positive)).")
+    pos_ref: PosRef = option(PosRef.MAX, "Positive score the filters compare with: 'max' (the query's highest; "
+                                         "the one positive's where there is one), 'min' (the lowest: collapses on "
+                                         "queries with dozens of positives), 'quantile' (the pos_quantile of the "
+                                         "query's positive scores) or 'per-pair' (one output row per (query, "
+                                         "positive)).")
+    pos_quantile: float = option(0.5, "With pos_ref 'quantile': which quantile of the query's positive scores the "
+                                      "filters compare with (0: the lowest, as 'min'; 0.5: the median; 1: the "
+                                      "highest). One positive: that positive's score.", ge=0, le=1)
     near_dup_cosine: float | None = option(None, "Drop candidates whose embedding cosine to a positive exceeds "
                                                  "this.", ge=-1, le=1, key="near_dup")
     denoise_above: float | None = option(None, "Drop candidates the cross-encoder (denoise_by) scores above this "
@@ -92,6 +106,9 @@ class SelectionPolicy:
             if lo > hi:
                 raise HardnegError(f"window min {lo} is greater than max {hi}")
             set_("window", (lo, hi))
+        if self.pos_ref != PosRef.QUANTILE and self.pos_quantile != _default("pos_quantile"):
+            raise HardnegError(f"pos_quantile is read only with pos_ref 'quantile' (pos_ref is "
+                               f"'{self.pos_ref.value}'): set pos_ref = 'quantile' or drop pos_quantile")
         if int(self.num_negatives) != self.num_negatives:
             raise HardnegError(f"num_negatives must be an integer >= 0, got {self.num_negatives}")
         if self.sampler.value in samplers.baselines():

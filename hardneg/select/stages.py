@@ -106,7 +106,10 @@ class _OutputUnits:
         return len(self.q)
 
     @classmethod
-    def build(cls, arr: _Arrays, pos_ref: PosRef) -> "_OutputUnits":
+    def build(cls, arr: _Arrays, pos_ref: PosRef, quantile: float = 0.5) -> "_OutputUnits":
+        """One unit per query (``max`` / ``min``: the highest / lowest positive score; ``quantile``:
+        that quantile of them) or per (query, positive) (``per-pair``: the positive's own score)."""
+        quantile = {PosRef.MIN: 0.0, PosRef.MAX: 1.0}.get(pos_ref, quantile)
         pos_rows = np.flatnonzero(arr.is_pos)
         pos_rows = pos_rows[np.argsort(arr.q[pos_rows], kind="stable")]
         n_pos = np.bincount(arr.q[pos_rows], minlength=arr.nq)
@@ -115,12 +118,30 @@ class _OutputUnits:
         else:
             per_query = (n_pos > 0).astype(np.int64)
             unit_pos = np.full(int(per_query.sum()), -1, np.int64)
-            ref = np.full(arr.nq, np.inf)
-            np.fmin.at(ref, arr.q[pos_rows], arr.score[pos_rows])  # lowest positive, NaN-skipping
-            ref = np.where(np.isinf(ref), np.nan, ref)[per_query > 0]
+            ref = _positive_quantile(arr, pos_rows, quantile)[per_query > 0]
         first = np.cumsum(per_query) - per_query
         q = np.repeat(np.arange(arr.nq), per_query)
         return cls(q, unit_pos, ref, per_query, first, pos_rows, pos_ref == PosRef.PER_PAIR)
+
+
+def _positive_quantile(arr: _Arrays, pos_rows: np.ndarray, quantile: float) -> np.ndarray:
+    """(nq,) the ``quantile`` of each query's scored positives (numpy's linear interpolation;
+    0 is the lowest), NaN for a query without a scored positive."""
+    s, qc = arr.score[pos_rows], arr.q[pos_rows]
+    ok = ~np.isnan(s)
+    s, qc = s[ok], qc[ok]
+    order = np.lexsort((s, qc))
+    s, qc = s[order], qc[order]
+    n = np.bincount(qc, minlength=arr.nq)
+    has = n > 0
+    at = quantile * np.maximum(n - 1, 0)
+    lo = np.floor(at).astype(np.int64)
+    hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
+    start = np.cumsum(n) - n
+    ref = np.full(arr.nq, np.nan)
+    a, b = s[(start + lo)[has]], s[(start + hi)[has]]
+    ref[has] = a + (b - a) * (at - lo)[has]
+    return ref
 
 
 # ---- stages 1-4: exclusions, window, score filters, denoise -----------------------------------

@@ -53,17 +53,16 @@ def _stats(arr: _Arrays, units: _OutputUnits, rows: pd.DataFrame, mined: MinedSe
         "scores": {
             "positive": summarize(mined.positives.drop_duplicates(["query_id", "doc_id"])["score"]),
             "negative": summarize(neg["score"]),
-            "gap": summarize(_gaps(mined)),
+            "gap": summarize(_gaps(mined, units.ref[keep])),
         },
     }
 
 
-def _gaps(mined: MinedSet) -> np.ndarray:
-    """Reference positive score minus score, per selected negative (larger = easier)."""
-    ref = mined.positives.groupby("row")["score"].min()
+def _gaps(mined: MinedSet, ref_of_row: np.ndarray) -> np.ndarray:
+    """Reference positive score (the one the filters compare with, per output row) minus score,
+    per selected negative (larger = easier)."""
     neg = mined.negatives
-    ref_of_neg = ref.reindex(neg["row"]).to_numpy(np.float64)
-    return ref_of_neg - neg["score"].to_numpy(np.float64)
+    return ref_of_row[neg["row"].to_numpy(np.int64)] - neg["score"].to_numpy(np.float64)
 
 
 def summarize(values: Any) -> dict[str, float | int | None]:
