@@ -33,9 +33,8 @@ __all__: list[str] = []  # internal: import from hardneg.compare
 
 #: the table's metrics, every one from :func:`hardneg.metrics.per_query_scores`
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
-#: recipe keys that decide nothing a unit computes (paths, progress, the table's own tests)
-_NOT_DECISIVE = {"data": ("path", "corpus"), "train": ("show_progress", "logging_steps", "checkpoint_dir"),
-                 "eval": ("seed", "n_resamples")}
+#: recipe keys that decide nothing a unit computes (paths, progress); of [eval] only depth counts
+_NOT_DECISIVE = {"data": ("path", "corpus"), "train": ("show_progress", "logging_steps", "checkpoint_dir")}
 
 
 class Context:
@@ -149,6 +148,7 @@ class Context:
             for key in keys:
                 recipe[section].pop(key, None)
         recipe["loop"] = {"seed": self.config.loop.seed}  # the dev hold-out; the rounds are the rows' business
+        recipe["eval"] = {"depth": self.config.eval.depth}  # the rest of [eval] is `hardneg run`'s and the table's
         ds = self.view
         data = digest([texts_hash(ds.doc_ids), texts_hash(self.texts), texts_hash(list(ds.queries)),
                        texts_hash(list(ds.queries.values())), ds.qrels])
