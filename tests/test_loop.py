@@ -308,6 +308,16 @@ def test_the_first_sentence_names_the_system_dev_chose(tiny_run):
     assert deploy["sentence"] in output and deploy["sentence"] in (out / "report.html").read_text()
 
 
+def test_the_rrf_k_grid_is_one_checked_option():
+    from hardneg.loop import EvalConfig
+
+    assert EvalConfig().rrf_k == [10, 30, 60, 100]
+    with pytest.raises(HardnegError, match="rrf_k must be an integer >= 1, not 0"):
+        EvalConfig(rrf_k=[10, 0])
+    with pytest.raises(HardnegError, match="rrf_k needs at least one value"):
+        EvalConfig(rrf_k=[])
+
+
 def test_choose_deploy_needs_a_tuned_system_to_beat_every_free_one():
     dev = {"bm25": 0.5, "base": 0.4, HYBRID_BASE: 0.6, "tuned": 0.6, HYBRID_TUNED: 0.55}
     assert choose_deploy(dev, True) == HYBRID_BASE  # a tie is not a win
