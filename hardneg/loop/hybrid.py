@@ -103,11 +103,11 @@ def deploy_record(deploy: str, dev_means: Mapping[str, float], result: EvalResul
 
 
 def hybrid_record(choices: Mapping[str, HybridChoice], grid: Sequence[int]) -> dict[str, Any]:
-    """``metrics.json``'s ``hybrid``: the grid, and each hybrid's chosen k and dev score per k."""
+    """``metrics.json``'s ``hybrid``: the grid, and each hybrid's chosen k and dev score per k (in grid order)."""
     return {"fusion": "reciprocal rank fusion of the BM25 and dense top-depth rankings",
             "rrf_k_grid": [int(k) for k in grid], "chosen_on": f"dev {CHOICE_METRIC}",
-            **{name: {"dense": c.dense, "rrf_k": c.rrf_k, "dev": {str(k): v for k, v in c.dev.items()}}
-               for name, c in choices.items()}}
+            **{name: {"dense": c.dense, "rrf_k": c.rrf_k,
+                      "dev": [{"rrf_k": k, CHOICE_METRIC: v} for k, v in c.dev.items()]} for name, c in choices.items()}}
 
 
 def _mean(qrels: Mapping[str, Mapping[str, int]], ranking: Ranking) -> float:

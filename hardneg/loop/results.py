@@ -93,11 +93,11 @@ def format_run_table(result: RunResult, title: str | None = None):
     m = result.metrics
     table = Table(title=title or f"{m['split']}: {m['n_queries']} queries (tuned = {result.tuned_from}"
                                  f"{'' if m['tuned_kept_on_dev'] else ', NOT kept on dev'})")
-    table.add_column("system", no_wrap=True)  # a pair's label whole: "hybrid(bm25+tuned) - hybrid(bm25+base)"
+    table.add_column("system")  # a long pair's label wraps after its " -"
     for metric in m["metrics"]:
         table.add_column(metric, justify="right")
-    table.add_column("ndcg@10 95% CI", justify="right")
-    table.add_column("p (Holm)", justify="right")
+    table.add_column("ndcg@10 95% CI", justify="right", no_wrap=True)
+    table.add_column("p (Holm)", justify="right", no_wrap=True)
     for s in SYSTEMS:
         lo, hi = m["ci95"][s]["ndcg@10"]
         table.add_row(s, *[f"{m['systems'][s][x]:.4f}" for x in m["metrics"]], f"[{lo:.3f}, {hi:.3f}]", "")
