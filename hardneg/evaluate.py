@@ -72,9 +72,42 @@ def format_p(p: float, n_resamples: int = N_RESAMPLES) -> str:
     return f"< {floor:.1g}" if p <= floor * (1 + 1e-9) else f"{p:.3g}"
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """One tested pair on one metric: ``system`` minus ``vs`` (mean over queries), the percentile
+    bootstrap CI of that per-query difference, its paired p raw and Holm-adjusted across the family
+    of pairs it was tested with (:func:`compare`)."""
+
+    system: str
+    vs: str
+    metric: str
+    diff: float
+    ci95: tuple[float, float]
+    p_raw: float
+    p: float
+
+
+def compare(per_query: Mapping[str, Mapping[str, np.ndarray]], pairs: Sequence[tuple[str, str]],
+            metrics: Sequence[str], n_resamples: int = N_RESAMPLES, seed: int = 0) -> list[Comparison]:
+    """Test every ``(system, vs)`` pair: a paired randomization test, Holm across all the pairs (per
+    metric), a bootstrap CI of the difference. Use when one report makes several claims at once (the
+    tuned model and its hybrid against each free system): the pairs are the family corrected for."""
+    out = []
+    for m in metrics:
+        raw = [paired_randomization_test(per_query[s][m], per_query[v][m], n_resamples, seed) for s, v in pairs]
+        for (s, v), p_raw, p in zip(pairs, raw, holm(raw)):
+            d = np.asarray(per_query[s][m], np.float64) - np.asarray(per_query[v][m], np.float64)
+            out.append(Comparison(s, v, m, float(d.mean()), bootstrap_ci(d, seed=seed), p_raw, p))
+    return out
+
+
 @dataclass
 class EvalResult:
-    """Metrics of several systems on the same queries; the first system is the reference."""
+    """Metrics of several systems on the same queries; the first system is the reference.
+
+    ``comparisons`` are the pairs tested (by default each system against the first), Holm-corrected
+    across them per metric; ``pvalues`` holds the adjusted p of each system compared with the first.
+    """
 
     split: str
     query_ids: list[str]
@@ -83,6 +116,8 @@ class EvalResult:
     clean_ids: list[str] | None = None  # queries whose positives were never train positives
     notes: list[str] = field(default_factory=list)
     n_resamples: int = N_RESAMPLES
+    comparisons: list[Comparison] = field(default_factory=list)
+    custom_pairs: bool = False  # the pairs were given (not each system vs the first)
 
     @property
     def systems(self) -> list[str]:
@@ -99,6 +134,21 @@ class EvalResult:
 
     def ci(self, system: str, metric: str = "ndcg@10", seed: int = 0) -> tuple[float, float]:
         return bootstrap_ci(self.per_query[system][metric], seed=seed)
+
+    def comparison(self, system: str, vs: str, metric: str = "ndcg@10") -> Comparison | None:
+        """The tested pair ``system`` vs ``vs`` (either order: the test is two-sided), or None."""
+        for c in self.comparisons:
+            if c.metric == metric and {c.system, c.vs} == {system, vs}:
+                return c
+        return None
+
+    def family(self) -> str:
+        """What the p-values were corrected across, in words."""
+        if not self.custom_pairs:
+            return f"of each system against `{self.systems[0]}`, Holm-corrected across systems per metric"
+        pairs = list(dict.fromkeys((c.system, c.vs) for c in self.comparisons))
+        return (f"of {len(pairs)} pairs ({'; '.join(f'{s} vs {v}' for s, v in pairs)}), Holm-corrected across "
+                "those pairs per metric")
 
 
 def _positions(query_ids: Sequence[str], subset: Sequence[str]) -> np.ndarray:
@@ -124,19 +174,23 @@ def retrieve_split(ds: Dataset, split: str, specs: Sequence[str], encoder: Any, 
 
 
 def evaluate(ds: Dataset, split: str, rankings: Mapping[str, Ranking], metrics: Sequence[str] = METRICS,
-             n_resamples: int = N_RESAMPLES, seed: int = 0, train_split: str = "train") -> EvalResult:
-    """Score every ranking on ``split`` and test each against the first (Holm across systems)."""
+             n_resamples: int = N_RESAMPLES, seed: int = 0, train_split: str = "train",
+             pairs: Sequence[tuple[str, str]] | None = None) -> EvalResult:
+    """Score every ranking on ``split`` and test each against the first (Holm across systems), or
+    test the ``(system, vs)`` ``pairs`` given (Holm across those pairs: :func:`compare`)."""
     qrels = ds.split_qrels(split)
     qids = list(ds.positives(split))
     per_query = {name: per_query_scores(qrels, r.subset(qids), metrics) for name, r in rankings.items()}
     names = list(per_query)
+    tested = [(s, names[0]) for s in names[1:]] if pairs is None else list(pairs)
+    comparisons = compare(per_query, tested, metrics, n_resamples, seed)
     pvalues: dict[str, dict[str, float]] = {names[0]: {m: 1.0 for m in metrics}}
-    for m in metrics:
-        raw = [paired_randomization_test(per_query[s][m], per_query[names[0]][m], n_resamples, seed) for s in names[1:]]
-        for s, p in zip(names[1:], holm(raw)):
-            pvalues.setdefault(s, {})[m] = p
+    for c in comparisons:
+        if names[0] in (c.system, c.vs):
+            pvalues.setdefault(c.vs if c.system == names[0] else c.system, {})[c.metric] = c.p
     leak = leakage(ds, split, train_split)
-    result = EvalResult(split, qids, per_query, pvalues, n_resamples=n_resamples)
+    result = EvalResult(split, qids, per_query, pvalues, n_resamples=n_resamples, comparisons=comparisons,
+                        custom_pairs=pairs is not None)
     if leak is not None and leak.any:
         result.clean_ids = leak.clean
         result.notes.append(f"leakage between {train_split} and {split}: {leak.summary()}")
@@ -157,7 +211,8 @@ def format_table(result: EvalResult, title: str | None = None):
     means = result.means()
     for s in result.systems:
         lo, hi = result.ci(s) if "ndcg@10" in result.metrics else (float("nan"),) * 2
-        p = "-" if s == result.systems[0] else format_p(result.pvalues[s].get("ndcg@10", 1.0), result.n_resamples)
+        p = result.pvalues.get(s, {}).get("ndcg@10") if s != result.systems[0] else None
+        p = "-" if p is None else format_p(p, result.n_resamples)
         table.add_row(s, *[f"{means[s][m]:.4f}" for m in result.metrics], f"[{lo:.3f}, {hi:.3f}]", p)
     return table
 
@@ -181,11 +236,10 @@ def format_eval(result: EvalResult) -> list:
 
 def report_markdown(result: EvalResult) -> str:
     """The evaluation as Markdown: metrics, significance vs the first system, leakage subset."""
-    ref = result.systems[0]
     lines = [f"# Evaluation on `{result.split}` ({len(result.query_ids)} queries)", ""]
     lines += _md_table(result, result.means(), with_p=True)
-    lines += ["", f"p: two-sided paired randomization test ({result.n_resamples} sign flips, seeded) of each "
-              f"system against `{ref}`, Holm-corrected across systems per metric."]
+    lines += ["", f"p: two-sided paired randomization test ({result.n_resamples} sign flips, seeded) "
+              f"{result.family()}."]
     for note in result.notes:
         lines += ["", f"Note: {note}."]
     if result.clean_ids:
@@ -200,8 +254,8 @@ def _md_table(result: EvalResult, means: dict[str, dict[str, float]], with_p: bo
     for s in result.systems:
         cells = [s, *[f"{means[s][m]:.4f}" for m in result.metrics]]
         if with_p:
-            cells += ["-" if s == result.systems[0] else format_p(result.pvalues[s][m], result.n_resamples)
-                      for m in result.metrics]
+            cells += ["-" if s == result.systems[0] or m not in result.pvalues.get(s, {})
+                      else format_p(result.pvalues[s][m], result.n_resamples) for m in result.metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -124,10 +124,11 @@ def _check_value(f: dataclasses.Field, value: Any, integer: bool = False) -> Non
         raise OptionError(name, f"must be one of {', '.join(m['choices'])}, not {value!r}")
     for bound, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
                             ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
-        if m.get(bound) is not None and isinstance(value, (int, float)) and not ok(value, m[bound]):
-            what = range_text(m) or ("positive" if bound == "gt" and m[bound] == 0 else
-                                     f"{'an integer ' if integer else ''}{word} {_num(m[bound])}")
-            raise OptionError(name, f"must be {what}, not {value}")
+        for v in value if isinstance(value, list) else [value]:  # a list's bounds hold for each value
+            if m.get(bound) is not None and isinstance(v, (int, float)) and not ok(v, m[bound]):
+                what = range_text(m) or ("positive" if bound == "gt" and m[bound] == 0 else
+                                         f"{'an integer ' if integer else ''}{word} {_num(m[bound])}")
+                raise OptionError(name, f"must be {what}, not {v}")
 
 
 def range_text(m: typing.Mapping[str, Any]) -> str:
@@ -226,7 +227,7 @@ def type_name(hint: Any) -> str:
     if origin is tuple:
         return f"a list of {len(args)} numbers or 'LOW:HIGH'" if args[0] is float else "'MIN:MAX'"
     if origin is list:
-        return "a list of strings"
+        return "a list of integers" if args and args[0] is int else "a list of strings"
     return str(hint)  # pragma: no cover
 
 

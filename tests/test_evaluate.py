@@ -81,3 +81,28 @@ def test_evaluate_writes_metrics_runs_and_report(tmp_path):
     assert result.clean_ids == ["q2"]
     assert json.loads((tmp_path / "metrics_clean.json").read_text())["dense"]["mrr@10"] == pytest.approx(1.0)
     assert "Holm" in (tmp_path / "report.md").read_text()
+
+
+def test_evaluate_tests_the_pairs_given_with_holm_across_them():
+    """``pairs``: one paired test per pair, Holm across the pairs (per metric), the difference's CI;
+    ``pvalues`` keeps each system's p against the first only where that pair was tested."""
+    from hardneg.evaluate import bootstrap_ci
+
+    docs = [f"d{i}" for i in range(6)]
+    qrels = {f"q{i}": {docs[i % 6]: 1} for i in range(12)}
+    ds = Dataset(docs, [""] * 6, ["t"] * 6, {q: "x" for q in qrels}, {"test": qrels})
+    rng = np.random.default_rng(1)
+    runs = {name: Ranking(list(qrels), docs, np.stack([rng.permutation(6) for _ in qrels]),
+                          np.tile(np.arange(6, 0, -1, dtype=np.float32), (12, 1))) for name in "abcd"}
+    pairs = [("a", "c"), ("b", "c"), ("b", "d")]
+    result = evaluate(ds, "test", runs, metrics=["ndcg@10", "mrr@10"], n_resamples=500, pairs=pairs)
+    for m in ("ndcg@10", "mrr@10"):
+        tested = [c for c in result.comparisons if c.metric == m]
+        assert [(c.system, c.vs) for c in tested] == pairs
+        raw = [paired_randomization_test(result.per_query[s][m], result.per_query[v][m], 500, 0) for s, v in pairs]
+        assert [c.p_raw for c in tested] == raw and [c.p for c in tested] == pytest.approx(holm(raw))
+        for c in tested:
+            d = result.per_query[c.system][m] - result.per_query[c.vs][m]
+            assert c.diff == pytest.approx(d.mean()) and c.ci95 == bootstrap_ci(d) and c.p >= c.p_raw
+    assert result.pvalues["c"]["ndcg@10"] == result.comparison("a", "c").p and "b" not in result.pvalues
+    assert "3 pairs (a vs c; b vs c; b vs d), Holm-corrected across those pairs" in result.family()

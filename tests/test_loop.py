@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 from hardneg.cli import app
 from hardneg.data import load_dataset
 from hardneg.errors import HardnegError
+from hardneg.evaluate import format_p
 from hardneg.loop import DataConfig, RoundGate, gate, plan_round, split_dev
+from hardneg.loop.hybrid import FREE, HYBRID_BASE, HYBRID_TUNED, PAIRS, SYSTEMS, choose_deploy, choose_rrf_k, fuse
 from hardneg.loop.rounds import remine_config
 from hardneg.mine import MineConfig
 from hardneg.select import SelectionPolicy
@@ -179,14 +181,19 @@ def test_run_writes_metrics_report_and_model(tiny_run):
     for name in ("metrics.json", "report.md", "recipe.toml", "eval/per_query.tsv", "eval/runs/tuned.trec",
                  "rounds/r0/negatives.jsonl", "rounds/r0/stats.json", "rounds/r0/round.json", "rounds/r1/model"):
         assert (out / name).exists(), name
-    assert {"systems", "ci95", "lift", "rounds", "selected", "dev", "timings", "config"} <= set(metrics)
-    assert set(metrics["systems"]) == {"bm25", "base", "tuned"} and metrics["n_queries"] == 8
+    assert {"systems", "ci95", "lift", "comparisons", "hybrid", "deploy", "rounds", "selected", "dev", "timings",
+            "config"} <= set(metrics)
+    assert set(metrics["systems"]) == set(SYSTEMS) == set(metrics["ci95"]) and metrics["n_queries"] == 8
     assert metrics["machine"]["cpu"] and metrics["precision"] == {"encode": "fp32", "train": "no"}  # tests pin fp32
     assert metrics["selected"] == "r1" and metrics["tuned_from"] == "r1" and metrics["tuned_kept_on_dev"]
     assert (out / "model" / "model.safetensors").is_file()
     report = (out / "report.md").read_text()
-    assert "## Lift of the tuned model" in report and "| r1 | r0 | dense | base |" in report
-    assert "tuned - base" in output and "p vs bm25" in output
+    assert "## Lift of the tuned systems over the free ones" in report and "| r1 | r0 | dense | base |" in report
+    for s in SYSTEMS:
+        assert f"\n| {s} | " in report and f"\n  {s} " in output, s  # a row of report.md and of the printed table
+    for system, vs in PAIRS:
+        assert f"| {system} | {vs} | " in report and f"{system} -" in output  # a long label wraps after " -"
+    assert "p (Holm)" in output
 
 
 def test_run_prints_a_line_per_stage_and_keeps_the_trainer_logs_in_the_rounds(tiny_run):
@@ -204,18 +211,141 @@ def test_run_metrics_agree_with_the_per_query_file(tiny_run):
     out, metrics, _ = tiny_run
     rows = list(csv.DictReader((out / "eval" / "per_query.tsv").open(), delimiter="\t"))
     assert {r["query_id"] for r in rows} == {f"q{i}" for i in range(16, 24)}
-    for system in ("bm25", "base", "tuned"):
+    for system in SYSTEMS:
         for metric in metrics["metrics"]:
             values = [float(r[metric]) for r in rows if r["system"] == system]
             assert len(values) == 8
             assert metrics["systems"][system][metric] == pytest.approx(np.mean(values), abs=1e-6)
             lo, hi = metrics["ci95"][system][metric]
             assert min(values) - 1e-9 <= lo <= hi <= max(values) + 1e-9
-    for ref in ("base", "bm25"):
+    for ref in FREE:
         lift = metrics["lift"][f"over_{ref}"]["ndcg@10"]
         assert lift["diff"] == pytest.approx(metrics["systems"]["tuned"]["ndcg@10"] - metrics["systems"][ref]["ndcg@10"])
         assert 0 < lift["p"] <= 1
         assert lift["ci95"][0] <= lift["diff"] + 1e-9 and lift["diff"] - 1e-9 <= lift["ci95"][1]
+
+
+def _stored(out, name: str, doc_ids):
+    from hardneg.run_state import load_rankings
+
+    return load_rankings(out / ".run" / name, doc_ids)
+
+
+def test_the_hybrids_fuse_the_stored_rankings_at_the_k_dev_chose(tiny_run, tmp_path):
+    """Each hybrid is RRF of the run's stored BM25 and dense rankings at its RRF k, and that k is the
+    argmax of dev NDCG@10 over the grid (recomputed here from the stored dev rankings), not test's."""
+    from hardneg.metrics import per_query_scores
+
+    out, metrics, _ = tiny_run
+    data = load_dataset(out.parent / "toy")
+    view, _ = split_dev(data, DataConfig(dev_holdout=0.25), 0)
+    base, tuned = _stored(out, "baselines.npz", data.doc_ids), _stored(out, "test.npz", data.doc_ids)
+    dev = {"bm25": base["dev bm25"], "base": base["dev"],
+           "tuned": _stored(out, f"{metrics['tuned_from']}.dev.npz", data.doc_ids)["dev"]}
+    test = {"bm25": base["bm25"], "base": base["base"], "tuned": tuned["tuned"]}
+    grid, depth = metrics["hybrid"]["rrf_k_grid"], metrics["config"]["eval"]["depth"]
+    assert grid == [10, 30, 60, 100]
+
+    def ndcg(split_ds, split, ranking):
+        return float(per_query_scores(split_ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
+
+    for name, dense in ((HYBRID_BASE, "base"), (HYBRID_TUNED, "tuned")):
+        record = metrics["hybrid"][name]
+        on_dev = {k: ndcg(view, "dev", fuse(dev["bm25"], dev[dense], k, depth)) for k in grid}
+        on_test = {k: ndcg(data, "test", fuse(test["bm25"], test[dense], k, depth)) for k in grid}
+        assert record["dev"] == [{"rrf_k": k, "ndcg@10": pytest.approx(v, abs=1e-12)} for k, v in on_dev.items()]
+        dev_best = next(k for k in grid if on_dev[k] == max(on_dev.values()))
+        assert record["rrf_k"] == dev_best == choose_rrf_k(view.split_qrels("dev"), dev["bm25"], dev[dense], grid,
+                                                           depth)[0]
+        assert metrics["systems"][name]["ndcg@10"] == pytest.approx(on_test[record["rrf_k"]], abs=1e-12)
+        fused = fuse(test["bm25"], test[dense], record["rrf_k"], depth)
+        fused.subset(list(data.positives("test"))).write_trec(tmp_path / f"{dense}.trec", name)
+        assert (tmp_path / f"{dense}.trec").read_bytes() == (out / "eval" / "runs" / f"{name}.trec").read_bytes()
+        assert metrics["dev"]["ndcg@10"][name] == pytest.approx(on_dev[record["rrf_k"]], abs=1e-12)
+
+
+def test_every_tuned_system_is_tested_against_every_free_one_with_holm(tiny_run):
+    """The family is PAIRS (tuned and its hybrid vs bm25, base and their hybrid): per metric the
+    adjusted p's are Holm's of the raw ones: each >= its raw p and monotone in the raw order."""
+    from hardneg.evaluate import holm
+
+    _, metrics, _ = tiny_run
+    assert [(c["system"], c["vs"]) for c in metrics["comparisons"]] == list(PAIRS) and len(PAIRS) == 6
+    for m in metrics["metrics"]:
+        raw = [c[m]["p_raw"] for c in metrics["comparisons"]]
+        adjusted = [c[m]["p"] for c in metrics["comparisons"]]
+        assert adjusted == pytest.approx(holm(raw))
+        assert all(a >= r - 1e-15 for a, r in zip(adjusted, raw))
+        by_raw = [a for _, a in sorted(zip(raw, adjusted))]
+        assert by_raw == sorted(by_raw)
+        for c in metrics["comparisons"]:
+            assert c[m]["diff"] == pytest.approx(metrics["systems"][c["system"]][m] - metrics["systems"][c["vs"]][m])
+    for ref in FREE:  # the tuned model's lift is its pairs' figures
+        pair = next(c for c in metrics["comparisons"] if c["system"] == "tuned" and c["vs"] == ref)
+        assert metrics["lift"][f"over_{ref}"] == {m: pair[m] for m in metrics["metrics"]}
+
+
+def test_the_first_sentence_names_the_system_dev_chose(tiny_run):
+    out, metrics, output = tiny_run
+    deploy, dev = metrics["deploy"], metrics["dev"]["ndcg@10"]
+    assert deploy["system"] == choose_deploy(dev, metrics["tuned_kept_on_dev"])
+    best_dev = max(dev.values())
+    free_best = next(s for s in FREE if dev[s] == max(dev[f] for f in FREE))
+    if max(dev[t] for t in ("tuned", HYBRID_TUNED)) > max(dev[f] for f in FREE):  # a tuned system wins on dev
+        assert dev[deploy["system"]] == best_dev and deploy["system"] not in FREE
+        best_free = max(FREE, key=lambda s: metrics["systems"][s]["ndcg@10"])
+        pair = next(c for c in metrics["comparisons"] if c["system"] == deploy["system"] and c["vs"] == best_free)
+        assert deploy["best_free"] == best_free and deploy["p"] == pair["ndcg@10"]["p"]
+        assert deploy["sentence"].startswith(f"Deploy {deploy['system']}: test NDCG@10 "
+                                             f"{metrics['systems'][deploy['system']]['ndcg@10']:.4f}, "
+                                             f"{pair['ndcg@10']['diff']:+.4f} over the best free system {best_free} (p = ")
+    else:
+        assert deploy["system"] == free_best
+        assert deploy["sentence"].startswith(f"No tuned system beats the best free system {free_best} on dev: "
+                                             f"deploy {free_best}")
+    report = (out / "report.md").read_text().splitlines()
+    assert report[0].startswith("# hardneg run") and report[2].startswith(deploy["sentence"])
+    assert deploy["sentence"] in output and deploy["sentence"] in (out / "report.html").read_text()
+
+
+def test_the_rrf_k_grid_is_one_checked_option():
+    from hardneg.loop import EvalConfig
+
+    assert EvalConfig().rrf_k == [10, 30, 60, 100]
+    with pytest.raises(HardnegError, match="rrf_k must be an integer >= 1, not 0"):
+        EvalConfig(rrf_k=[10, 0])
+    with pytest.raises(HardnegError, match="rrf_k needs at least one value"):
+        EvalConfig(rrf_k=[])
+
+
+def test_choose_deploy_needs_a_tuned_system_to_beat_every_free_one():
+    dev = {"bm25": 0.5, "base": 0.4, HYBRID_BASE: 0.6, "tuned": 0.6, HYBRID_TUNED: 0.55}
+    assert choose_deploy(dev, True) == HYBRID_BASE  # a tie is not a win
+    assert choose_deploy(dev | {HYBRID_TUNED: 0.61}, True) == HYBRID_TUNED
+    assert choose_deploy(dev | {HYBRID_TUNED: 0.61}, False) == HYBRID_BASE  # no round kept: no tuned model
+    assert choose_deploy({s: 0.3 for s in SYSTEMS}, True) == "bm25"  # all tied: the simplest
+
+
+def test_a_tuned_deploy_states_its_margin_over_the_best_free_system_on_test():
+    """Dev chose a tuned system: the sentence gives its test NDCG@10 and its margin over the free system
+    best on test (not the one best on dev), with that pair's Holm-adjusted p and interval."""
+    from hardneg.evaluate import EvalResult, compare
+    from hardneg.loop.hybrid import deploy_record
+
+    rng = np.random.default_rng(0)
+    per_query = {s: {"ndcg@10": rng.uniform(size=30)} for s in SYSTEMS}
+    per_query[HYBRID_TUNED]["ndcg@10"] = np.minimum(per_query[HYBRID_BASE]["ndcg@10"] + 0.1, 1.0)
+    result = EvalResult("test", [f"q{i}" for i in range(30)], per_query, {},
+                        comparisons=compare(per_query, PAIRS, ["ndcg@10"], 2000), custom_pairs=True)
+    dev = {"bm25": 0.7, "base": 0.4, HYBRID_BASE: 0.5, "tuned": 0.6, HYBRID_TUNED: 0.8}
+    record = deploy_record(choose_deploy(dev, True), dev, result, True)
+    test = {s: float(v["ndcg@10"].mean()) for s, v in per_query.items()}
+    best_free = max(FREE, key=test.get)
+    pair = result.comparison(HYBRID_TUNED, best_free)
+    assert record["system"] == HYBRID_TUNED and record["best_free"] == best_free and record["p"] == pair.p
+    assert record["sentence"] == (f"Deploy {HYBRID_TUNED}: test NDCG@10 {test[HYBRID_TUNED]:.4f}, {pair.diff:+.4f} "
+                                  f"over the best free system {best_free} (p = {format_p(pair.p, 2000)}, 95% CI "
+                                  f"[{pair.ci95[0]:+.4f}, {pair.ci95[1]:+.4f}]).")
 
 
 def test_rounds_are_recorded_and_gated_on_dev(tiny_run):
@@ -337,7 +467,7 @@ def test_run_mines_and_trains_on_chunks_and_evaluates_documents(tiny_model_dir, 
         pos_docs = {parents[d] for d in row["pos_ids"]}
         assert not pos_docs & {parents[d] for d in row["neg_ids"]}
     docs = {json.loads(line)["_id"] for line in (data / "corpus.jsonl").read_text().splitlines()}
-    for name in ("tuned", "base", "bm25"):
+    for name in SYSTEMS:
         ranked = {line.split()[2] for line in (out / "eval" / "runs" / f"{name}.trec").read_text().splitlines()}
         assert ranked and ranked <= docs, name  # evaluation ranks documents, not chunks
     assert (out / "report.html").is_file()

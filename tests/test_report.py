@@ -94,7 +94,7 @@ def _block(html: str, qid: str) -> str:
 def test_the_run_writes_the_report_and_says_what_is_absent(run_dir):
     out, first = run_dir
     assert "No audit.json in this folder" in first and "No progression.md in this folder" in first
-    assert 'id="queries"' in first and "Lift of the tuned model" in first
+    assert 'id="queries"' in first and "Lift of the tuned systems" in first
     assert sorted(p.name for p in (out / "plots").glob("*.png")) == [
         "false_negatives.png", "filters.png", "metrics.png", "scores_r0.png", "scores_r1.png"]
 
@@ -131,6 +131,14 @@ def test_sections_show_the_runs_own_numbers(run_dir):
     lo, hi = metrics["ci95"]["tuned"]["ndcg@10"]
     assert f'{tuned:.4f}<span class="ci">[{lo:.4f}, {hi:.4f}]</span>' in html
     assert f"{metrics['lift']['over_base']['ndcg@10']['diff']:+.4f}" in html
+    for s in ("bm25", "base", "hybrid(bm25+base)", "tuned", "hybrid(bm25+tuned)"):  # the five systems, in order
+        assert f"<td>{s}</td>" in html
+    rows = [html.index(f"<td>{s}</td>") for s in ("bm25", "base", "hybrid(bm25+base)", "tuned", "hybrid(bm25+tuned)")]
+    assert rows == sorted(rows)
+    for c in metrics["comparisons"]:  # every tested pair, with its Holm-adjusted p
+        assert f"<td>{c['system']} − {c['vs']}</td>" in html and f"<td>p vs {c['vs']} (Holm)</td>" in html
+    section = html[html.index('<section id="metrics">'):]
+    assert section.index(metrics["deploy"]["sentence"]) < section.index("<table")  # what to deploy comes first
     assert "<td>known_positive</td>" in html and "<td>r0</td><td>base</td><td>dense</td><td>base</td>" in html
     # the audit: buckets, both kinds, the window; the progression table as a table
     assert "Shaded: the window 11:100 (chosen by the audit)" in html and "<td>11-20</td>" in html

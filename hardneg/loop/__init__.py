@@ -1,8 +1,10 @@
 """The whole loop: baselines -> mine -> select -> train -> re-mining rounds -> held-out evaluation.
 
 Use :func:`run` (or ``hardneg run RECIPE.toml``) to take a dataset from "the general model
-loses to BM25" to a fine-tuned model whose lift over the base model and BM25 is measured
-on the test split, with paired significance and bootstrap intervals.
+loses to BM25" to a fine-tuned model whose lift over the free systems (BM25, the base model and
+their RRF hybrid) is measured on the test split, with paired significance and bootstrap
+intervals, beside the tuned model's own hybrid; the system to deploy is chosen on dev
+(:mod:`~hardneg.loop.hybrid`).
 
 Rounds follow ANCE: round 0 mines with the starting model; each later round mines again
 with the last kept model (the weight-keyed embedding cache then misses: new weights, new
@@ -14,7 +16,8 @@ Dev is the dataset's dev split, or train queries held out once for every round
 (:func:`split_dev`), never the test split.
 
 The parts: :mod:`~hardneg.loop.config` (what a run is told), :mod:`~hardneg.loop.rounds` (mine,
-select, train, gate), :mod:`~hardneg.loop.results` (``metrics.json``, ``report.md``). Import from
+select, train, gate), :mod:`~hardneg.loop.hybrid` (the hybrids, what to deploy),
+:mod:`~hardneg.loop.results` (``metrics.json``, ``report.md``). Import from
 ``hardneg.loop``.
 """
 from __future__ import annotations
@@ -23,7 +26,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from hardneg import output
 from hardneg.data import Dataset, load_dataset
@@ -31,11 +34,12 @@ from hardneg.encode import Encoder
 from hardneg.checkpoint import digest
 from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes, texts_hash
 from hardneg.errors import HardnegError
-from hardneg.evaluate import evaluate, write_eval
+from hardneg.evaluate import EvalResult, evaluate, write_eval
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop.config import DataConfig, EvalConfig, LoopConfig, RoundGate, RoundInit, RunConfig
+from hardneg.loop.hybrid import HYBRID_BASE, HYBRID_TUNED, PAIRS, choose_deploy, deploy_record, dev_means, hybrid_rankings, hybrid_record
 from hardneg.loop.results import RunResult, _metrics, format_run_table, report_markdown
-from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_ranking, _Clock, _Dense,
+from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_rankings, _Clock, _Dense,
                                  _dev_scores, _means, _rounds, _Run, gate, plan_round, split_dev)
 from hardneg.metrics import per_query_scores
 from hardneg.mine import chunked_for
@@ -54,9 +58,10 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
         data: Dataset | None = None, restart: bool = False, recipe: str | None = None) -> RunResult:
     """Run the recipe into ``out``; return the final evaluation, the rounds and the metrics.
 
-    Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (lift over base and BM25 with
-    Holm-corrected paired p-values and bootstrap CIs), ``out/eval/`` (per-query scores and
-    TREC runs of the three systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
+    Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (the system to deploy, chosen
+    on dev; the lift of the tuned model and of its hybrid over BM25, base and their hybrid, with paired
+    p-values Holm-corrected across those comparisons and bootstrap CIs), ``out/eval/`` (per-query scores
+    and TREC runs of the five systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
     model, dev verdict, ``train.log``: the trainer's own log), ``out/model`` (the kept model;
     absent when none beat the base) and ``out/.run/`` (the run's state, :mod:`hardneg.run_state`).
     ``data`` passes an already loaded dataset instead of ``config.data.path``; ``recipe`` a recipe's
@@ -108,7 +113,7 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     base_fp = base.fingerprint
     state = _open(out, _fingerprint(config, data, corpus, corpus_texts, base_fp), restart, recipe, say)
     ctx = _Run(config, view, chunks, cache, out, say, clock, dense, corpus_texts, state, ranked)
-    test_runs, dev_base = _baselines(ctx, data, base)
+    test_runs, dev_runs, dev_base = _baselines(ctx, data, base)
     rounds, models = _rounds(ctx, base, dev_base)
     kept = [r for r in rounds if r.kept]
     selected = f"r{kept[-1].round}" if kept else "base"
@@ -116,18 +121,18 @@ def _run(config: RunConfig, out: Path, say: Callable[[str], None], data: Dataset
     if not kept:
         say("no round beat the starting model on dev: the base model stays (r0 is still evaluated below)")
 
-    output.status(f"test evaluation: tuned ({tuned_from}), base, bm25 on {test}")
+    output.status(f"test evaluation: tuned ({tuned_from}), base, bm25 and their hybrids on {test}")
     with clock.time("test evaluation"):
         test_runs["tuned"] = _tuned_ranking(ctx, models[tuned_from], data)
-        ordered = {name: test_runs[name] for name in ("tuned", "base", "bm25")}  # tuned is the reference
-        result = evaluate(data, test, ordered, n_resamples=config.eval.n_resamples, seed=config.eval.seed)
+        dev_runs["tuned"] = load_rankings(state.path(f"{tuned_from}.dev.npz"), ranked)["dev"]  # its gate's
+        result, ordered, choice = _evaluate(ctx, data, dev_runs, test_runs, bool(kept))
     if kept:  # the final files, from here on
         _copy_model(Path(kept[-1].model_dir), out / "model")
         say(f"kept {selected}: copied to {out / 'model'}")
     write_eval(result, out / "eval", ordered)
     seconds = time.perf_counter() - start + clock.restored
     metrics = _metrics(result, rounds, selected, tuned_from, dev_description, dev_base, list(view.positives("dev")),
-                       config, clock, seconds, base_fp)
+                       config, clock, seconds, base_fp, choice)
     run_result = RunResult(str(out), result, rounds, selected, tuned_from, dev_description, _means(dev_base),
                            metrics, seconds)
     atomic_write_json(out / "metrics.json", metrics)
@@ -174,26 +179,45 @@ def _ranked_doc_ids(data: Dataset, chunks) -> Sequence[str]:
     return chunks.documents() if chunks is not None else data.doc_ids
 
 
-def _baselines(run: _Run, data: Dataset, base: _Dense) -> tuple[dict[str, Ranking], dict]:
-    """Stage ``baselines``: bm25 and the base model on test, the base model on dev (rankings stored)."""
+def _baselines(run: _Run, data: Dataset, base: _Dense) -> tuple[dict[str, Ranking], dict[str, Ranking], dict]:
+    """Stage ``baselines``: bm25 and the base model on test and on dev (rankings stored). Returns the
+    test rankings, the dev rankings and the base model's per-query dev scores."""
     test, depth, chunks, file = run.config.data.test_split, run.config.eval.depth, run.chunks, run.state.path(
         "baselines.npz")
 
     def compute() -> dict[str, Ranking]:
         output.status(f"baselines: bm25 and the base model on {test} and dev")
-        return {"bm25": _bm25_ranking(data, test, depth, chunks, run.corpus_texts),
-                "base": base.ranking(data, test, depth, chunks), "dev": base.ranking(run.view, "dev", depth, chunks)}
+        bm25, dev_bm25 = _bm25_rankings(data, test, run.view, depth, chunks, run.corpus_texts)
+        return {"bm25": bm25, "base": base.ranking(data, test, depth, chunks),
+                "dev": base.ranking(run.view, "dev", depth, chunks), "dev bm25": dev_bm25}
 
     runs, record = run.state.stage("baselines", compute, lambda x: (save_rankings(file, x), {})[1],
                                    lambda _: load_rankings(file, run.ranked))
     run.clock.add("baselines", record)
+    dev = {"bm25": runs.pop("dev bm25"), "base": runs.pop("dev")}
     with run.clock.time("baselines"):  # the first scoring also compiles the metrics' code
-        dev_base = _dev_scores(run.view, runs.pop("dev"))
+        dev_base = _dev_scores(run.view, dev["base"])
     if not record["resumed"]:
         run.say(f"baselines on {test}: " + ", ".join(
             f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in runs.items())
             + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({record['seconds']:.0f}s)")
-    return runs, dev_base
+    return runs, dev, dev_base
+
+
+def _evaluate(run: _Run, data: Dataset, dev: dict[str, Ranking], test: dict[str, Ranking], kept: bool
+              ) -> tuple[EvalResult, dict[str, Ranking], dict[str, Any]]:
+    """The five systems on test: the hybrids fused at their dev-chosen RRF k, each tuned system tested
+    against each free one (``PAIRS``, Holm across them), the system to deploy chosen on dev
+    (:mod:`hardneg.loop.hybrid`). Returns the evaluation, its rankings (tuned first: the reference of
+    ``eval/``) and ``metrics.json``'s ``hybrid`` and ``deploy``."""
+    ev, qrels = run.config.eval, run.view.split_qrels("dev")
+    choices, dev_all, test_all = hybrid_rankings(qrels, dev, test, ev.rrf_k, ev.depth)
+    ordered = {s: test_all[s] for s in ("tuned", "base", "bm25", HYBRID_BASE, HYBRID_TUNED)}
+    result = evaluate(data, run.config.data.test_split, ordered, n_resamples=ev.n_resamples, seed=ev.seed,
+                      pairs=PAIRS)
+    scores = dev_means(qrels, dev_all)
+    deploy = deploy_record(choose_deploy(scores, kept), scores, result, kept)
+    return result, ordered, {"hybrid": hybrid_record(choices, ev.rrf_k), "deploy": deploy}
 
 
 def _tuned_ranking(run: _Run, tuned: _Dense, data: Dataset) -> Ranking:

@@ -98,14 +98,20 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """The final evaluation: documents retrieved per query, seed of the tests and intervals."""
+    """The final evaluation: documents retrieved per query, seed of the tests and intervals, and the
+    RRF k grid the hybrids of `hardneg run` (BM25 fused with the base and with the tuned model) choose from on dev."""
 
     depth: int = option(100, "Documents retrieved per query (metrics use @10 and @100).", ge=10)
     seed: int = seed_option(0, "Seed of the paired randomization tests and bootstrap intervals.")
     n_resamples: int = option(N_RESAMPLES, "Sign flips per randomization test.", ge=100)
+    rrf_k: list[int] = option(help="RRF k values tried on dev for hybrid(bm25+base) and hybrid(bm25+tuned) (the same "
+                                   "grid for both; each takes its best on dev NDCG@10).",
+                              factory=lambda: [10, 30, 60, 100], ge=1, cli=False)
 
     def __post_init__(self) -> None:
         check(self)
+        if not self.rrf_k:
+            raise HardnegError("rrf_k needs at least one value")
 
 
 @dataclass(frozen=True)

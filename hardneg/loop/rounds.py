@@ -188,11 +188,13 @@ class _Dense:
         return _search(self.retriever, ds, split, depth, chunks)
 
 
-def _bm25_ranking(ds: Dataset, split: str, depth: int, chunks: Dataset | None = None,
-                  texts: Sequence[str] | None = None) -> Ranking:
+def _bm25_rankings(ds: Dataset, split: str, dev: Dataset, depth: int, chunks: Dataset | None,
+                   texts: Sequence[str]) -> tuple[Ranking, Ranking]:
+    """BM25's rankings of ``ds``'s ``split`` and of ``dev``'s ``dev`` split (a view of the same corpus,
+    whose texts are ``texts``: the chunks' with ``chunks``), from one index."""
     corpus = chunks or ds
-    return _search(BM25Retriever(corpus.doc_ids, texts if texts is not None else corpus.doc_texts()), ds, split,
-                   depth, chunks)
+    bm25 = BM25Retriever(corpus.doc_ids, texts)
+    return _search(bm25, ds, split, depth, chunks), _search(bm25, dev, "dev", depth, chunks)
 
 
 def _search(retriever, ds: Dataset, split: str, depth: int, chunks: Dataset | None) -> Ranking:

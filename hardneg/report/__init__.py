@@ -5,8 +5,9 @@ after a run, or again after adding an audit or a benchmark table to the folder. 
 what the folder holds and writes ``RUN_DIR/report.html`` (images embedded as data URIs, CSS
 inline, no script, nothing fetched) and the same figures as PNG files under ``RUN_DIR/plots/``:
 
-* test metrics of bm25 / base / tuned with bootstrap intervals, the tuned model's lift with
-  Holm-corrected paired p-values, and the rounds with their dev verdicts (``metrics.json``);
+* the system to deploy (chosen on dev) first, then test metrics of bm25 / base / their hybrid /
+  tuned / the tuned hybrid with bootstrap intervals, the lift of each tuned system over each free
+  one with Holm-corrected paired p-values, and the rounds with their dev verdicts (``metrics.json``);
 * per-filter drop counts of every round (``rounds/r<i>/stats.json``);
 * score histograms of positives vs selected negatives, and a per-query view of a seeded
   sample of train queries: the query, its positives, the chosen negatives with their original
@@ -33,7 +34,7 @@ from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_text
 from hardneg.report.htmlpage import page
 from hardneg.report.run_folder import _dataset, _load_round, find_audit, find_progression, read_run
-from hardneg.report.sections import (SAMPLE_QUERIES, _Plots, audit_section, filters_section, metrics_section,
+from hardneg.report.sections import (SAMPLE_QUERIES, SYSTEMS, _Plots, audit_section, filters_section, metrics_section,
                                      progression_section, queries_section, rounds_section, scores_section)
 
 __all__ = ["write_report"]
@@ -65,7 +66,8 @@ def write_report(run_dir: str | Path, *, progression: str | Path | None = None, 
         ("progression", "Progression", progression_section(progression_file)),
     ]
     m = run.metrics
-    title = f"hardneg run {run.path.name}: tuned vs base vs BM25 on {m.get('split', '?')} ({m.get('n_queries', '?')} queries)"
+    title = (f"hardneg run {run.path.name}: {' vs '.join(s for s in SYSTEMS if s in m.get('systems', {}))} on {m.get('split', '?')} "
+             f"({m.get('n_queries', '?')} queries)")
     out = run.path / "report.html"
     atomic_write_text(out, page(title, sections))
     figures.prune()

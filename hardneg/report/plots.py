@@ -146,11 +146,12 @@ def system_bars(means: Mapping[str, float], ci: Mapping[str, Sequence[float]], m
     values = np.array([means[n] for n in names], dtype=np.float64)
     lows = np.array([ci[n][0] for n in names], dtype=np.float64)
     highs = np.array([ci[n][1] for n in names], dtype=np.float64)
-    fig = _figure(4.8, 2.8)
+    fig = _figure(max(4.8, 1.3 * len(names)), 2.8)  # room for five systems' names
     ax = fig.add_subplot()
     bars = ax.bar(names, values, yerr=[values - lows, highs - values], capsize=4,
                   color=[f"C{i}" for i in range(len(names))], alpha=0.85)
     ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], fontsize=8, label_type="center")
+    ax.tick_params(axis="x", labelsize=7)
     ax.set(title=f"{metric} on the test split (95% CI)", ylabel=metric, ylim=(0, max(1.0, float(highs.max(initial=0)))))
     return _png(fig)
 

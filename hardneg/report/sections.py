@@ -24,7 +24,8 @@ __all__: list[str] = []  # internal: the report's sections
 SAMPLE_QUERIES = 20  # train queries in the per-query view
 QUERY_CHARS, DOC_CHARS = 300, 240  # texts are cut there (the files hold them whole)
 OTHERS_SHOWN = 50  # not-chosen candidates listed per query, best ranked first
-SYSTEMS = ("bm25", "base", "tuned")
+#: display order of a run's systems (hardneg.loop.hybrid.SYSTEMS: the report reads folders, not the loop)
+SYSTEMS = ("bm25", "base", "hybrid(bm25+base)", "tuned", "hybrid(bm25+tuned)")
 ALPHA = 0.05  # p below this is marked significant
 HIDDEN = ("selected", "known_positive")  # decisions not listed among "not chosen"
 
@@ -75,10 +76,11 @@ def _with_ci(value: float, ci: Sequence[float] | None, fmt: str = ".4f") -> str:
 
 
 def metrics_section(run: RunFolder, figures: _Plots) -> str:
-    """Systems with bootstrap CIs, the lift of the tuned model with Holm-corrected p-values, a chart."""
+    """What to deploy (its first sentence), the systems with bootstrap CIs, a chart, and the lift of
+    each tuned system over each free one with Holm-corrected p-values."""
     m, n = run.metrics, run.n_resamples
     metrics = list(m.get("metrics", []))
-    systems = [s for s in SYSTEMS if s in m.get("systems", {})]
+    systems = sorted(m.get("systems", {}), key=lambda s: (SYSTEMS.index(s) if s in SYSTEMS else len(SYSTEMS), s))
     kept = m.get("tuned_kept_on_dev")
     verdict = (f"The tuned model is round {m.get('tuned_from')}, kept because it beat the starting model on dev."
                if kept else f"No round beat the starting model on dev: the run's model is the base model; the tuned "
@@ -86,19 +88,24 @@ def metrics_section(run: RunFolder, figures: _Plots) -> str:
     rows = [[s] + [_with_ci(m["systems"][s][x], m.get("ci95", {}).get(s, {}).get(x)) for x in metrics]
             for s in systems]
     idx = range(1, len(metrics) + 1)
-    parts = [f"<p>{esc(verdict)}</p>", table(["system"] + metrics, rows, numeric=idx, raw=idx)]
+    deploy = [f"<p><strong>{esc(m['deploy']['sentence'])}</strong></p>"] if "deploy" in m else []
+    parts = [*deploy, f"<p>{esc(verdict)}</p>", table(["system"] + metrics, rows, numeric=idx, raw=idx)]
     if "ndcg@10" in metrics and systems:
         parts.append(figures.add("metrics", plots.system_bars(
             {s: m["systems"][s]["ndcg@10"] for s in systems}, {s: m["ci95"][s]["ndcg@10"] for s in systems}),
             "NDCG@10 per system with 95% intervals"))
+    pairs = m.get("comparisons") or [{"system": "tuned", "vs": ref, **lift} for ref, lift in
+                                     ((k[len("over_"):], v) for k, v in m.get("lift", {}).items())]
     lift_rows = []
-    for ref in ("base", "bm25"):
-        lift = m.get("lift", {}).get(f"over_{ref}")
-        if lift:
-            lift_rows.append([f"tuned − {ref}"] + [_with_ci(lift[x]["diff"], lift[x].get("ci95"), "+.4f") for x in metrics])
-            lift_rows.append([f"p vs {ref} (Holm)"] + [_p(lift[x].get("p"), n) for x in metrics])
+    for c in pairs:
+        lift_rows.append([f"{c['system']} − {c['vs']}"] + [_with_ci(c[x]["diff"], c[x].get("ci95"), "+.4f") for x in metrics])
+        lift_rows.append([f"p vs {c['vs']} (Holm)"] + [_p(c[x].get("p"), n) for x in metrics])
     if lift_rows:
-        parts += ["<h3>Lift of the tuned model</h3>", table(["", *metrics], lift_rows, numeric=idx, raw=idx)]
+        parts += ["<h3>Lift of the tuned systems</h3>", table(["", *metrics], lift_rows, numeric=idx, raw=idx)]
+    if "hybrid" in m:
+        h = m["hybrid"]
+        chosen = "; ".join(f"{k}: k = {v['rrf_k']}" for k, v in h.items() if isinstance(v, dict) and "rrf_k" in v)
+        parts.append(_note(f"Hybrids: {h['fusion']}, RRF k chosen on dev NDCG@10 from {h['rrf_k_grid']}: {chosen}."))
     parts.append(_note(f"Significance: {m.get('significance', 'not recorded')}. * p < {ALPHA}."))
     if "clean" in m:
         c = m["clean"]

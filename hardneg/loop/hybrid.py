@@ -1,0 +1,119 @@
+"""The hybrids a run reports and the system it says to deploy.
+
+A team that does not fine-tune still has three free systems: BM25, the untuned model and their
+reciprocal rank fusion, ``hybrid(bm25+base)``. A run therefore also fuses BM25 with the tuned model,
+``hybrid(bm25+tuned)``, and reports all five on test. Use :func:`hybrid_rankings` to fuse rankings
+the run already made (no retrieval: RRF of the BM25 and dense top-``depth`` lists) with RRF k chosen
+on dev from one grid for both hybrids (:func:`choose_rrf_k`), and :func:`choose_deploy` for the
+system to deploy: the best of the five on dev NDCG@10, a free one whenever it ties. Test decides
+nothing here; it only measures the choices (:data:`PAIRS` are the comparisons tested on it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from hardneg.evaluate import EvalResult, format_p
+from hardneg.metrics import per_query_scores
+from hardneg.retrieve.base import Ranking
+from hardneg.retrieve.fusion import rrf
+
+__all__: list[str] = []  # internal: import from hardneg.loop
+
+HYBRID_BASE, HYBRID_TUNED = "hybrid(bm25+base)", "hybrid(bm25+tuned)"
+#: what a team gets without fine-tuning, in the order a tie on dev prefers (the simplest first)
+FREE = ("bm25", "base", HYBRID_BASE)
+TUNED = ("tuned", HYBRID_TUNED)
+#: the systems of the final table, in display order
+SYSTEMS = ("bm25", "base", HYBRID_BASE, "tuned", HYBRID_TUNED)
+#: the comparisons tested on test (Holm across all of them, per metric): each tuned system vs each free one
+PAIRS = tuple((t, f) for t in TUNED for f in FREE)
+#: the dev metric that chooses RRF k and the system to deploy
+CHOICE_METRIC = "ndcg@10"
+
+
+@dataclass(frozen=True)
+class HybridChoice:
+    """One hybrid's RRF k, chosen on dev, and the dev NDCG@10 of every k of the grid."""
+
+    dense: str  # "base" or "tuned": the ranking fused with BM25
+    rrf_k: int
+    dev: dict[int, float]
+
+
+def fuse(bm25: Ranking, dense: Ranking, rrf_k: int, depth: int) -> Ranking:
+    """RRF of the BM25 and the dense top-``depth`` rankings (the same queries), ``depth`` documents kept."""
+    return rrf([bm25, dense], depth, rrf_k=rrf_k, depth=depth)
+
+
+def choose_rrf_k(dev_qrels: Mapping[str, Mapping[str, int]], bm25: Ranking, dense: Ranking, grid: Sequence[int],
+                 depth: int) -> tuple[int, dict[int, float]]:
+    """The k of ``grid`` whose fusion scores best on dev NDCG@10 (the first of the grid on a tie),
+    and each k's dev score."""
+    scores = {int(k): _mean(dev_qrels, fuse(bm25, dense, k, depth)) for k in grid}
+    best = max(scores.values())
+    return next(k for k, v in scores.items() if v == best), scores
+
+
+def hybrid_rankings(dev_qrels: Mapping[str, Mapping[str, int]], dev: Mapping[str, Ranking],
+                    test: Mapping[str, Ranking], grid: Sequence[int], depth: int
+                    ) -> tuple[dict[str, HybridChoice], dict[str, Ranking], dict[str, Ranking]]:
+    """Both hybrids: k chosen on ``dev`` (rankings ``bm25``, ``base``, ``tuned``) with the same grid,
+    then fused at that k on dev and on ``test`` (the same names). Returns the choices and the dev and
+    test rankings of all five systems, in :data:`SYSTEMS` order."""
+    choices, dev_all, test_all = {}, dict(dev), dict(test)
+    for name, dense in ((HYBRID_BASE, "base"), (HYBRID_TUNED, "tuned")):
+        k, scores = choose_rrf_k(dev_qrels, dev["bm25"], dev[dense], grid, depth)
+        choices[name] = HybridChoice(dense, k, scores)
+        dev_all[name] = fuse(dev["bm25"], dev[dense], k, depth)
+        test_all[name] = fuse(test["bm25"], test[dense], k, depth)
+    return choices, {s: dev_all[s] for s in SYSTEMS}, {s: test_all[s] for s in SYSTEMS}
+
+
+def choose_deploy(dev_means: Mapping[str, float], tuned_kept: bool) -> str:
+    """The system to deploy: the best on dev NDCG@10 of the free systems and (when a round was kept:
+    only then is a tuned model written) the tuned ones. A tuned system must beat every free one:
+    a tie deploys the free one, and among free ones the simplest."""
+    candidates = FREE + (TUNED if tuned_kept else ())
+    best = candidates[0]
+    for s in candidates[1:]:
+        if dev_means[s] > dev_means[best]:
+            best = s
+    return best
+
+
+def deploy_record(deploy: str, dev_means: Mapping[str, float], result: EvalResult, tuned_kept: bool) -> dict[str, Any]:
+    """``metrics.json``'s ``deploy``: the choice, the dev scores that made it, its test NDCG@10 and,
+    for a tuned system, its margin over the best free system on test (the strongest alternative),
+    with that pair's Holm-adjusted p and the CI of the difference; ``sentence`` states it."""
+    means = {s: v[CHOICE_METRIC] for s, v in result.means().items()}
+    record: dict[str, Any] = {"system": deploy, "chosen_on": f"dev {CHOICE_METRIC}", "tuned_candidates": tuned_kept,
+                              "dev": {s: dev_means[s] for s in SYSTEMS}, "test": means[deploy]}
+    if deploy in FREE:
+        record["sentence"] = (f"No tuned system beats the best free system {deploy} on dev: deploy {deploy} "
+                              f"(test NDCG@10 {means[deploy]:.4f}).")
+        return record
+    best_free = max(FREE, key=lambda s: (means[s], -FREE.index(s)))
+    c = result.comparison(deploy, best_free, CHOICE_METRIC)
+    record |= {"best_free": best_free, "diff": c.diff, "ci95": list(c.ci95), "p": c.p}
+    record["sentence"] = (f"Deploy {deploy}: test NDCG@10 {means[deploy]:.4f}, {c.diff:+.4f} over the best free "
+                          f"system {best_free} (p = {format_p(c.p, result.n_resamples)}, 95% CI "
+                          f"[{c.ci95[0]:+.4f}, {c.ci95[1]:+.4f}]).")
+    return record
+
+
+def hybrid_record(choices: Mapping[str, HybridChoice], grid: Sequence[int]) -> dict[str, Any]:
+    """``metrics.json``'s ``hybrid``: the grid, and each hybrid's chosen k and dev score per k (in grid order)."""
+    return {"fusion": "reciprocal rank fusion of the BM25 and dense top-depth rankings",
+            "rrf_k_grid": [int(k) for k in grid], "chosen_on": f"dev {CHOICE_METRIC}",
+            **{name: {"dense": c.dense, "rrf_k": c.rrf_k,
+                      "dev": [{"rrf_k": k, CHOICE_METRIC: v} for k, v in c.dev.items()]} for name, c in choices.items()}}
+
+
+def _mean(qrels: Mapping[str, Mapping[str, int]], ranking: Ranking) -> float:
+    return float(per_query_scores(qrels, ranking, [CHOICE_METRIC])[CHOICE_METRIC].mean())
+
+
+def dev_means(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking]) -> dict[str, float]:
+    """Dev NDCG@10 of each ranking."""
+    return {s: _mean(qrels, r) for s, r in rankings.items()}
