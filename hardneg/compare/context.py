@@ -21,7 +21,7 @@ from hardneg.encode.cache import EmbeddingCache, texts_hash
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
 from hardneg.loop import RunConfig, split_dev
-from hardneg.loop.rounds import _bm25_ranking, _Dense
+from hardneg.loop.rounds import _bm25_rankings, _Dense
 from hardneg.metrics import per_query_scores
 from hardneg.mine import mine_candidates
 from hardneg.precision import machine_info, resolve_encode, resolve_train
@@ -73,7 +73,8 @@ class Context:
         """Dev and test rankings of a dense model, or of BM25 (``dense`` None)."""
         depth = self.config.eval.depth
         if dense is None:
-            return {s: _bm25_ranking(self.view, s, depth, None, self.texts) for s in ("dev", self.test)}
+            test, dev = _bm25_rankings(self.view, self.test, self.view, depth, None, self.texts)
+            return {"dev": dev, self.test: test}
         return {s: dense.ranking(self.view, s, depth) for s in ("dev", self.test)}
 
     def scores(self, rankings: dict[str, Ranking]) -> dict[str, Any]:
