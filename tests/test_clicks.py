@@ -254,7 +254,7 @@ def test_select_without_a_window_takes_skip_above_rows_last_and_score_filters_dr
     cands = add_skip_above(_cands(), SKIPS)
     assert _negs(cands, num_negatives=3) == ["d4", "d2", "d8"]
     assert _negs(cands, num_negatives=10) == ["d4", "d2", "d8", "d9", "d7"]  # NaN score: only when nothing is left
-    mined = select(cands, SelectionPolicy.unfiltered(margin=0.0, num_negatives=10))
+    mined = select(cands, SelectionPolicy.unfiltered(margin=0.0, num_negatives=10, pos_ref="min"))
     assert mined.negatives["doc_id"].tolist() == ["d9"]  # scores <= the weakest positive's 6
     assert mined.decisions().set_index("doc_id")["decision"]["d7"] == "margin"
     negs = select(cands, SelectionPolicy.unfiltered(num_negatives=10)).negatives.set_index("doc_id")
