@@ -12,7 +12,7 @@ compilation. The folders are compared as tests/test_run_resume.py does: every fi
 except the wall times (``metrics.json`` / ``round.json`` without timings and seconds, the reports
 without their ``Timings:`` line; the models' ``README.md`` / ``hardneg_train.json``, the trainers'
 ``train.log`` and ``.run/`` not compared). The result lands in
-``benchmarks/results/run_resume/<cpu>/<recipe>.json``.
+``benchmarks/results/run_resume/<cpu>/<recipe>-<kill point>.json``.
 """
 from __future__ import annotations
 
@@ -112,7 +112,8 @@ def main() -> None:
     }
     folder = RESULTS / cpu_slug()
     folder.mkdir(parents=True, exist_ok=True)
-    _write(folder / f"{Path(result['recipe']).stem}.json", result)
+    kill = "".join(c if c.isalnum() else "-" for c in args.kill_at).strip("-")
+    _write(folder / f"{Path(result['recipe']).stem}-{kill}.json", result)
     print(json.dumps(result, indent=1))
     shutil.rmtree(work, ignore_errors=True)
 
