@@ -32,6 +32,7 @@ RENAMED = {"hybrid-percent": "hybrid"}  # the old script's row names
 def main() -> int:
     from hardneg.compare import STRATEGIES, compare
     from hardneg.compare.strategies import describe
+    from hardneg.output import configure
     from hardneg.recipe import load_recipe
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +53,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.list:
         return print(describe()) or 0
+    configure(False)  # quiet as `hardneg compare` is: one line a unit; the trainers' logs go to work/*.train.log
     rows = [RENAMED.get(r, r) for r in args.rows.split(",")] if args.rows else (
         REDUCED_ROWS if args.reduced else list(STRATEGIES))
     overrides = {"data": {"path": str(args.data)}, "select": {"num_negatives": args.k},
