@@ -5,6 +5,7 @@ otherwise pick (BM25 and the untuned model) on a split that training never saw.
 """
 from __future__ import annotations
 
+import re
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -260,6 +261,12 @@ def _md_table(result: EvalResult, means: dict[str, dict[str, float]], with_p: bo
     return lines
 
 
+def run_file(system: str) -> str:
+    """The TREC file of ``system``: its name with what a shell would need quoted made ``-``
+    (``hybrid(bm25+base)`` -> ``hybrid-bm25+base.trec``)."""
+    return re.sub(r"[^\w.+-]+", "-", system).strip("-") + ".trec"
+
+
 def write_eval(result: EvalResult, out: str | Path, rankings: Mapping[str, Ranking]) -> None:
     """``metrics.json``, ``metrics_clean.json`` (on leakage), ``per_query.tsv``, ``runs/*.trec``, ``report.md``."""
     out = Path(out)
@@ -273,5 +280,5 @@ def write_eval(result: EvalResult, out: str | Path, rankings: Mapping[str, Ranki
     ]
     atomic_write_text(out / "per_query.tsv", "\n".join([head, *rows]) + "\n")
     for name, ranking in rankings.items():
-        ranking.subset(result.query_ids).write_trec(out / "runs" / f"{name}.trec", name)
+        ranking.subset(result.query_ids).write_trec(out / "runs" / run_file(name), name)
     atomic_write_text(out / "report.md", report_markdown(result))

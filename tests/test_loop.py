@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from hardneg.cli import app
 from hardneg.data import load_dataset
 from hardneg.errors import HardnegError
-from hardneg.evaluate import format_p
+from hardneg.evaluate import format_p, run_file
 from hardneg.loop import DataConfig, RoundGate, gate, plan_round, split_dev
 from hardneg.loop.hybrid import FREE, HYBRID_BASE, HYBRID_TUNED, PAIRS, SYSTEMS, choose_deploy, choose_rrf_k, fuse
 from hardneg.loop.rounds import remine_config
@@ -260,7 +260,7 @@ def test_the_hybrids_fuse_the_stored_rankings_at_the_k_dev_chose(tiny_run, tmp_p
         assert metrics["systems"][name]["ndcg@10"] == pytest.approx(on_test[record["rrf_k"]], abs=1e-12)
         fused = fuse(test["bm25"], test[dense], record["rrf_k"], depth)
         fused.subset(list(data.positives("test"))).write_trec(tmp_path / f"{dense}.trec", name)
-        assert (tmp_path / f"{dense}.trec").read_bytes() == (out / "eval" / "runs" / f"{name}.trec").read_bytes()
+        assert (tmp_path / f"{dense}.trec").read_bytes() == (out / "eval" / "runs" / run_file(name)).read_bytes()
         assert metrics["dev"]["ndcg@10"][name] == pytest.approx(on_dev[record["rrf_k"]], abs=1e-12)
 
 
@@ -468,7 +468,7 @@ def test_run_mines_and_trains_on_chunks_and_evaluates_documents(tiny_model_dir, 
         assert not pos_docs & {parents[d] for d in row["neg_ids"]}
     docs = {json.loads(line)["_id"] for line in (data / "corpus.jsonl").read_text().splitlines()}
     for name in SYSTEMS:
-        ranked = {line.split()[2] for line in (out / "eval" / "runs" / f"{name}.trec").read_text().splitlines()}
+        ranked = {line.split()[2] for line in (out / "eval" / "runs" / run_file(name)).read_text().splitlines()}
         assert ranked and ranked <= docs, name  # evaluation ranks documents, not chunks
     assert (out / "report.html").is_file()
 
