@@ -32,7 +32,7 @@ def main() -> int:
     from hardneg.data import load_dataset
     from hardneg.encode import Encoder, EncoderConfig
     from hardneg.evaluate import format_p, paired_randomization_test
-from hardneg.metrics import per_query_scores
+    from hardneg.metrics import per_query_scores
     from hardneg.retrieve.base import Ranking
     from hardneg.retrieve.search import exact_topk
 
