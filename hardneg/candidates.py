@@ -41,7 +41,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hardneg.errors import HardnegError
+from hardneg.errors import HardnegError, first_line
 from hardneg.files import atomic_path
 
 __all__ = ["CandidateSet", "CandidateWriter", "Column", "rank_col", "score_col"]
@@ -218,8 +218,7 @@ class CandidateSet:
         try:
             table = pq.read_table(path)
         except (pa.ArrowException, ValueError, IsADirectoryError) as e:
-            why = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise HardnegError(f"{path}: not a readable Parquet file ({why})") from None
+            raise HardnegError(f"{path}: not a readable Parquet file ({first_line(e)})") from None
         raw = (table.schema.metadata or {}).get(META_KEY)
         if raw is None:
             raise HardnegError(f"{path}: not a hardneg candidate file (no '{META_KEY.decode()}' metadata)")

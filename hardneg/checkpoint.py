@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hardneg.candidates import write_parquet
-from hardneg.errors import HardnegError
+from hardneg.errors import HardnegError, first_line
 from hardneg.files import atomic_write_json
 
 __all__: list[str] = []  # internal: the checkpoints of hardneg.mine
@@ -95,13 +95,9 @@ class MineCheckpoint:
         try:
             return read(self.chunk_path(i))
         except (pa.ArrowException, ValueError) as e:
-            raise HardnegError(f"{self.chunk_path(i)}: corrupt checkpoint chunk ({_first_line(e)}); rerun with "
+            raise HardnegError(f"{self.chunk_path(i)}: corrupt checkpoint chunk ({first_line(e)}); rerun with "
                                "--restart to discard the checkpoint") from None
 
     def clear(self) -> None:
         """Delete the checkpoint folder (after the candidate set is safely written)."""
         shutil.rmtree(self.folder, ignore_errors=True)
-
-
-def _first_line(e: Exception) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

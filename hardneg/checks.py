@@ -17,7 +17,7 @@ import json
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from hardneg.errors import HardnegError
 
@@ -109,17 +109,16 @@ def ids_fit(ids: Iterable[str], fmt: str, where: str) -> None:
                                f"{'whitespace' if fmt == 'TREC run' else 'a tab, a newline or edge spaces'})")
 
 
-def config_paths(config: Any, prefix: str = "--") -> None:
-    """Check the path fields of one config: model folders are models, cache and checkpoint folders writable."""
+def config_paths(config: Any, name_of: Callable[[dataclasses.Field], str]) -> None:
+    """Check the path fields of one config: model folders are models, cache and checkpoint folders
+    writable; ``name_of(field)`` names a field in an error (its flag, or its recipe key)."""
     if not dataclasses.is_dataclass(config):
         return
     for f in dataclasses.fields(config):
         kind = f.metadata.get("path")
         if kind is None:
             continue
-        name, cli = f.metadata.get("key") or f.name, f.metadata.get("cli")
-        where = (cli.split("/")[0] if isinstance(cli, str) else "--" + name.replace("_", "-")) if prefix == "--" \
-            else f"{prefix}{name}"
+        where = name_of(f)
         value = getattr(config, f.name)
         if kind == "model":
             model_folder(value, where)
@@ -138,10 +137,12 @@ def retriever_models(specs: Iterable[str], option: str) -> None:
         model_folder(text.partition("=")[2].strip() or None, f"{option} {text!r}")
 
 
-def command_inputs(command: str, kwargs: Mapping[str, Any], configs: Mapping[str, Any]) -> None:
-    """What every command checks before it runs: its configs' paths, ``--out`` and ``--cross-encoder``."""
+def command_inputs(command: str, kwargs: Mapping[str, Any], configs: Mapping[str, Any],
+                   flag: Callable[[dataclasses.Field], str]) -> None:
+    """What every command checks before it runs: its configs' paths (named by ``flag``), ``--out`` and
+    ``--cross-encoder``."""
     for config in configs.values():
-        config_paths(config)
+        config_paths(config, flag)
     if isinstance(kwargs.get("retriever"), list):
         retriever_models(kwargs["retriever"], "--retriever")
     if kwargs.get("cross_encoder") is not None:

@@ -4,6 +4,11 @@ from __future__ import annotations
 __all__ = ["DataError", "HardnegError"]  # MetricsMismatch: public as hardneg.metrics.MetricsMismatch
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): for one-line errors."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class HardnegError(Exception):
     """A problem with the user's input or options (not a bug in hardneg)."""
 

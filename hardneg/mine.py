@@ -338,6 +338,13 @@ def corpus_digest(doc_ids: Sequence[str], doc_texts: Sequence[str]) -> str:
     return digest([texts_hash(doc_ids), texts_hash(doc_texts)])
 
 
+def dataset_digest(ds: Dataset, doc_ids: Sequence[str], doc_texts: Sequence[str]) -> str:
+    """The corpus (``doc_ids`` and ``doc_texts``: the documents' or the chunks'), the queries and the
+    qrels of ``ds`` as one hash: what decides a run's or a comparison's files, besides the recipe."""
+    return digest([texts_hash(doc_ids), texts_hash(doc_texts), texts_hash(list(ds.queries)),
+                   texts_hash(list(ds.queries.values())), ds.qrels])
+
+
 def same_corpus(ds: Dataset, meta: dict) -> Dataset:
     """``ds`` when it holds the corpus ``meta["corpus"]`` records (or the metadata predates it);
     else a :class:`HardnegError`: negatives chosen on other texts would be exported with these."""

@@ -297,7 +297,7 @@ def with_options(**groups: Opts):
         def wrapper(*args, **kwargs):
             values = {name: {p.name: kwargs.pop(p.name) for p in ps} for name, ps in params.items()}
             built = {name: _built(groups[name], v) for name, v in values.items()}
-            command_inputs(fn.__name__, kwargs, built)  # paths, --out: before the command writes anything
+            command_inputs(fn.__name__, kwargs, built, flag_name)  # paths, --out: before the command writes anything
             return fn(*args, **kwargs, **built)
 
         kept = [p for p in sig.parameters.values() if p.name not in groups]
@@ -318,15 +318,20 @@ def _built(group: Opts, values: dict[str, Any]) -> Any:
     try:
         return from_cli(group.cls, values)
     except OptionError as e:
-        flags = {key_of(f): flag_of(f) for f in declared(group.cls)}
+        flags = {key_of(f): flag_name(f) for f in declared(group.cls)}
         if e.key not in flags:
             raise
-        raise HardnegError(f"{flags[e.key].split('/')[0]}: {e.what}") from None
+        raise HardnegError(f"{flags[e.key]}: {e.what}") from None
 
 
 def flag_of(f: dataclasses.Field) -> str:
-    """The command-line flag of an option field (``--chunk-tokens``, or its declared ``cli``)."""
+    """The command-line declaration of an option field (``--chunk-tokens``, or its declared ``cli``)."""
     return f.metadata.get("cli") or "--" + key_of(f).replace("_", "-")
+
+
+def flag_name(f: dataclasses.Field) -> str:
+    """The flag that names an option field in an error: ``--progress`` of ``--progress/--no-progress``."""
+    return flag_of(f).split("/")[0]
 
 
 def from_cli(cls: type, values: typing.Mapping[str, Any]) -> Any:

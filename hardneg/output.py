@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from hardneg.errors import HardnegError, MetricsMismatch
+from hardneg.errors import HardnegError, MetricsMismatch, first_line
 
 __all__: list[str] = []  # internal: what the command line prints and where library logs go
 
@@ -158,7 +158,7 @@ def _exit(line: str, code: int):
 
 def os_error_line(e: OSError) -> str:
     """``PATH: reason`` of an I/O fault (``No space left on device``), on one line."""
-    reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    reason = e.strerror or first_line(e)
     return f"{e.filename}: {reason}" if e.filename else reason
 
 

@@ -98,6 +98,13 @@ def resolve_train(mode: str, cuda: bool) -> str:
     return "bf16" if _bf16_pays() else "no"
 
 
+def resolved(encoder: Any, train: Any) -> dict[str, str]:
+    """The precisions a run encodes and trains in on this machine (``encoder``: an EncoderConfig,
+    ``train``: a TrainConfig), as :func:`resolve_encode` and :func:`resolve_train` resolve them."""
+    return {"encode": resolve_encode(encoder.precision, encoder.backend),
+            "train": resolve_train(train.mixed_precision, machine_info()["cuda"] is not None)}
+
+
 def resolve_encode(mode: str, backend: str = "torch") -> str:
     """``mode`` (one of :data:`ENCODE_PRECISIONS`) as the encoder runs it; ``auto`` is fp32 on GPUs
     and on CPUs without AMX, and for the ONNX backends (which have their own kernels)."""

@@ -28,7 +28,7 @@ from hardneg.errors import HardnegError
 from hardneg.export import ExportConfig
 from hardneg.loop import DataConfig, EvalConfig, LoopConfig, RunConfig
 from hardneg.mine import MineConfig
-from hardneg.options import Mismatch, coerce, recipe_fields, toml_lines, toml_value, type_name
+from hardneg.options import Mismatch, coerce, key_of, recipe_fields, toml_lines, toml_value, type_name
 from hardneg.crossencoder import DenoiseConfig
 from hardneg.select import SelectionPolicy
 from hardneg.train import TrainConfig
@@ -333,7 +333,7 @@ def preflight(config: RunConfig, out: str | Path) -> None:
     writable_folder(out, "--out")
     for section in SECTIONS:
         for obj in _section_objects(config, section):
-            config_paths(obj, f"[{section}] ")
+            config_paths(obj, lambda f, section=section: f"[{section}] {key_of(f)}")
     config.mine.for_policy(config.policy)
     ds = config.data.load()
     for split in (config.mine.split, config.data.dev_split):

@@ -98,6 +98,14 @@ class RunState:
         self._write(finished=False)
         return value, record | {"resumed": False}
 
+    def ranking_stage(self, name: str, file: str, compute: Callable[[], dict[str, Ranking]],
+                      doc_ids: Sequence[str]) -> tuple[dict[str, Ranking], dict[str, Any]]:
+        """:meth:`stage` for a stage whose value is named rankings, stored losslessly in ``.run/<file>``
+        (:func:`save_rankings`) and read back over ``doc_ids`` when the stage finished before."""
+        path = self.path(file)
+        return self.stage(name, compute, lambda rankings: (save_rankings(path, rankings), {})[1],
+                          lambda _: load_rankings(path, doc_ids))
+
     def finish(self) -> None:
         """Record that the final files are written: the run is finished."""
         self._write(finished=True)
@@ -148,10 +156,7 @@ def _remove(out: Path, names: Sequence[str]) -> None:
         path = out / name
         if name == "model" and path.is_dir() and not (path / MODEL_MARK).is_file():
             continue  # not the run's
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+        clear_dir(path)
 
 
 def clear_dir(path: Path) -> None:

@@ -17,14 +17,14 @@ from hardneg.compare.config import Budget, CompareConfig, budget_of
 from hardneg.crossencoder import rescore_with_report
 from hardneg.data import Dataset
 from hardneg.encode import Encoder
-from hardneg.encode.cache import EmbeddingCache, texts_hash
+from hardneg.encode.cache import EmbeddingCache
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
 from hardneg.loop import RunConfig, split_dev
 from hardneg.loop.rounds import _bm25_rankings, _Dense
 from hardneg.metrics import per_query_scores
-from hardneg.mine import mine_candidates
-from hardneg.precision import machine_info, resolve_encode, resolve_train
+from hardneg.mine import dataset_digest, mine_candidates
+from hardneg.precision import machine_info, resolved
 from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.retrieve.base import Ranking
 from hardneg.select import SelectionPolicy
@@ -57,9 +57,8 @@ class Context:
         self.hubs = hub_documents(self.view, options.hub_share)
         self._cands: dict[str, tuple[CandidateSet, dict[str, Any]]] = {}
         machine = machine_info()
-        precision = {"encode": resolve_encode(config.encoder.precision, config.encoder.backend),
-                     "train": resolve_train(config.train.mixed_precision, machine["cuda"] is not None)}
-        self.machine = {"cpu": machine["cpu"], "cuda": machine["cuda"], "precision": precision}
+        self.machine = {"cpu": machine["cpu"], "cuda": machine["cuda"],
+                        "precision": resolved(config.encoder, config.train)}
 
     # ---- models and rankings ----------------------------------------------------------------
     def dense(self, encoder: Encoder) -> _Dense:
@@ -151,9 +150,8 @@ class Context:
         recipe["loop"] = {"seed": self.config.loop.seed}  # the dev hold-out; the rounds are the rows' business
         recipe["eval"] = {"depth": self.config.eval.depth}  # the rest of [eval] is `hardneg run`'s and the table's
         ds = self.view
-        data = digest([texts_hash(ds.doc_ids), texts_hash(self.texts), texts_hash(list(ds.queries)),
-                       texts_hash(list(ds.queries.values())), ds.qrels])
-        return {"recipe": digest(recipe), "data": data, "base model": self.base.fingerprint,
+        return {"recipe": digest(recipe), "data": dataset_digest(ds, ds.doc_ids, self.texts),
+                "base model": self.base.fingerprint,
                 "precision": digest(self.machine["precision"])}
 
 

@@ -32,21 +32,21 @@ from hardneg import output
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import Encoder
 from hardneg.checkpoint import digest
-from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes, texts_hash
+from hardneg.encode.cache import EmbeddingCache, memoised_texts_hashes
 from hardneg.errors import HardnegError
 from hardneg.evaluate import EvalResult, evaluate, write_eval
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop.config import DataConfig, EvalConfig, LoopConfig, RoundGate, RoundInit, RunConfig
-from hardneg.loop.hybrid import HYBRID_BASE, HYBRID_TUNED, PAIRS, choose_deploy, deploy_record, dev_means, hybrid_rankings, hybrid_record
+from hardneg.loop.hybrid import (HYBRID_BASE, HYBRID_TUNED, PAIRS, choose_deploy, deploy_record, dev_means,
+                                 hybrid_rankings, hybrid_record, mean_ndcg)
 from hardneg.loop.results import RunResult, _metrics, format_run_table, report_markdown
 from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_rankings, _Clock, _Dense,
                                  _dev_scores, _means, _rounds, _Run, gate, plan_round, split_dev)
-from hardneg.metrics import per_query_scores
-from hardneg.mine import chunked_for
-from hardneg.precision import machine_info, resolve_encode, resolve_train
+from hardneg.mine import chunked_for, dataset_digest
+from hardneg.precision import resolved
 from hardneg.report import write_report
 from hardneg.retrieve.base import Ranking
-from hardneg.run_state import RunState, load_rankings, save_rankings
+from hardneg.run_state import RunState, load_rankings
 
 __all__ = ["DataConfig", "EvalConfig", "GateDecision", "LoopConfig", "RoundGate", "RoundInit", "RoundPlan",
            "RoundResult", "RunConfig", "RunResult", "format_run_table", "gate", "plan_round", "run", "split_dev"]
@@ -166,11 +166,8 @@ def _report_html(out: Path, data: Dataset) -> None:
 def _fingerprint(config: RunConfig, data: Dataset, corpus: Dataset, corpus_texts: Sequence[str],
                  base_fp: str) -> dict[str, str]:
     """What decides a run's files: the resolved recipe, the data, the base model's weights, the precision."""
-    precision = [resolve_encode(config.encoder.precision, config.encoder.backend),
-                 resolve_train(config.train.mixed_precision, machine_info()["cuda"] is not None)]
-    return {"recipe": digest(config.to_dict()),
-            "data": digest([texts_hash(corpus.doc_ids), texts_hash(corpus_texts), texts_hash(list(data.queries)),
-                            texts_hash(list(data.queries.values())), data.qrels]),
+    precision = list(resolved(config.encoder, config.train).values())  # [encode, train]
+    return {"recipe": digest(config.to_dict()), "data": dataset_digest(data, corpus.doc_ids, corpus_texts),
             "base model": base_fp, "precision": digest(precision)}
 
 
@@ -182,8 +179,7 @@ def _ranked_doc_ids(data: Dataset, chunks) -> Sequence[str]:
 def _baselines(run: _Run, data: Dataset, base: _Dense) -> tuple[dict[str, Ranking], dict[str, Ranking], dict]:
     """Stage ``baselines``: bm25 and the base model on test and on dev (rankings stored). Returns the
     test rankings, the dev rankings and the base model's per-query dev scores."""
-    test, depth, chunks, file = run.config.data.test_split, run.config.eval.depth, run.chunks, run.state.path(
-        "baselines.npz")
+    test, depth, chunks = run.config.data.test_split, run.config.eval.depth, run.chunks
 
     def compute() -> dict[str, Ranking]:
         output.status(f"baselines: bm25 and the base model on {test} and dev")
@@ -191,15 +187,14 @@ def _baselines(run: _Run, data: Dataset, base: _Dense) -> tuple[dict[str, Rankin
         return {"bm25": bm25, "base": base.ranking(data, test, depth, chunks),
                 "dev": base.ranking(run.view, "dev", depth, chunks), "dev bm25": dev_bm25}
 
-    runs, record = run.state.stage("baselines", compute, lambda x: (save_rankings(file, x), {})[1],
-                                   lambda _: load_rankings(file, run.ranked))
+    runs, record = run.state.ranking_stage("baselines", "baselines.npz", compute, run.ranked)
     run.clock.add("baselines", record)
     dev = {"bm25": runs.pop("dev bm25"), "base": runs.pop("dev")}
     with run.clock.time("baselines"):  # the first scoring also compiles the metrics' code
         dev_base = _dev_scores(run.view, dev["base"])
     if not record["resumed"]:
         run.say(f"baselines on {test}: " + ", ".join(
-            f"{name} NDCG@10 {_quick_ndcg(data, test, r):.4f}" for name, r in runs.items())
+            f"{name} NDCG@10 {mean_ndcg(data.split_qrels(test), r):.4f}" for name, r in runs.items())
             + f"; base on dev NDCG@10 {dev_base[GATE_METRIC].mean():.4f} ({record['seconds']:.0f}s)")
     return runs, dev, dev_base
 
@@ -215,24 +210,20 @@ def _evaluate(run: _Run, data: Dataset, dev: dict[str, Ranking], test: dict[str,
     ordered = {s: test_all[s] for s in ("tuned", "base", "bm25", HYBRID_BASE, HYBRID_TUNED)}
     result = evaluate(data, run.config.data.test_split, ordered, n_resamples=ev.n_resamples, seed=ev.seed,
                       pairs=PAIRS)
-    scores = dev_means(qrels, dev_all)
+    scores = dev_means(qrels, dev_all, choices)
     deploy = deploy_record(choose_deploy(scores, kept), scores, result, kept)
     return result, ordered, {"hybrid": hybrid_record(choices, ev.rrf_k), "deploy": deploy}
 
 
 def _tuned_ranking(run: _Run, tuned: _Dense, data: Dataset) -> Ranking:
     """Stage ``test``: the tuned model's test ranking (stored; the evaluation itself is recomputed)."""
-    file, test = run.state.path("test.npz"), run.config.data.test_split
-    runs, record = run.state.stage(
-        "test", lambda: {"tuned": tuned.ranking(data, test, run.config.eval.depth, run.chunks)},
-        lambda x: (save_rankings(file, x), {})[1], lambda _: load_rankings(file, run.ranked))
+    test = run.config.data.test_split
+    runs, record = run.state.ranking_stage(
+        "test", "test.npz", lambda: {"tuned": tuned.ranking(data, test, run.config.eval.depth, run.chunks)},
+        run.ranked)
     if record["resumed"]:  # else timed by the caller
         run.clock.add("test evaluation", record)
     return runs["tuned"]
-
-
-def _quick_ndcg(ds: Dataset, split: str, ranking: Ranking) -> float:
-    return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
 
 
 def _copy_model(src: Path, dst: Path) -> None:

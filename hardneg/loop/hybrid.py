@@ -47,12 +47,14 @@ def fuse(bm25: Ranking, dense: Ranking, rrf_k: int, depth: int) -> Ranking:
 
 
 def choose_rrf_k(dev_qrels: Mapping[str, Mapping[str, int]], bm25: Ranking, dense: Ranking, grid: Sequence[int],
-                 depth: int) -> tuple[int, dict[int, float]]:
+                 depth: int) -> tuple[int, dict[int, float], Ranking]:
     """The k of ``grid`` whose fusion scores best on dev NDCG@10 (the first of the grid on a tie),
-    and each k's dev score."""
-    scores = {int(k): _mean(dev_qrels, fuse(bm25, dense, k, depth)) for k in grid}
+    each k's dev score, and the dev fusion at that k."""
+    fused = {int(k): fuse(bm25, dense, k, depth) for k in grid}
+    scores = {k: mean_ndcg(dev_qrels, ranking) for k, ranking in fused.items()}
     best = max(scores.values())
-    return next(k for k, v in scores.items() if v == best), scores
+    k = next(k for k, v in scores.items() if v == best)
+    return k, scores, fused[k]
 
 
 def hybrid_rankings(dev_qrels: Mapping[str, Mapping[str, int]], dev: Mapping[str, Ranking],
@@ -63,9 +65,8 @@ def hybrid_rankings(dev_qrels: Mapping[str, Mapping[str, int]], dev: Mapping[str
     test rankings of all five systems, in :data:`SYSTEMS` order."""
     choices, dev_all, test_all = {}, dict(dev), dict(test)
     for name, dense in ((HYBRID_BASE, "base"), (HYBRID_TUNED, "tuned")):
-        k, scores = choose_rrf_k(dev_qrels, dev["bm25"], dev[dense], grid, depth)
+        k, scores, dev_all[name] = choose_rrf_k(dev_qrels, dev["bm25"], dev[dense], grid, depth)
         choices[name] = HybridChoice(dense, k, scores)
-        dev_all[name] = fuse(dev["bm25"], dev[dense], k, depth)
         test_all[name] = fuse(test["bm25"], test[dense], k, depth)
     return choices, {s: dev_all[s] for s in SYSTEMS}, {s: test_all[s] for s in SYSTEMS}
 
@@ -110,10 +111,13 @@ def hybrid_record(choices: Mapping[str, HybridChoice], grid: Sequence[int]) -> d
                       "dev": [{"rrf_k": k, CHOICE_METRIC: v} for k, v in c.dev.items()]} for name, c in choices.items()}}
 
 
-def _mean(qrels: Mapping[str, Mapping[str, int]], ranking: Ranking) -> float:
+def mean_ndcg(qrels: Mapping[str, Mapping[str, int]], ranking: Ranking) -> float:
+    """A ranking's mean NDCG@10 (:data:`CHOICE_METRIC`) on ``qrels``."""
     return float(per_query_scores(qrels, ranking, [CHOICE_METRIC])[CHOICE_METRIC].mean())
 
 
-def dev_means(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking]) -> dict[str, float]:
-    """Dev NDCG@10 of each ranking."""
-    return {s: _mean(qrels, r) for s, r in rankings.items()}
+def dev_means(qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Ranking],
+              choices: Mapping[str, HybridChoice]) -> dict[str, float]:
+    """Dev NDCG@10 of each of :data:`SYSTEMS`: the hybrids' from their choice of k (scored there)."""
+    scored = {name: c.dev[c.rrf_k] for name, c in choices.items()}
+    return {s: scored[s] if s in scored else mean_ndcg(qrels, rankings[s]) for s in SYSTEMS}

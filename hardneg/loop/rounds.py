@@ -29,7 +29,7 @@ from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.bm25 import BM25Retriever
 from hardneg.retrieve.dense import DenseRetriever
-from hardneg.run_state import RunState, clear_dir, load_rankings, save_rankings
+from hardneg.run_state import RunState, clear_dir
 from hardneg.sampling import holdout, holdout_size
 from hardneg.select import SelectionPolicy, select, write_decisions
 from hardneg.select.decisions import DECISIONS_FILE
@@ -342,14 +342,14 @@ def _gate_stage(run: _Run, plan: RoundPlan, mine_cfg: MineConfig, before: tuple[
                 inc_scores: dict[str, np.ndarray], rdir: Path) -> tuple[RoundResult, dict[str, np.ndarray]]:
     """Stage ``r<i> gate``: the tuned model's dev ranking (stored), judged against the incumbent;
     writes ``rdir/round.json``. Returns the round and its per-query dev scores."""
-    r, config, file = plan.round, run.config, run.state.path(f"r{plan.round}.dev.npz")
+    r, config = plan.round, run.config
 
-    def compute() -> Ranking:
+    def compute() -> dict[str, Ranking]:
         output.status(f"r{r}: dev evaluation")
-        return tuned.ranking(run.view, "dev", config.eval.depth, run.chunks)
+        return {"dev": tuned.ranking(run.view, "dev", config.eval.depth, run.chunks)}
 
-    ranking, record = run.state.stage(f"r{r} gate", compute, lambda x: (save_rankings(file, {"dev": x}), {})[1],
-                                      lambda _: load_rankings(file, run.ranked)["dev"])
+    rankings, record = run.state.ranking_stage(f"r{r} gate", f"r{r}.dev.npz", compute, run.ranked)
+    ranking = rankings["dev"]
     run.clock.add("dev evaluation", record)
     with run.clock.time("dev evaluation"):
         scores = _dev_scores(run.view, ranking)
