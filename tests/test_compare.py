@@ -127,6 +127,39 @@ def test_every_strategy_runs_once_with_the_same_budget(full):
     assert "wrote" in output
 
 
+def test_every_dense_row_is_also_fused_with_bm25_k_chosen_on_dev(full, toy, tmp_path):
+    out, _ = full
+    units = _units(out)
+    grid = load_recipe(toy).eval.rrf_k
+    for name, u in units.items():
+        if u["row"] in ("bm25", "bm25+prior"):
+            assert "hybrid" not in u["metrics"]
+            continue
+        h = u["metrics"]["hybrid"]
+        assert h["rrf_k_grid"] == grid and h["rrf_k"] in grid
+        chosen = h["dev_ndcg@10_by_k"][grid.index(h["rrf_k"])]
+        assert chosen == max(h["dev_ndcg@10_by_k"])  # k is dev's choice
+        assert abs(sum(h["dev"]["ndcg@10"]) / len(h["dev"]["ndcg@10"]) - chosen) < 1e-12
+        assert h["test"]["query_ids"] == u["metrics"]["test"]["query_ids"]
+    doc = json.loads((out / "compare.json").read_text())["table"]
+    rows = {r["row"]: r for r in doc["rows"]}
+    assert rows["bm25"]["hybrid ndcg@10"] is None and rows["base"]["hybrid ndcg@10"] is not None
+    vs = rows["default"]["hybrid vs hybrid base"]
+    assert vs["p"] >= vs["p_raw"] and vs["ref"] == "hybrid(bm25+base)"
+    assert "hybrid(bm25+row) NDCG@10" in (out / "table.md").read_text()
+    # a unit stored before hybrids were scored (or with another grid) leaves its row's cells empty
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    file = copy / "units" / "random-s0.json"
+    unit = json.loads(file.read_text())
+    del unit["metrics"]["hybrid"]
+    file.write_text(json.dumps(unit))
+    table = compare(load_recipe(toy), copy, strategies=list(STRATEGIES), seeds=1, table_only=True).table
+    rows = {r["row"]: r for r in table["rows"]}
+    assert rows["random"]["hybrid ndcg@10"] is None and "hybrid vs hybrid base" not in rows["random"]
+    assert rows["default"]["hybrid ndcg@10"] is not None
+
+
 def test_best_row_is_chosen_on_dev_and_recommended(full):
     out, _ = full
     doc = json.loads((out / "compare.json").read_text())["table"]

@@ -125,7 +125,7 @@ def _compare(ctx: Context, table_only: bool, on_unit) -> CompareResult:
     leak = leakage(ctx.data, ctx.test, "train")
     table = build_table(units, [s.name for s in rows if s.recipe is not None], leak.clean if leak else None,
                         n_resamples=ctx.config.eval.n_resamples, seed=ctx.config.eval.seed,
-                        drop_warning=ctx.options.drop_warning)
+                        drop_warning=ctx.options.drop_warning, rrf_k_grid=ctx.config.eval.rrf_k)
     files = write_outputs(ctx.out, ctx.config, table, trap, skipped)
     return CompareResult(table, table["best"], skipped, files, units)
 

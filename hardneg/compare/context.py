@@ -84,6 +84,24 @@ class Context:
         out["test"]["nohub"] = _split_scores(qrels, ranking, ("ndcg@10",))
         return out
 
+    def bm25(self) -> dict[str, Ranking]:
+        """BM25's dev and test rankings, computed once (every hybrid fuses with them)."""
+        if not hasattr(self, "_bm25"):
+            self._bm25 = self.rankings(None)
+        return self._bm25
+
+    def hybrid_scores(self, rankings: dict[str, Ranking]) -> dict[str, Any]:
+        """``hybrid(bm25+row)``: RRF of BM25 and the row's dense rankings, its k chosen on dev from
+        ``[eval] rrf_k`` (``hardneg run``'s grid and rule); the grid, the k and per-query dev and test scores."""
+        from hardneg.loop.hybrid import choose_rrf_k, fuse
+
+        grid, depth, bm25 = list(self.config.eval.rrf_k), self.config.eval.depth, self.bm25()
+        k, by_k, fused = choose_rrf_k(self.view.split_qrels("dev"), bm25["dev"], rankings["dev"], grid, depth)
+        test = fuse(bm25[self.test], rankings[self.test], k, depth)
+        return {"rrf_k_grid": grid, "rrf_k": k, "dev_ndcg@10_by_k": [by_k[x] for x in grid],
+                "dev": _split_scores(self.view.split_qrels("dev"), fused, ("ndcg@10",)),
+                "test": _split_scores(self.view.split_qrels(self.test), test)}
+
     def dev_ndcg(self, ranking: Ranking) -> float:
         """Mean dev NDCG@10 of a ranking (choosing a row's free parameter on dev, never on test)."""
         return float(np.mean(_split_scores(self.view.split_qrels("dev"), ranking, ("ndcg@10",))["ndcg@10"] or [0.0]))

@@ -43,6 +43,7 @@ class Strategy:
     recipe: Callable[[RunConfig], RunConfig] | None = None
     skip: Callable[[Context], str | None] | None = None
     after: tuple[str, ...] = ()
+    fused: bool = True  # its rankings are a dense model's: the unit also scores hybrid(bm25+row)
 
     @property
     def trains(self) -> bool:
@@ -62,7 +63,7 @@ def _base(ctx: Context):
 
 
 def _bm25(ctx: Context):
-    return ctx.rankings(None), {}
+    return ctx.bm25(), {}
 
 
 def _bm25_prior(ctx: Context):
@@ -230,9 +231,9 @@ def _needs_ce(ctx: Context) -> str | None:
 
 for _s in (
     Strategy("base", "the starting model, untuned", rank=_base),
-    Strategy("bm25", "BM25 itself", rank=_bm25),
+    Strategy("bm25", "BM25 itself", rank=_bm25, fused=False),
     Strategy("bm25+prior", "BM25 (per-query normalised) + w x the train-positive document prior, w chosen on dev: "
-                           "a free alternative", rank=_bm25_prior),
+                           "a free alternative", rank=_bm25_prior, fused=False),
     Strategy("in-batch", "MNRL with in-batch negatives only (k = 0)", negatives=_in_batch,
              recipe=_policy_recipe(None, "none", unfiltered=True)),
     Strategy("random", "k documents drawn uniformly from the corpus (minus the positives)", select=_random,

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from hardneg.evaluate import format_p, paired_randomization_test
+from hardneg.evaluate import format_p, holm, paired_randomization_test
 
 __all__: list[str] = []  # internal: import from hardneg.compare
 
@@ -18,11 +18,13 @@ BOOTSTRAP = 2000
 
 
 def per_query(units: Sequence[Mapping[str, Any]], split: str = "test", metric: str = "ndcg@10") -> np.ndarray:
-    """(seeds, queries) per-query values of one row (the same queries, in the same order, for every seed)."""
-    first = units[0]["metrics"][split]["query_ids"]
-    if any(u["metrics"][split]["query_ids"] != first for u in units):
+    """(seeds, queries) per-query values of one row (the same queries, in the same order, for every seed);
+    ``split`` "hybrid" reads the row's ``hybrid(bm25+row)`` on test."""
+    part = (lambda u: u["metrics"]["hybrid"]["test"]) if split == "hybrid" else (lambda u: u["metrics"][split])
+    first = part(units[0])["query_ids"]
+    if any(part(u)["query_ids"] != first for u in units):
         raise ValueError(f"the units of {units[0]['row']} rank different {split} queries")
-    return np.array([u["metrics"][split][metric] for u in units], dtype=np.float64)
+    return np.array([part(u)[metric] for u in units], dtype=np.float64)
 
 
 def best_row(units: Mapping[str, Sequence[Mapping[str, Any]]], candidates: Sequence[str]) -> str:
@@ -47,8 +49,9 @@ def bootstrap_diff(a: np.ndarray, b: np.ndarray, n: int = BOOTSTRAP, seed: int =
 
 def build_table(units: Mapping[str, Sequence[Mapping[str, Any]]], recipe_rows: Sequence[str],
                 clean: Sequence[str] | None, *, n_resamples: int, seed: int = 0,
-                drop_warning: float = 0.2) -> dict[str, Any]:
-    """Every row's figures (JSON-ready) and the best row (chosen on dev)."""
+                drop_warning: float = 0.2, rrf_k_grid: Sequence[int] | None = None) -> dict[str, Any]:
+    """Every row's figures (JSON-ready) and the best row (chosen on dev); with ``rrf_k_grid``, also each
+    dense row's ``hybrid(bm25+row)`` (:func:`hybrid_columns`)."""
     best = best_row(units, recipe_rows)
     test = {r: per_query(u) for r, u in units.items()}
     qids = units[next(iter(units))][0]["metrics"]["test"]["query_ids"]
@@ -71,9 +74,32 @@ def build_table(units: Mapping[str, Sequence[Mapping[str, Any]]], recipe_rows: S
                 entry[name] = {"ref": ref, "diff": float(x.mean() - test[ref].mean()), "p": p,
                                "ci": list(bootstrap_diff(x, test[ref], seed=seed))}
         rows.append(entry)
+    if rrf_k_grid is not None:
+        hybrid_columns(units, rows, rrf_k_grid, n_resamples, seed)
     return {"best": best, "best_dev_ndcg@10": next(r["dev ndcg@10"] for r in rows if r["row"] == best),
             "test_queries": len(qids), "clean_queries": None if clean_pos is None else int(clean_pos.size),
             "n_resamples": n_resamples, "rows": rows}
+
+
+def hybrid_columns(units: Mapping[str, Sequence[Mapping[str, Any]]], rows: list[dict[str, Any]],
+                   grid: Sequence[int], n_resamples: int, seed: int) -> None:
+    """Each dense row's ``hybrid(bm25+row)`` test NDCG@10 (RRF k chosen on dev per unit) and its paired
+    difference from ``hybrid(bm25+base)`` (the free hybrid), the p-values Holm-corrected across the rows.
+    A unit stored without a hybrid, or with another k grid, leaves its row's cells empty (None)."""
+    fused = {r: per_query(us, "hybrid") for r, us in units.items()
+             if all(u["metrics"].get("hybrid", {}).get("rrf_k_grid") == list(grid) for u in us)}
+    for entry in rows:
+        x = fused.get(entry["row"])
+        entry["hybrid ndcg@10"] = None if x is None else float(x.mean())
+        entry["hybrid rrf_k"] = None if x is None else [u["metrics"]["hybrid"]["rrf_k"] for u in units[entry["row"]]]
+    ref = fused.get("base")
+    tested = [e for e in rows if ref is not None and e["row"] != "base" and e["row"] in fused]
+    raw = [paired_randomization_test(fused[e["row"]].mean(axis=0), ref.mean(axis=0), n_resamples, seed)
+           for e in tested]
+    for e, p_raw, p in zip(tested, raw, holm(raw)):
+        x = fused[e["row"]]
+        e["hybrid vs hybrid base"] = {"ref": "hybrid(bm25+base)", "diff": float(x.mean() - ref.mean()), "p": p,
+                                      "p_raw": p_raw, "ci": list(bootstrap_diff(x, ref, seed=seed))}
 
 
 def _nohub(units: Sequence[Mapping[str, Any]]) -> float | None:
@@ -96,9 +122,10 @@ def _cost(units: Sequence[Mapping[str, Any]], drop_warning: float) -> dict[str, 
 def format_table(table: Mapping[str, Any]) -> str:
     """The table as Markdown (``table.md``, and the report's)."""
     head = ("| row | NDCG@10 (test) | dev NDCG@10 | Recall@100 | MRR@10 | NDCG@10 no hubs | NDCG@10 clean "
-            "| vs base: diff [95% CI], p | vs best: diff [95% CI], p | queries kept | mine s | train s | encoded "
+            "| vs base: diff [95% CI], p | vs best: diff [95% CI], p | hybrid(bm25+row) NDCG@10 "
+            "| hybrid vs hybrid(bm25+base): diff [95% CI], Holm p | queries kept | mine s | train s | encoded "
             "| CPU / precision |")
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 16]
     n = table["n_resamples"]
     for r in table["rows"]:
         sd = f" ± {r['ndcg@10_sd']:.4f}" if r["seeds"] > 1 else ""
@@ -108,13 +135,16 @@ def format_table(table: Mapping[str, Any]) -> str:
         lines.append(f"| {r['row']}{mark} | {r['ndcg@10']:.4f}{sd} ({r['seeds']} seeds) | {r['dev ndcg@10']:.4f} "
                      f"| {r['recall@100']:.4f} | {r['mrr@10']:.4f} | {_f(r['ndcg@10 no hubs'])} "
                      f"| {_f(r['ndcg@10 clean'])} | {_vs(r.get('vs base'), n)} | {_vs(r.get('vs best'), n)} "
+                     f"| {_f(r.get('hybrid ndcg@10'))} | {_vs(r.get('hybrid vs hybrid base'), n)} "
                      f"| {kept} | {r['mine s']:.1f} | {r['train s']:.1f} | {r['encoded']:,} "
                      f"| {r['cpu']} / {r['precision']} |")
     clean = "n/a" if table["clean_queries"] is None else table["clean_queries"]
     lines.append(f"\n{table['test_queries']} test queries ({clean} clean: no positive was a train positive). "
                  f"Best row chosen on dev NDCG@10 among the rows a recipe reproduces: {table['best']}. p: paired "
                  f"randomization test ({n} sign flips) on per-query NDCG@10 averaged over seeds; intervals: "
-                 "bootstrap over queries and seeds.")
+                 "bootstrap over queries and seeds. hybrid(bm25+row): reciprocal rank fusion of BM25 and the row's "
+                 "model, RRF k chosen on dev per unit; its p-values vs hybrid(bm25+base) are Holm-corrected across "
+                 "the rows; n/a: a unit stored without it (or with another k grid).")
     return "\n".join(lines)
 
 

@@ -93,6 +93,8 @@ def run_unit(ctx: Context, strategy: Strategy, seed: int, config_hash: str, keep
         rankings, timing["train_seconds"] = _trained(ctx, strategy, seed, rows, k, keep_model)
     scored = time.perf_counter()
     metrics = ctx.scores(rankings)
+    if strategy.fused:
+        metrics["hybrid"] = ctx.hybrid_scores(rankings)
     timing |= {"eval_seconds": time.perf_counter() - scored, "seconds": time.perf_counter() - start}
     return {"dataset": str(ctx.data.source), "row": strategy.name, "seed": seed,
             "split": {"dev": ctx.dev_description, "test": ctx.test}, "config_hash": config_hash,
