@@ -157,21 +157,25 @@ def _positions(query_ids: Sequence[str], subset: Sequence[str]) -> np.ndarray:
     return np.array([pos[q] for q in subset], dtype=np.int64)
 
 
-def retrieve_split(ds: Dataset, split: str, specs: Sequence[str], encoder: Any, docs: Any = None, depth: int = 100,
-                   cache_dir: Any = None, working: Callable[[str], Any] = lambda text: nullcontext(),
-                   say: Callable[[str], None] = lambda text: None) -> dict[str, Ranking]:
-    """The rankings `hardneg eval` scores: each retriever of ``specs`` on the queries of ``split``,
-    over ``docs`` (chunks of ``ds``: a document ranks by its best chunk) or ``ds`` itself."""
-    qids = list(ds.positives(split)) if split in ds.qrels else ds.split_qrels(split)
-    texts, docs = [ds.queries[q] for q in qids], ds if docs is None else docs
-    rankings = {}
+def retrieve_splits(ds: Dataset, splits: Sequence[str], specs: Sequence[str], encoder: Any, docs: Any = None,
+                    depth: int = 100, cache_dir: Any = None,
+                    working: Callable[[str], Any] = lambda text: nullcontext(),
+                    say: Callable[[str], None] = lambda text: None) -> dict[str, dict[str, Ranking]]:
+    """The rankings `hardneg eval` scores, per split of ``splits``: each retriever of ``specs`` on the
+    queries of that split, over ``docs`` (chunks of ``ds``: a document ranks by its best chunk) or
+    ``ds`` itself. The retrievers (and their corpus vectors) are built once for every split."""
+    docs = ds if docs is None else docs
+    out: dict[str, dict[str, Ranking]] = {s: {} for s in splits}
     for name, r in build_retrievers(specs, docs.doc_ids, docs.doc_texts(), encoder, cache=cache_dir).items():
         start = time.perf_counter()
-        with working(f"{name}: retrieving for {len(qids)} queries"):
-            rankings[name] = (r.search(qids, texts, depth) if docs is ds
-                              else search_documents(r, docs, qids, texts, depth))
+        for split in splits:
+            qids = list(ds.positives(split)) if split in ds.qrels else ds.split_qrels(split)
+            texts = [ds.queries[q] for q in qids]
+            with working(f"{name}: retrieving for {len(qids)} {split} queries"):
+                out[split][name] = (r.search(qids, texts, depth) if docs is ds
+                                    else search_documents(r, docs, qids, texts, depth))
         say(f"{name}: retrieved in {time.perf_counter() - start:.1f}s")
-    return rankings
+    return out
 
 
 def evaluate(ds: Dataset, split: str, rankings: Mapping[str, Ranking], metrics: Sequence[str] = METRICS,

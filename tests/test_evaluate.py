@@ -106,3 +106,49 @@ def test_evaluate_tests_the_pairs_given_with_holm_across_them():
             assert c.diff == pytest.approx(d.mean()) and c.ci95 == bootstrap_ci(d) and c.p >= c.p_raw
     assert result.pvalues["c"]["ndcg@10"] == result.comparison("a", "c").p and "b" not in result.pvalues
     assert "3 pairs (a vs c; b vs c; b vs d), Holm-corrected across those pairs" in result.family()
+
+
+def _trec(path):
+    """query -> [(doc, score)] of a TREC run file, in file order."""
+    runs: dict[str, list[tuple[str, float]]] = {}
+    for line in path.read_text().splitlines():
+        q, _, d, _, s, _ = line.split()
+        runs.setdefault(q, []).append((d, float(s)))
+    return runs
+
+
+def test_eval_fuses_every_dense_retriever_with_bm25_k_chosen_on_dev(tiny_model_dir, tmp_path):
+    """`hardneg eval -r bm25 -r dense` also reports hybrid(bm25+dense): its run is the RRF (recomputed
+    here by hand from the two runs written) at a k of the grid chosen on held-out train queries; with
+    no train or dev queries nothing can choose k and it is 60."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from hardneg.cli import app
+    from toybeir import write_toy_beir
+
+    data = write_toy_beir(tmp_path / "toy")
+    common = ["--data", str(data), "-r", "bm25", "-r", "dense", "--model", str(tiny_model_dir),
+              "--cache-dir", str(tmp_path / "cache")]
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["eval", *common, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics) == ["bm25", "dense", "hybrid(bm25+dense)"]
+    note = (out / "report.md").read_text()
+    k = int(note.split("hybrid(bm25+dense) k = ")[1].split(".")[0].split()[0])
+    assert k in (10, 30, 60, 100) and "chosen on dev" in note and "held out" in note
+    bm25, dense = _trec(out / "runs" / "bm25.trec"), _trec(out / "runs" / "dense.trec")
+    fused = _trec(out / "runs" / "hybrid-bm25+dense.trec")
+    for q, ranked in fused.items():
+        by_hand: dict[str, float] = {}
+        for run in (bm25, dense):
+            for rank, (d, _) in enumerate(run[q], start=1):
+                by_hand[d] = by_hand.get(d, 0.0) + 1.0 / (k + rank)
+        assert [s for _, s in ranked] == pytest.approx(sorted(by_hand.values(), reverse=True)[:len(ranked)], abs=1e-6)
+        assert all(by_hand[d] == pytest.approx(s, abs=1e-6) for d, s in ranked)  # TREC: 6 decimals
+    (data / "qrels" / "train.tsv").unlink()
+    alone = CliRunner().invoke(app, ["eval", *common, "--out", str(tmp_path / "alone")])
+    assert alone.exit_code == 0, alone.output
+    assert "RRF k 60 for every hybrid" in (tmp_path / "alone" / "report.md").read_text()

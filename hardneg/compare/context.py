@@ -93,14 +93,17 @@ class Context:
     def hybrid_scores(self, rankings: dict[str, Ranking]) -> dict[str, Any]:
         """``hybrid(bm25+row)``: RRF of BM25 and the row's dense rankings, its k chosen on dev from
         ``[eval] rrf_k`` (``hardneg run``'s grid and rule); the grid, the k and per-query dev and test scores."""
-        from hardneg.loop.hybrid import choose_rrf_k, fuse
+        from hardneg.loop.hybrid import bm25_hybrids, hybrid_name
 
-        grid, depth, bm25 = list(self.config.eval.rrf_k), self.config.eval.depth, self.bm25()
-        k, by_k, fused = choose_rrf_k(self.view.split_qrels("dev"), bm25["dev"], rankings["dev"], grid, depth)
-        test = fuse(bm25[self.test], rankings[self.test], k, depth)
-        return {"rrf_k_grid": grid, "rrf_k": k, "dev_ndcg@10_by_k": [by_k[x] for x in grid],
-                "dev": _split_scores(self.view.split_qrels("dev"), fused, ("ndcg@10",)),
-                "test": _split_scores(self.view.split_qrels(self.test), test)}
+        grid, bm25, dev_qrels = list(self.config.eval.rrf_k), self.bm25(), self.view.split_qrels("dev")
+        choices, dev, test = bm25_hybrids(dev_qrels, {"bm25": bm25["dev"], "row": rankings["dev"]},
+                                          {"bm25": bm25[self.test], "row": rankings[self.test]}, ["row"], grid,
+                                          self.config.eval.depth)
+        name = hybrid_name("row")
+        c = choices[name]
+        return {"rrf_k_grid": grid, "rrf_k": c.rrf_k, "dev_ndcg@10_by_k": [c.dev[x] for x in grid],
+                "dev": _split_scores(dev_qrels, dev[name], ("ndcg@10",)),
+                "test": _split_scores(self.view.split_qrels(self.test), test[name])}
 
     def dev_ndcg(self, ranking: Ranking) -> float:
         """Mean dev NDCG@10 of a ranking (choosing a row's free parameter on dev, never on test)."""

@@ -21,6 +21,8 @@ from hardneg.retrieve.fusion import rrf
 __all__: list[str] = []  # internal: import from hardneg.loop
 
 HYBRID_BASE, HYBRID_TUNED = "hybrid(bm25+base)", "hybrid(bm25+tuned)"
+#: RRF k when no dev split can choose it (Cormack et al., 2009)
+RRF_K_WITHOUT_DEV = 60
 #: what a team gets without fine-tuning, in the order a tie on dev prefers (the simplest first)
 FREE = ("bm25", "base", HYBRID_BASE)
 TUNED = ("tuned", HYBRID_TUNED)
@@ -57,17 +59,70 @@ def choose_rrf_k(dev_qrels: Mapping[str, Mapping[str, int]], bm25: Ranking, dens
     return k, scores, fused[k]
 
 
+def hybrid_name(dense: str) -> str:
+    """The name of BM25 fused with the ranking ``dense``: ``hybrid(bm25+dense)``."""
+    return f"hybrid(bm25+{dense})"
+
+
+def bm25_hybrids(dev_qrels: Mapping[str, Mapping[str, int]] | None, dev: Mapping[str, Ranking] | None,
+                 test: Mapping[str, Ranking], dense: Sequence[str], grid: Sequence[int], depth: int,
+                 bm25: str = "bm25") -> tuple[dict[str, HybridChoice], dict[str, Ranking], dict[str, Ranking]]:
+    """``hybrid(bm25+NAME)`` for each ``NAME`` of ``dense``: its RRF k chosen on ``dev`` (rankings by the
+    same names as ``test``) from the one ``grid``, then fused at that k on dev and on test. Without dev
+    (``dev`` None) every hybrid takes :data:`RRF_K_WITHOUT_DEV`. Returns the choices and the fused dev
+    and test rankings, by hybrid name."""
+    choices, dev_fused, test_fused = {}, {}, {}
+    for name in dense:
+        hybrid = hybrid_name(name)
+        if dev is None:
+            k, scores = RRF_K_WITHOUT_DEV, {}
+        else:
+            k, scores, dev_fused[hybrid] = choose_rrf_k(dev_qrels or {}, dev[bm25], dev[name], grid, depth)
+        choices[hybrid] = HybridChoice(name, k, scores)
+        test_fused[hybrid] = fuse(test[bm25], test[name], k, depth)
+    return choices, dev_fused, test_fused
+
+
+def with_eval_hybrids(ds, split: str, specs: Sequence[str], retrieve, data_config, grid: Sequence[int],
+                      depth: int, seed: int = 0) -> tuple[Any, dict[str, Ranking], list[str]]:
+    """`hardneg eval`'s rankings of ``split`` plus ``hybrid(bm25+NAME)`` for each dense retriever of
+    ``specs`` when one is BM25, each hybrid's RRF k chosen on dev from ``grid`` (the dev split, else
+    the train queries `hardneg run` holds out with this ``seed``; none when ``split`` is dev itself,
+    then k = :data:`RRF_K_WITHOUT_DEV`). ``retrieve(dataset, splits)`` makes the rankings per split.
+    Returns the dataset the split was scored on, the rankings and notes on the choice."""
+    from hardneg.errors import HardnegError
+    from hardneg.loop.rounds import split_dev
+    from hardneg.retrieve import Kind, RetrieverSpec
+
+    parsed = [RetrieverSpec.parse(s) for s in specs]
+    lexical = [p.name for p in parsed if p.kind is Kind.BM25]
+    dense = [p.name for p in parsed if p.kind is Kind.DENSE]
+    if not lexical or not dense:
+        return ds, retrieve(ds, [split])[split], []
+    view, source = None, ""
+    if split != "dev":
+        try:
+            view, source = split_dev(ds, data_config, seed)
+        except HardnegError as exc:
+            source = str(exc)
+    ranked = retrieve(view or ds, [split] + (["dev"] if view is not None else []))
+    dev_qrels = view.split_qrels("dev") if view is not None else None
+    choices, _, fused = bm25_hybrids(dev_qrels, ranked.get("dev"), ranked[split], dense, grid, depth, lexical[0])
+    if view is None:
+        notes = [f"RRF k {RRF_K_WITHOUT_DEV} for every hybrid: no dev split to choose it on ({source or split})"]
+    else:
+        notes = [f"RRF k of each hybrid chosen on dev ({source}) from {list(grid)}: "
+                 + ", ".join(f"{h} k = {c.rrf_k}" for h, c in choices.items())]
+    return view or ds, {**ranked[split], **fused}, notes
+
+
 def hybrid_rankings(dev_qrels: Mapping[str, Mapping[str, int]], dev: Mapping[str, Ranking],
                     test: Mapping[str, Ranking], grid: Sequence[int], depth: int
                     ) -> tuple[dict[str, HybridChoice], dict[str, Ranking], dict[str, Ranking]]:
-    """Both hybrids: k chosen on ``dev`` (rankings ``bm25``, ``base``, ``tuned``) with the same grid,
-    then fused at that k on dev and on ``test`` (the same names). Returns the choices and the dev and
-    test rankings of all five systems, in :data:`SYSTEMS` order."""
-    choices, dev_all, test_all = {}, dict(dev), dict(test)
-    for name, dense in ((HYBRID_BASE, "base"), (HYBRID_TUNED, "tuned")):
-        k, scores, dev_all[name] = choose_rrf_k(dev_qrels, dev["bm25"], dev[dense], grid, depth)
-        choices[name] = HybridChoice(dense, k, scores)
-        test_all[name] = fuse(test["bm25"], test[dense], k, depth)
+    """``hardneg run``'s two hybrids (:func:`bm25_hybrids` of ``base`` and ``tuned``). Returns the choices
+    and the dev and test rankings of all five systems, in :data:`SYSTEMS` order."""
+    choices, dev_fused, test_fused = bm25_hybrids(dev_qrels, dev, test, ("base", "tuned"), grid, depth)
+    dev_all, test_all = {**dev, **dev_fused}, {**test, **test_fused}
     return choices, {s: dev_all[s] for s in SYSTEMS}, {s: test_all[s] for s in SYSTEMS}
 
 
