@@ -180,9 +180,10 @@ def retrieve_splits(ds: Dataset, splits: Sequence[str], specs: Sequence[str], en
 
 def evaluate(ds: Dataset, split: str, rankings: Mapping[str, Ranking], metrics: Sequence[str] = METRICS,
              n_resamples: int = N_RESAMPLES, seed: int = 0, train_split: str = "train",
-             pairs: Sequence[tuple[str, str]] | None = None) -> EvalResult:
+             pairs: Sequence[tuple[str, str]] | None = None, notes: Sequence[str] = ()) -> EvalResult:
     """Score every ranking on ``split`` and test each against the first (Holm across systems), or
-    test the ``(system, vs)`` ``pairs`` given (Holm across those pairs: :func:`compare`)."""
+    test the ``(system, vs)`` ``pairs`` given (Holm across those pairs: :func:`compare`); ``notes``
+    go to the report."""
     qrels = ds.split_qrels(split)
     qids = list(ds.positives(split))
     per_query = {name: per_query_scores(qrels, r.subset(qids), metrics) for name, r in rankings.items()}
@@ -196,6 +197,7 @@ def evaluate(ds: Dataset, split: str, rankings: Mapping[str, Ranking], metrics: 
     leak = leakage(ds, split, train_split)
     result = EvalResult(split, qids, per_query, pvalues, n_resamples=n_resamples, comparisons=comparisons,
                         custom_pairs=pairs is not None)
+    result.notes.extend(notes)
     if leak is not None and leak.any:
         result.clean_ids = leak.clean
         result.notes.append(f"leakage between {train_split} and {split}: {leak.summary()}")

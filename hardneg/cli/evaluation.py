@@ -11,9 +11,8 @@ from hardneg.checks import trec_ready
 from hardneg.cli.common import CACHE, DATA, ENCODER, Opts, _chunk, _say, _working, friendly, show, with_options
 from hardneg.diagnose import DiagnoseConfig
 from hardneg.diagnose.report import diagnose_to_folder
-from hardneg.evaluate import evaluate, format_eval, retrieve_splits, write_eval
-from hardneg.loop import EvalConfig
-from hardneg.loop.hybrid import with_eval_hybrids
+from hardneg.evaluate import evaluate, format_eval, write_eval
+from hardneg.loop.hybrid import EvalConfig, with_eval_hybrids
 from hardneg.mine import MineConfig
 from hardneg.report import write_report
 
@@ -32,21 +31,12 @@ def eval_cmd(
     data: Any = None, encoder: Any = None, cache: Any = None, evaluation: Any = None, chunks: Any = None,
 ):
     """Evaluate retrievers on a held-out split: NDCG@10, Recall@10/100, MRR@10, MAP@100 with significance
-    (with --chunk-tokens a document scores its best chunk). With BM25 and dense retrievers, each dense
-    one is also fused with BM25 (hybrid(bm25+NAME), RRF k chosen on dev)."""
+    (--chunk-tokens: a document scores its best chunk); each dense one also fused with BM25 (RRF k from dev)."""
     start = time.perf_counter()
     ds = trec_ready(data.load(), split)
-    docs = _chunk(ds, chunks, encoder)
-    docs = None if docs is ds else docs  # unchunked: each split's dataset is its own corpus
-
-    def retrieve(dataset, splits):
-        return retrieve_splits(dataset, splits, retriever, encoder, docs, evaluation.depth, cache.cache_dir,
-                               _working, _say)
-
-    ds, rankings, notes = with_eval_hybrids(ds, split, retriever, retrieve, data, evaluation.rrf_k,
-                                            evaluation.depth, evaluation.seed)
-    result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples)
-    result.notes.extend(notes)
+    ds, rankings, notes = with_eval_hybrids(ds, split, retriever, data, evaluation, encoder,
+                                            _chunk(ds, chunks, encoder), cache.cache_dir, _working, _say)
+    result = evaluate(ds, split, rankings, seed=evaluation.seed, n_resamples=evaluation.n_resamples, notes=notes)
     write_eval(result, out, rankings)
     show(*format_eval(result), f"wrote {out}/metrics.json, report.md, runs/ ({time.perf_counter() - start:.1f}s)")
 

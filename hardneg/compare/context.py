@@ -21,6 +21,7 @@ from hardneg.encode.cache import EmbeddingCache
 from hardneg.errors import HardnegError
 from hardneg.files import atomic_write_json
 from hardneg.loop import RunConfig, split_dev
+from hardneg.loop.hybrid import bm25_hybrids, hybrid_name
 from hardneg.loop.rounds import _bm25_rankings, _Dense
 from hardneg.metrics import per_query_scores
 from hardneg.mine import dataset_digest, mine_candidates
@@ -93,8 +94,6 @@ class Context:
     def hybrid_scores(self, rankings: dict[str, Ranking]) -> dict[str, Any]:
         """``hybrid(bm25+row)``: RRF of BM25 and the row's dense rankings, its k chosen on dev from
         ``[eval] rrf_k`` (``hardneg run``'s grid and rule); the grid, the k and per-query dev and test scores."""
-        from hardneg.loop.hybrid import bm25_hybrids, hybrid_name
-
         grid, bm25, dev_qrels = list(self.config.eval.rrf_k), self.bm25(), self.view.split_qrels("dev")
         choices, dev, test = bm25_hybrids(dev_qrels, {"bm25": bm25["dev"], "row": rankings["dev"]},
                                           {"bm25": bm25[self.test], "row": rankings[self.test]}, ["row"], grid,

@@ -13,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from hardneg.evaluate import EvalResult, format_p
+from hardneg.errors import HardnegError
+from hardneg.evaluate import EvalResult, format_p, retrieve_splits
+from hardneg.loop.config import EvalConfig
+from hardneg.loop.rounds import split_dev
+from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.metrics import per_query_scores
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.fusion import rrf
@@ -83,17 +87,21 @@ def bm25_hybrids(dev_qrels: Mapping[str, Mapping[str, int]] | None, dev: Mapping
     return choices, dev_fused, test_fused
 
 
-def with_eval_hybrids(ds, split: str, specs: Sequence[str], retrieve, data_config, grid: Sequence[int],
-                      depth: int, seed: int = 0) -> tuple[Any, dict[str, Ranking], list[str]]:
-    """`hardneg eval`'s rankings of ``split`` plus ``hybrid(bm25+NAME)`` for each dense retriever of
-    ``specs`` when one is BM25, each hybrid's RRF k chosen on dev from ``grid`` (the dev split, else
-    the train queries `hardneg run` holds out with this ``seed``; none when ``split`` is dev itself,
-    then k = :data:`RRF_K_WITHOUT_DEV`). ``retrieve(dataset, splits)`` makes the rankings per split.
-    Returns the dataset the split was scored on, the rankings and notes on the choice."""
-    from hardneg.errors import HardnegError
-    from hardneg.loop.rounds import split_dev
-    from hardneg.retrieve import Kind, RetrieverSpec
+def with_eval_hybrids(ds, split: str, specs: Sequence[str], data_config, evaluation: EvalConfig, encoder, docs=None,
+                      cache_dir=None, working=None, say=None) -> tuple[Any, dict[str, Ranking], list[str]]:
+    """`hardneg eval`'s rankings of ``split`` (:func:`~hardneg.evaluate.retrieve_splits` of ``specs``
+    over ``docs``, chunks of ``ds``, or ``ds``) plus ``hybrid(bm25+NAME)`` for each dense retriever when
+    one is BM25, each hybrid's RRF k chosen on dev from ``evaluation.rrf_k`` (the dev split, else the
+    train queries `hardneg run` holds out with ``evaluation.seed``; none when ``split`` is dev itself,
+    then k = :data:`RRF_K_WITHOUT_DEV`). Returns the dataset the split was scored on, the rankings and
+    notes on the choice."""
+    docs = None if docs is ds else docs  # unchunked: each split's dataset is its own corpus
+    extra = {k: v for k, v in (("working", working), ("say", say)) if v is not None}
 
+    def retrieve(dataset, splits):
+        return retrieve_splits(dataset, splits, specs, encoder, docs, evaluation.depth, cache_dir, **extra)
+
+    grid, depth, seed = evaluation.rrf_k, evaluation.depth, evaluation.seed
     parsed = [RetrieverSpec.parse(s) for s in specs]
     lexical = [p.name for p in parsed if p.kind is Kind.BM25]
     dense = [p.name for p in parsed if p.kind is Kind.DENSE]
