@@ -50,6 +50,9 @@ def main() -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of one row per train query")
     ap.add_argument("--lr", type=float, default=None, help="learning rate of every trained row (default: the recipe's)")
     ap.add_argument("--table-only", action="store_true", help="train nothing: rebuild from the stored units")
+    ap.add_argument("--primary", default=None, metavar="A,B",
+                    help="also the pre-stated primary test: row A minus row B on test NDCG@10 (every seed of "
+                         "each), its 90%% bootstrap interval over queries and seeds, written to primary.json")
     args = ap.parse_args()
     if args.list:
         return print(describe()) or 0
@@ -68,7 +71,39 @@ def main() -> int:
     result = compare(config, out, rows, args.seeds, table_only=args.table_only,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(result.files["table"].read_text(encoding="utf-8"))
+    if args.primary:
+        print(primary_test(result.units, *args.primary.split(","), out, n_resamples=config.eval.n_resamples))
     return 0
+
+
+#: the primary test's target (issue 18): A - B >= 0.01 NDCG@10 with the 90% interval's lower end above 0
+TARGET_DIFF, LEVEL = 0.01, 0.90
+
+
+def primary_test(units, a: str, b: str, out: Path, n_resamples: int) -> str:
+    """Row ``a`` minus row ``b`` on test NDCG@10 over all their seeds: the difference of means, its
+    percentile bootstrap interval at :data:`LEVEL` (queries resampled jointly, each row's seeds
+    resampled) and the paired randomization p on seed-averaged per-query values; primary.json."""
+    from hardneg.compare.table import bootstrap_diff, per_query
+    from hardneg.evaluate import format_p, paired_randomization_test
+    from hardneg.files import atomic_write_json
+
+    missing = [r for r in (a, b) if r not in units]
+    if missing:
+        return f"primary test {a} - {b}: no units of {', '.join(missing)} yet"
+    x, y = per_query(units[a]), per_query(units[b])
+    diff = float(x.mean() - y.mean())
+    lo, hi = bootstrap_diff(x, y, n=10000, level=LEVEL)
+    p = paired_randomization_test(x.mean(axis=0), y.mean(axis=0), n_resamples, 0)
+    met = diff >= TARGET_DIFF and lo > 0
+    record = {"a": a, "b": b, "seeds": {a: len(units[a]), b: len(units[b])}, "queries": int(x.shape[1]),
+              "diff": diff, "level": LEVEL, "ci": [lo, hi], "p": p, "target": {"diff": TARGET_DIFF, "lower": 0.0},
+              "met": met, "mean": {a: float(x.mean()), b: float(y.mean())}}
+    atomic_write_json(out / "primary.json", record)
+    return (f"primary test (stated before running): {a} - {b} on test NDCG@10, {len(units[a])} / {len(units[b])} "
+            f"seeds, {x.shape[1]} queries: {diff:+.4f}, {LEVEL:.0%} bootstrap interval [{lo:+.4f}, {hi:+.4f}], "
+            f"paired p {format_p(p, n_resamples)}; target >= {TARGET_DIFF} with the lower end above 0: "
+            f"{'met' if met else 'NOT met'}")
 
 
 if __name__ == "__main__":
