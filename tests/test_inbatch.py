@@ -124,6 +124,44 @@ def test_masked_infonce_equals_the_hand_computation(loss, tiny_model_dir):
     assert got["mask"] < got["keep"]  # fewer terms in each colliding anchor's denominator
 
 
+@pytest.mark.parametrize("loss", ["mnrl", "cached-mnrl"])
+def test_hardness_weighting_equals_the_hand_computation(loss, tiny_model_dir):
+    """[train] hardness: each chosen negative's logit gains alpha x its cosine (sentence-transformers'
+    hardness_mode), masked positives stay out; recomputed here from the embeddings."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu").eval()
+    train_ds, _ = build_train_dataset(rows(), 1)
+    known = KnownPositives.build(train_ds, rows())
+    batch = list(range(len(train_ds)))[:6]
+    texts = {c: [train_ds[c][i] for i in batch] for c in ("anchor", "positive", "negative_1")}
+    features = [model.preprocess(texts[c]) for c in texts]
+    q = model.encode(texts["anchor"], convert_to_tensor=True, normalize_embeddings=True)
+    d = model.encode(texts["positive"] + texts["negative_1"], convert_to_tensor=True, normalize_embeddings=True)
+    cos, n, target = q @ d.T, len(batch), torch.arange(len(batch))
+    own_negative = torch.zeros_like(cos, dtype=torch.bool)
+    own_negative[target, target + n] = True
+    in_batch = torch.ones_like(own_negative)
+    in_batch[target, target] = False
+    in_batch[target, target + n] = False
+    chosen = {"hard": own_negative, "in-batch": in_batch, "all": in_batch | own_negative}
+    for mode, where in chosen.items():
+        for mask_mode in ("keep", "mask"):
+            config = TrainConfig(loss=loss, mini_batch_size=2, hardness=mode, hardness_strength=3.0,
+                                 inbatch_positives=mask_mode)
+            fn = build_loss(model, config, 1, known=known)
+            assert fn.hardness_mode == config.hardness.st_mode and fn.hardness_strength == 3.0
+            with torch.no_grad():
+                got = float(fn(features, torch.tensor(batch)))
+            logits = 20.0 * cos + 3.0 * cos * where
+            if mask_mode == "mask":
+                logits = logits.masked_fill(torch.from_numpy(known.collisions(batch)), float("-inf"))
+            assert got == pytest.approx(float(torch.nn.functional.cross_entropy(logits, target)), abs=1e-5), mode
+    with pytest.raises(HardnegError, match="hardness weighting works with mnrl and cached-mnrl"):
+        TrainConfig(loss="gist", hardness="hard")
+
+
 def test_mask_refused_where_it_does_not_apply():
     for loss in ("gist", "marginmse"):
         with pytest.raises(HardnegError, match="inbatch_positives mask works with mnrl and cached-mnrl"):

@@ -36,6 +36,9 @@ __all__: list[str] = []  # internal: import from hardneg.compare
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 #: recipe keys that decide nothing a unit computes (paths, progress); of [eval] only depth counts
 _NOT_DECISIVE = {"data": ("path", "corpus"), "train": ("show_progress", "logging_steps", "checkpoint_dir")}
+#: options added after units were stored, at the value that computes what those units computed: left out
+#: of the fingerprint at that value, so the stored units stay valid (any other value changes the hash)
+_ADDED_AT_OFF = {"train": {"hardness": "off", "hardness_strength": 5.0}}
 
 
 class Context:
@@ -167,6 +170,10 @@ class Context:
         for section, keys in _NOT_DECISIVE.items():
             for key in keys:
                 recipe[section].pop(key, None)
+        for section, values in _ADDED_AT_OFF.items():
+            if all(recipe[section].get(k) == v for k, v in values.items()):
+                for key in values:
+                    recipe[section].pop(key)
         recipe["loop"] = {"seed": self.config.loop.seed}  # the dev hold-out; the rounds are the rows' business
         recipe["eval"] = {"depth": self.config.eval.depth}  # the rest of [eval] is `hardneg run`'s and the table's
         ds = self.view

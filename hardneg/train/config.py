@@ -54,6 +54,24 @@ class InBatchPositives(str, Enum):
     MASK = "mask"
 
 
+class Hardness(str, Enum):
+    """sentence-transformers' hard-negative weighting of the InfoNCE losses (``hardness_mode``): each
+    chosen negative's logit gains ``hardness_strength`` x its (stop-gradient) cosine, so harder ones
+    weigh more in the softmax. ``off``; ``in-batch`` (other rows' documents; Lan et al. 2025 use
+    strength 9); ``hard`` (the row's own mined negatives; Schechter Vera et al. 2025 use 5); ``all``."""
+
+    OFF = "off"
+    IN_BATCH = "in-batch"
+    HARD = "hard"
+    ALL = "all"
+
+    @property
+    def st_mode(self) -> str | None:
+        """The value of sentence-transformers' ``hardness_mode``."""
+        return {"off": None, "in-batch": "in_batch_negatives", "hard": "hard_negatives",
+                "all": "all_negatives"}[self.value]
+
+
 #: The losses whose softmax ``inbatch_positives = "mask"`` edits (the GradCache twin included).
 MASKABLE = (Loss.AUTO, Loss.MNRL, Loss.CACHED_MNRL)
 
@@ -133,6 +151,10 @@ class TrainConfig:
         InBatchPositives.KEEP, "A query's own labeled positives among its in-batch candidates (other rows' "
                                "positives, mined negatives): keep (as negatives) | mask (out of the softmax; "
                                "mnrl, cached-mnrl). Many positives a query (NFCorpus): mask.")
+    hardness: Hardness = option(Hardness.OFF, "Hard-negative weighting of mnrl / cached-mnrl (sentence-transformers' "
+                                              "hardness_mode): off | in-batch | hard | all.")
+    hardness_strength: float = option(5.0, "Its alpha: a negative's logit gains alpha x its cosine (used when "
+                                           "hardness is not off).", ge=0)
     memory_gb: float | None = option(None, "Cap on the planned peak memory in GB; none: 90% of what is free. A run "
                                            "estimated above it is refused before the first step, naming what to "
                                            "lower.", gt=0)
@@ -145,6 +167,8 @@ class TrainConfig:
         lo, hi = self.student_range
         if not hi > lo:
             raise HardnegError(f"student_range must be (low, high) with high > low, not {self.student_range}")
+        if self.hardness is not Hardness.OFF and self.loss not in MASKABLE:
+            raise HardnegError(f"hardness weighting works with mnrl and cached-mnrl, not {self.loss.value}")
         if self.inbatch_positives is InBatchPositives.MASK and self.loss not in MASKABLE:
             raise HardnegError(f"inbatch_positives mask works with mnrl and cached-mnrl, not {self.loss.value} "
                                "(gist masks by its guide model; marginmse has no in-batch negatives)")
@@ -153,7 +177,7 @@ class TrainConfig:
         """Plain JSON-able values (enums as strings)."""
         out = asdict(self)
         out.update(loss=self.loss.value, short_rows=self.short_rows.value, student_range=list(self.student_range),
-                   inbatch_positives=self.inbatch_positives.value)
+                   inbatch_positives=self.inbatch_positives.value, hardness=self.hardness.value)
         return out
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from hardneg.encode import EncoderConfig, load_model
 from hardneg.memory import MemoryPlan
-from hardneg.train.config import InBatchPositives, Loss, TrainConfig
+from hardneg.train.config import Hardness, InBatchPositives, Loss, TrainConfig
 from hardneg.train.inbatch import KnownPositives, in_batch_loss
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: i
     CachedGISTEmbedLoss (same objective, n-tuples, chunks of ``mini_batch_size``) is used.
     With ``world_size`` > 1 (DDP) the in-batch losses gather negatives across devices
     unless ``config.gather_across_devices`` is off. ``config.inbatch_positives`` mask (mnrl,
-    cached-mnrl) needs ``known`` and rows carrying their numbers (:mod:`hardneg.train.inbatch`).
+    cached-mnrl) needs ``known`` and rows carrying their numbers (:mod:`hardneg.train.inbatch`);
+    ``config.hardness`` passes sentence-transformers' ``hardness_mode`` / ``hardness_strength``.
     """
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.util import pairwise_cos_sim
@@ -46,10 +47,13 @@ def build_loss(model: "SentenceTransformer", config: TrainConfig, n_negatives: i
     loss = Loss(memory.loss) if memory else Loss.MNRL if config.loss is Loss.AUTO else config.loss
     chunk = (memory.mini_batch_size if memory else None) or config.mini_batch_size or 32
     mask = known if config.inbatch_positives is InBatchPositives.MASK else None
+    hard = {} if config.hardness is Hardness.OFF else {"hardness_mode": config.hardness.st_mode,
+                                                       "hardness_strength": config.hardness_strength}
     if loss is Loss.MNRL:
-        return in_batch_loss(losses.MultipleNegativesRankingLoss, model, mask, **gather)
+        return in_batch_loss(losses.MultipleNegativesRankingLoss, model, mask, **gather, **hard)
     if loss is Loss.CACHED_MNRL:
-        return in_batch_loss(losses.CachedMultipleNegativesRankingLoss, model, mask, mini_batch_size=chunk, **gather)
+        return in_batch_loss(losses.CachedMultipleNegativesRankingLoss, model, mask, mini_batch_size=chunk, **gather,
+                             **hard)
     if loss is Loss.GIST:
         guide = _guide(model, config)
         if n_negatives <= 1:
