@@ -317,3 +317,17 @@ def test_same_seed_same_run(tiny_model_dir, tmp_path):
     assert runs[0].losses == runs[1].losses
     w0, w1 = (load_file(str(tmp_path / f"m{i}" / "model.safetensors")) for i in (0, 1))
     assert all(np.array_equal(w0[k], w1[k]) for k in w0)
+
+
+def test_patience_stops_when_dev_stops_improving(tiny_model_dir, tmp_path):
+    """lr ~ 0 leaves dev NDCG@10 where it started: with patience 2, training stops after the third
+    evaluation after step 0 (the first checkpoint sets the best, two bring no gain), far short of its
+    16 steps; without patience it runs them all."""
+    config = TrainConfig(epochs=4, eval_steps=1, patience=2, **{**FAST, "lr": 1e-12})
+    res = train(toy_dataset(), toy_rows(), str(tiny_model_dir), tmp_path / "m", config)
+    assert [e["step"] for e in res.evals] == [0, 1, 2, 3]
+    assert len({round(e["ndcg@10"], 9) for e in res.evals}) == 1
+    assert res.config["patience"] == 2
+    whole = train(toy_dataset(), toy_rows(), str(tiny_model_dir), tmp_path / "w",
+                  TrainConfig(epochs=4, eval_steps=8, **{**FAST, "lr": 1e-12}))
+    assert [e["step"] for e in whole.evals] == [0, 8, 16]

@@ -127,6 +127,9 @@ class TrainConfig:
     max_steps: int | None = option(None, "A fixed budget of optimizer steps (overrides epochs).", ge=1)
     eval_steps: int | float | None = option(None, "Evaluate on dev every N steps (integer) or fraction of the run; "
                                                   "none: every quarter.", gt=0)
+    patience: int | None = option(None, "Stop once this many dev evaluations in a row bring no gain in NDCG@10 "
+                                        "(the best checkpoint is kept either way); none: train the whole budget.",
+                                  ge=1)
     eval_queries: int = option(200, "Dev queries evaluated while training (seeded sample).", ge=1)
     eval_corpus: int = option(2000, "Documents of that evaluation: the queries' positives plus a seeded sample.",
                               ge=1)

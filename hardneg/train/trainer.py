@@ -195,7 +195,7 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
             model=student, args=args, loss=loss,
             train_dataset=train_ds.add_column(ROW_ID, list(range(len(train_ds)))) if masked else train_ds,
             evaluator=build_evaluator(evalset, config) if evalset else None,
-            callbacks=[clock.callback(), *logged.callbacks],
+            callbacks=[clock.callback(), *logged.callbacks, *_early_stopping(config, evalset is not None)],
         ))
         start = time.perf_counter()
         trainer.train()
@@ -210,6 +210,15 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
         _best_eval(evals, trainer.state.best_model_checkpoint), seconds, dict(meta), args.world_size,
         memory.to_dict(), precision, machine_info(), clock.seconds, collisions,
     )
+
+
+def _early_stopping(config: TrainConfig, with_eval: bool) -> list:
+    """transformers' EarlyStoppingCallback for ``config.patience`` (needs the dev evaluation)."""
+    if config.patience is None or not with_eval:
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=config.patience)]
 
 
 def _collisions(trainer, train_ds, known: KnownPositives | None, config: TrainConfig, loss) -> Collisions | None:
