@@ -331,3 +331,38 @@ def test_patience_stops_when_dev_stops_improving(tiny_model_dir, tmp_path):
     whole = train(toy_dataset(), toy_rows(), str(tiny_model_dir), tmp_path / "w",
                   TrainConfig(epochs=4, eval_steps=8, **{**FAST, "lr": 1e-12}))
     assert [e["step"] for e in whole.evals] == [0, 8, 16]
+
+
+def _two_positives() -> list[dict]:
+    """toy_rows with a second positive per query (the next query's document)."""
+    rows = toy_rows()
+    for i, r in enumerate(rows):
+        r["pos_ids"], r["pos"] = [f"d{i}", f"d{(i + 1) % 16}"], [DOCS[i], DOCS[(i + 1) % 16]]
+        r["pos_scores"] = [5.0, 4.0]
+    return rows
+
+
+def test_positives_one_gives_a_row_per_query_per_pass_with_a_seeded_positive():
+    rows = _two_positives()
+    each, _ = build_train_dataset(rows, 2)
+    assert len(each) == 32  # 16 queries x 2 positives
+    one, report = build_train_dataset(rows, 2, one_positive=(3, 7))
+    assert len(one) == 48 and report.n_queries == 16  # 3 passes of one row per query
+    by_query = {r["query"]: set(r["pos"]) for r in rows}
+    assert all(one[i]["positive"] in by_query[one[i]["anchor"]] for i in range(len(one)))
+    again, _ = build_train_dataset(rows, 2, one_positive=(3, 7))
+    assert again["positive"] == one["positive"]
+    assert sum(a == rows[0]["query"] for a in one["anchor"]) == 3
+    with pytest.raises(HardnegError, match="positives 'one' works with the n-tuple losses"):
+        TrainConfig(loss="marginmse", positives="one")
+
+
+def test_positives_one_trains_epochs_times_queries_over_batch_steps(tiny_model_dir, tmp_path):
+    """2 epochs of 16 queries (32 positives) at batch 4: 8 steps with positives one, 16 with each."""
+    common = dict(FAST, epochs=2)
+    one = train(toy_dataset(), _two_positives(), str(tiny_model_dir), tmp_path / "one",
+                TrainConfig(positives="one", **common))
+    assert max(step for step, _ in one.losses) == 8 and one.config["epochs"] == 2
+    assert one.config["positives"] == "one"
+    each = train(toy_dataset(), _two_positives(), str(tiny_model_dir), tmp_path / "each", TrainConfig(**common))
+    assert max(step for step, _ in each.losses) == 16

@@ -44,6 +44,17 @@ class ShortRows(str, Enum):
     REPEAT = "repeat"
 
 
+class Positives(str, Enum):
+    """Training rows a query gives per pass over the data. ``each``: one per (query, positive), as
+    sentence-transformers' n-tuples do (a query with 43 positives weighs 43 times one with a single
+    positive, and an epoch of NFCorpus is 3,456 steps of 32). ``one``: one row per query per epoch,
+    its positive a seeded draw each epoch (``hardneg compare``'s budget): an epoch costs
+    queries / batch steps whatever the number of positives."""
+
+    EACH = "each"
+    ONE = "one"
+
+
 class InBatchPositives(str, Enum):
     """What the in-batch losses do with a candidate that is one of the anchor's own labeled positives
     (another row's positive, a mined negative): ``keep`` it as a negative (sentence-transformers'
@@ -116,6 +127,8 @@ class TrainConfig:
     num_negatives: int | None = option(None, "Negatives per training row; none: as many as the richest query has.",
                                        ge=0)
     short_rows: ShortRows = option(ShortRows.DROP, "Queries with fewer negatives than that: drop | repeat.")
+    positives: Positives = option(Positives.EACH, "Rows a query gives per epoch: each (one per positive) | one (one "
+                                                  "row, its positive a seeded draw each epoch).")
     seed: int = seed_option(42, "Training seed (data order, initialisation of new layers).")
     mini_batch_size: int | None = option(None, "Texts per GradCache chunk (cached-mnrl; gist with several "
                                                "negatives); none: as many of the longest text as fit in 8,192 "
@@ -170,6 +183,8 @@ class TrainConfig:
         lo, hi = self.student_range
         if not hi > lo:
             raise HardnegError(f"student_range must be (low, high) with high > low, not {self.student_range}")
+        if self.positives is Positives.ONE and self.loss is Loss.MARGINMSE:
+            raise HardnegError("positives 'one' works with the n-tuple losses, not marginmse (one row per negative)")
         if self.hardness is not Hardness.OFF and self.loss not in MASKABLE:
             raise HardnegError(f"hardness weighting works with mnrl and cached-mnrl, not {self.loss.value}")
         if self.inbatch_positives is InBatchPositives.MASK and self.loss not in MASKABLE:
@@ -180,7 +195,8 @@ class TrainConfig:
         """Plain JSON-able values (enums as strings)."""
         out = asdict(self)
         out.update(loss=self.loss.value, short_rows=self.short_rows.value, student_range=list(self.student_range),
-                   inbatch_positives=self.inbatch_positives.value, hardness=self.hardness.value)
+                   inbatch_positives=self.inbatch_positives.value, hardness=self.hardness.value,
+                   positives=self.positives.value)
         return out
 
 

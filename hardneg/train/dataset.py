@@ -217,6 +217,7 @@ def build_train_dataset(
     meta: Mapping[str, Any] | None = None,
     student_range: tuple[float, float] = (0.0, 1.0),
     exclude_queries: Collection[str] = (),
+    one_positive: tuple[int, int] | None = None,
 ) -> tuple["datasets.Dataset", BuildReport]:
     """Training rows in the column layout ``loss`` accepts, and a report of what was kept.
 
@@ -229,7 +230,9 @@ def build_train_dataset(
       in ``meta`` must pass :func:`check_teacher`. No padding is needed.
 
     ``negatives`` is a ``negatives.jsonl`` path (its sidecar gives ``meta``) or rows.
-    Queries in ``exclude_queries`` (held out for evaluation) are left out.
+    Queries in ``exclude_queries`` (held out for evaluation) are left out. ``one_positive``
+    ``(passes, seed)`` (``[train] positives = "one"``, n-tuple losses): instead of a row per
+    positive, ``passes`` rows per query, pass ``p``'s positive drawn by ``default_rng([seed, p])``.
     """
     import datasets
 
@@ -242,7 +245,7 @@ def build_train_dataset(
     if loss is Loss.MARGINMSE:
         columns = _margin_columns(kept, k, meta, student_range, report)
     else:
-        columns = _ntuple_columns(kept, k, policy, report)
+        columns = _ntuple_columns(kept, k, policy, report, one_positive)
     report.n_rows = len(next(iter(columns.values())))
     if report.n_rows == 0:
         raise HardnegError(f"no training rows left: {report.summary()}")
@@ -267,9 +270,11 @@ def _fill_negatives(neg: list[str], k: int, policy: ShortRows) -> list[str] | No
     return [neg[i % len(neg)] for i in range(k)]
 
 
-def _ntuple_columns(rows, k: int, policy: ShortRows, report: BuildReport) -> dict[str, list[str]]:
+def _ntuple_columns(rows, k: int, policy: ShortRows, report: BuildReport,
+                    one_positive: tuple[int, int] | None = None) -> dict[str, list[str]]:
     names = ["anchor", "positive", *[f"negative_{i}" for i in range(1, k + 1)]]
     columns: dict[str, list[str]] = {name: [] for name in names}
+    draws = [np.random.default_rng([one_positive[1], p]) for p in range(one_positive[0])] if one_positive else []
     for row in rows:
         negs = _fill_negatives(row["neg"], k, policy)
         short = len(row["neg"]) < k
@@ -279,7 +284,8 @@ def _ntuple_columns(rows, k: int, policy: ShortRows, report: BuildReport) -> dic
         if negs is None:
             continue
         report.n_queries += 1
-        for pos in row["pos"]:
+        chosen = [row["pos"][int(rng.integers(len(row["pos"])))] for rng in draws] if draws else row["pos"]
+        for pos in chosen:
             for name, text in zip(names, [row["query"], pos, *negs]):
                 columns[name].append(text)
     return columns

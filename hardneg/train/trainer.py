@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Sequence
 
@@ -19,7 +20,8 @@ from hardneg.encode import default_model_path
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.memory import MemoryPlan, plan
 from hardneg.precision import machine_info, resolve_train
-from hardneg.train.config import BEST_METRIC, EVAL_NAME, RESULT_FILE, TRAIN_LOG, InBatchPositives, Loss, TrainConfig
+from hardneg.train.config import (BEST_METRIC, EVAL_NAME, RESULT_FILE, TRAIN_LOG, InBatchPositives, Loss, Positives,
+                                  TrainConfig)
 from hardneg.train.dataset import (BuildReport, EvalSet, _rows_and_meta, build_eval_set, build_train_dataset,
                                    in_batch_only, pair_rows, read_sidecar, sidecar_path)
 from hardneg.train.inbatch import ROW_ID, Collisions, KnownPositives, count_collisions, trained_batches
@@ -144,17 +146,22 @@ def train(
     else:
         rows, meta = _rows_and_meta(negatives, meta)
     evalset = build_eval_set(data, [r["query_id"] for r in rows], config, dev_split)
+    passes = math.ceil(config.epochs) if config.positives is Positives.ONE else None
     train_ds, report = build_train_dataset(
         rows, config.num_negatives, config.loss, short_rows=config.short_rows, meta=meta,
         student_range=config.student_range, exclude_queries=evalset.holdout_ids if evalset else (),
+        one_positive=(passes, config.seed) if passes else None,
     )
     known = None if config.loss is Loss.MARGINMSE else KnownPositives.build(train_ds, rows)
     base_name = _model_name(model)
     student = load_student(model)
     native_length, student.max_seq_length = student.max_seq_length, config.max_seq_length
     out_dir = Path(out_dir)
-    result = _fit(student, train_ds, evalset, config, out_dir, report, meta,
+    # positives "one": the dataset holds ceil(epochs) passes already; the trainer runs the share of them asked
+    fit_config = replace(config, epochs=config.epochs / passes) if passes else config
+    result = _fit(student, train_ds, evalset, fit_config, out_dir, report, meta,
                   Path(log_file) if log_file is not None else out_dir / TRAIN_LOG, known)
+    result.config = config.to_dict()
     student.max_seq_length = native_length  # trained at config.max_seq_length, saved at the model's own
     if _main_process():  # DDP: one writer; every process returns once the model is saved
         _save(student, result, out_dir, base_name)
