@@ -38,7 +38,6 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "epochs=3": ("three passes, patience 2 on dev", {"train": {"epochs": 3, "patience": 2}}),
     "lr=2e-5": ("sentence-transformers' usual learning rate", {"train": {"lr": 2e-5}}),
     "lr=1e-4": ("twice the default learning rate", {"train": {"lr": 1e-4}}),
-    "k=1": ("one mined negative per row", {"select": {"num_negatives": 1}}),
     "k=7": ("seven mined negatives per row (the recipe's own k)", {"select": {"num_negatives": 7}}),
     "len=128": ("128 training tokens", {"train": {"max_seq_length": 128}}),
     "batch=128-cached": ("GradCache, batch 128: 4x the in-batch negatives, the same texts (one epoch) in a quarter of the steps",
@@ -48,6 +47,8 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "hardness=in-batch": ("hardness_mode in_batch_negatives, alpha 9",
                           {"train": {"hardness": "in-batch", "hardness_strength": 9.0}}),
     "mask": ("labeled positives masked out of the in-batch softmax", {"train": {"inbatch_positives": "mask"}}),
+    "pos-top=100": ("positive consistency: positives the base model ranks below 100 give no row",
+                    {"select": {"pos_top": 100}}),
 }
 
 

@@ -261,6 +261,11 @@ def test_one_training_row_per_query_per_epoch_with_a_seeded_positive(tmp_path):
     kept = training_rows(view, negatives, budget, 0, 2, ShortRows.DROP)
     assert {r["query_id"] for r in kept} == {"q1"}
     assert {r["query_id"] for r in training_rows(view, negatives, budget, 0, 2, ShortRows.REPEAT)} == {"q0", "q1"}
+    # positive consistency: only the allowed positives are drawn; a query with none gives no row
+    allowed = {"q0": ["d8"], "q1": ["d1"]}
+    consistent = training_rows(view, None, budget, 0, 0, ShortRows.DROP, allowed)
+    assert {(r["query_id"], r["pos_ids"][0]) for r in consistent} == {("q0", "d8"), ("q1", "d1")}
+    assert len(consistent) == 2 * 3
 
 
 def test_rows_run_after_the_rows_they_need_and_base_first():

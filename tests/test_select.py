@@ -99,6 +99,26 @@ def test_per_pair_filters_against_each_positive():
     assert negs(m2, 0) == ["d3", "d4", "d5", "d6"] and negs(m2, 1) == ["d5", "d6"]
 
 
+def test_pos_top_trains_only_on_positives_the_ranker_finds():
+    """Positive consistency: p1 (rank 1) and p3 (rank 4) are in the top 5, p2 is unranked. With pos_top 5
+    the rows keep p1 and p3, never p2; p2 is still no negative; a query whose positives all fall below
+    gives no row; the reference of the filters is the consistent positives' (per pair: each one's)."""
+    rows = ranking("q", [0.9, 0.85, 0.7, 0.65, 0.5, 0.3], positives={1: "p1", 4: "p3"}, unranked={"p2": 0.6})
+    rows += ranking("r", [0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2], positives={7: "r1"}, prefix="e")
+    c = cands(rows)
+    every = select(c, SelectionPolicy.unfiltered(pos_ref="per-pair"))
+    assert every.rows["pos_id"].tolist() == ["p1", "p3", "p2", "r1"]
+    top = select(c, SelectionPolicy.unfiltered(pos_ref="per-pair", pos_top=5))
+    assert top.rows["pos_id"].tolist() == ["p1", "p3"] and top.rows["query_id"].tolist() == ["q", "q"]
+    assert "p2" not in set(top.negatives["doc_id"]) and "p3" not in set(top.negatives["doc_id"])
+    assert top.stats["inconsistent_positives"] == 2 and top.stats["queries_without_positive"] == 1
+    one = select(c, SelectionPolicy.unfiltered(pos_top=5, percent=0.8, pos_ref="min"))  # ref: p3 0.65, not p2
+    assert one.positives["doc_id"].tolist() == ["p1", "p3"]
+    assert negs(one) == ["d5", "d6"]  # s <= 0.8 x 0.65 = 0.52
+    with pytest.raises(HardnegError, match="pos_top"):
+        SelectionPolicy(pos_top=0)
+
+
 def test_pos_quantile_without_pos_ref_quantile_is_refused():
     with pytest.raises(HardnegError, match="pos_quantile is read only with pos_ref 'quantile'"):
         SelectionPolicy(pos_quantile=0.9)

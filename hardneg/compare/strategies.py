@@ -29,6 +29,7 @@ __all__: list[str] = []  # internal: import from hardneg.compare
 #: negatives per (query id, positive id or None for every positive) -> negative texts
 Negatives = Mapping[tuple[str, Any], list[str]]
 Selection = tuple[CandidateSet, SelectionPolicy, dict[str, Any]]  # candidates, policy, their cost
+TRAIN_POSITIVES = "train_positives"  # a selection's info key: per query the positives its rows may draw
 
 
 @dataclass(frozen=True)
@@ -165,9 +166,16 @@ def selected_negatives(ctx: Context, selection: Selection) -> tuple[Negatives, d
     negatives = {(q, None if p is None or p != p else p): [ctx.view.doc_text(d) for d in negs]
                  for q, p, negs in zip(rows["query_id"], rows["pos_id"], rows["neg_ids"])}
     out = mined.stats["output"]
-    return negatives, {"policy": policy.to_dict(), "mine_seconds": cost["seconds"], "encoded": cost["encoded"],
-                       "selected": {"rows": int(out["rows"]), "negatives": int(out["negatives"])},
-                       **{k: v for k, v in cost.items() if k not in ("seconds", "encoded")}}
+    info = {"policy": policy.to_dict(), "mine_seconds": cost["seconds"], "encoded": cost["encoded"],
+            "selected": {"rows": int(out["rows"]), "negatives": int(out["negatives"])},
+            **{k: v for k, v in cost.items() if k not in ("seconds", "encoded")}}
+    if policy.pos_top is not None:  # positive consistency: the rows draw only the positives the ranker found
+        allowed: dict[str, list[str]] = {}
+        for q, p in zip(rows["query_id"], rows["pos_ids"]):
+            allowed.setdefault(q, []).extend(p)
+        info[TRAIN_POSITIVES] = allowed
+        info["selected"]["inconsistent_positives"] = int(mined.stats["inconsistent_positives"])
+    return negatives, info
 
 
 # ---- negatives of their own --------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from hardneg.checkpoint import digest
 from hardneg.compare.config import Budget
 from hardneg.compare.context import Context
-from hardneg.compare.strategies import Negatives, Strategy, selected_negatives
+from hardneg.compare.strategies import TRAIN_POSITIVES, Negatives, Strategy, selected_negatives
 from hardneg.data import Dataset
 from hardneg.errors import HardnegError
 from hardneg.run_state import clear_dir
@@ -54,12 +54,16 @@ def read_unit(path: Path, expected_hash: str) -> dict[str, Any] | None:
 
 
 def training_rows(view: Dataset, negatives: Negatives | None, budget: Budget, seed: int, k: int,
-                  short_rows: ShortRows) -> list[dict[str, Any]]:
+                  short_rows: ShortRows, allowed: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
     """``budget.epochs`` passes of one row per train query, its positive drawn per epoch (seeded by
     ``seed`` and the epoch); a query whose negatives the trainer would drop (fewer than ``k`` under
-    ``short_rows = drop``, none under ``repeat``) gets no row. ``negatives`` None: in-batch only."""
+    ``short_rows = drop``, none under ``repeat``) gets no row. ``negatives`` None: in-batch only.
+    ``allowed`` (positive consistency): per query the positives it may draw; a query absent gets no row."""
     rows = []
     positives = view.positives("train")
+    if allowed is not None:
+        positives = {q: [d for d in docs if d in set(allowed.get(q, ()))] for q, docs in positives.items()}
+        positives = {q: docs for q, docs in positives.items() if docs}
     for epoch in range(budget.epochs):
         rng = np.random.default_rng([seed, epoch])
         for q in sorted(positives):
@@ -86,7 +90,8 @@ def run_unit(ctx: Context, strategy: Strategy, seed: int, config_hash: str, keep
         negatives, info = _negatives(ctx, strategy, seed, negatives_cache)
         timing["mine_seconds"] = float(info.pop("mine_seconds"))
         k = 0 if negatives is None else ctx.k
-        rows = training_rows(ctx.view, negatives, ctx.budget, seed, k, ctx.config.train.short_rows)
+        rows = training_rows(ctx.view, negatives, ctx.budget, seed, k, ctx.config.train.short_rows,
+                             info.pop(TRAIN_POSITIVES, None))
         queries |= _kept(ctx, strategy, {r["query_id"] for r in rows})
         cost = {"encoded_mining": int(info.pop("encoded")),
                 "encoded_training": ctx.budget.steps * ctx.budget.batch_size * (2 + k) if rows else 0}

@@ -85,7 +85,7 @@ def select(cands: CandidateSet, policy: SelectionPolicy | None = None,
         raise HardnegError(f"sampler '{policy.sampler.value}' / on_short '{policy.on_short.value}' "
                            "draws from the corpus: pass corpus_doc_ids")
     arr = _Arrays.build(cands, rank_by, score_by)
-    units = _OutputUnits.build(arr, policy.pos_ref, policy.pos_quantile)
+    units = _OutputUnits.build(arr, policy.pos_ref, policy.pos_quantile, policy.pos_top)
     rng = np.random.default_rng(policy.seed)
     k = 0 if policy.sampler == Sampler.NONE else int(policy.num_negatives)
     if not samplers.REGISTRY[policy.sampler.value].uses_candidates:

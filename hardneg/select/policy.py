@@ -77,6 +77,9 @@ class SelectionPolicy:
     pos_quantile: float = option(0.5, "With pos_ref 'quantile': which quantile of the query's positive scores the "
                                       "filters compare with (0: the lowest, as 'min'; 0.5: the median; 1: the "
                                       "highest). One positive: that positive's score.", ge=0, le=1)
+    pos_top: int | None = option(None, "Positive consistency: train only on positives the ranking scorer (rank_by) "
+                                       "ranks in its top N (Tevatron's and nomic's practice); a query left "
+                                       "without one gives no row. None: every positive.", ge=1)
     near_dup_cosine: float | None = option(None, "Drop candidates whose embedding cosine to a positive exceeds "
                                                  "this.", ge=-1, le=1, key="near_dup")
     denoise_above: float | None = option(None, "Drop candidates the cross-encoder (denoise_by) scores above this "

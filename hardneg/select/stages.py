@@ -106,11 +106,13 @@ class _OutputUnits:
         return len(self.q)
 
     @classmethod
-    def build(cls, arr: _Arrays, pos_ref: PosRef, quantile: float = 0.5) -> "_OutputUnits":
+    def build(cls, arr: _Arrays, pos_ref: PosRef, quantile: float = 0.5, pos_top: int | None = None) -> "_OutputUnits":
         """One unit per query (``max`` / ``min``: the highest / lowest positive score; ``quantile``:
-        that quantile of them) or per (query, positive) (``per-pair``: the positive's own score)."""
+        that quantile of them) or per (query, positive) (``per-pair``: the positive's own score).
+        ``pos_top``: only the positives ranked in the top ``pos_top`` (positive consistency) count;
+        the others stay known positives (never negatives) but give no row and set no reference."""
         quantile = {PosRef.MIN: 0.0, PosRef.MAX: 1.0}.get(pos_ref, quantile)
-        pos_rows = np.flatnonzero(arr.is_pos)
+        pos_rows = np.flatnonzero(arr.is_pos & (arr.rank <= pos_top) if pos_top is not None else arr.is_pos)
         pos_rows = pos_rows[np.argsort(arr.q[pos_rows], kind="stable")]
         n_pos = np.bincount(arr.q[pos_rows], minlength=arr.nq)
         if pos_ref == PosRef.PER_PAIR:
