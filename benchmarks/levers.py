@@ -30,7 +30,9 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "levers"
 #: the incumbent: the progression's budget (benchmarks/progression.py), k 3
 INCUMBENT = {"select": {"num_negatives": 3}, "train": {"batch_size": 32, "max_seq_length": 256, "show_progress": False}}
-#: setting name -> (what it changes, the recipe sections it overrides)
+#: setting name -> (what it changes, the recipe sections it overrides): the incumbent, the one-factor sweeps of
+#: the training settings (epochs with patience, lr, k, max length, batch), then the levers (hardness, mask,
+#: positive consistency, promotion)
 SETTINGS: dict[str, tuple[str, dict]] = {
     "incumbent": ("the default recipe at the progression's budget", {}),
     "epochs=2": ("two passes (each query's positive redrawn per pass), patience 2 on dev",
@@ -49,6 +51,8 @@ SETTINGS: dict[str, tuple[str, dict]] = {
     "mask": ("labeled positives masked out of the in-batch softmax", {"train": {"inbatch_positives": "mask"}}),
     "pos-top=100": ("positive consistency: positives the base model ranks below 100 give no row",
                     {"select": {"pos_top": 100}}),
+    "promote-near-dup=0.95": ("candidates with cosine > 0.95 to a positive become extra positives",
+                              {"select": {"promote_near_dup": 0.95}}),
 }
 
 

@@ -213,7 +213,10 @@ def selection_trap(cands: CandidateSet, policy: SelectionPolicy | None = None, h
     :class:`SelectionPolicy`) then selects, its filters comparing with the VISIBLE positives.
     ``share`` is hidden positives / selected negatives (a per-pair policy counts a negative once
     per row it is in), overall and per original-rank bucket; ``kept_queries`` the queries with
-    a row of at least k negatives. Counts are averaged over draws.
+    a row of at least k negatives. Counts are averaged over draws. A policy that promotes
+    (``promote_above`` / ``promote_near_dup``) also gets ``promoted``: how many candidates became
+    positives, how many of them are hidden positives (``precision``, a lower bound: unlabeled
+    positives count as wrong) and the share of the ranked hidden positives promoted (``recall``).
     """
     policy = policy or SelectionPolicy()
     _check_split(cands)
@@ -231,6 +234,7 @@ def selection_trap(cands: CandidateSet, policy: SelectionPolicy | None = None, h
     k = policy.num_negatives
     counts = np.zeros((len(buckets) + 1, 2))  # [selected, hidden]: per bucket, then overall
     kept = 0.0
+    promo = np.zeros(3)  # promoted, promoted that are hidden positives, ranked hidden positives
     for _ in range(draws):
         hidden = _hide(frame, hide, rng)
         table = t.assign(**{str(Column.IS_POSITIVE): frame["pos"].to_numpy() & ~hidden})[~hidden | ranked]
@@ -243,13 +247,21 @@ def selection_trap(cands: CandidateSet, policy: SelectionPolicy | None = None, h
             counts[i] += ((bidx == i).sum(), (trapped & (bidx == i)).sum())
         counts[-1] += (len(negs), trapped.sum())
         kept += mined.rows.loc[mined.rows["n_negatives"] >= k, "query_id"].nunique()
+        if policy.promotes:
+            up = mined.positives[mined.positives["promoted"]]
+            promo += (len(up), pd.MultiIndex.from_arrays([up["query_id"], up["doc_id"]]).isin(hidden_keys).sum(),
+                      (hidden & ranked).sum())
     counts /= draws
+    promo /= draws
     share = lambda c: float(c[1] / c[0]) if c[0] else None  # noqa: E731
     return {"kind": "selection_trap", "policy": policy.to_dict(), "queries": int(frame["q"].nunique()),
             "hidden_fraction": hide, "draws": draws, "seed": seed, "k": k, "kept_queries": kept / draws,
             "selected": float(counts[-1, 0]), "hidden": float(counts[-1, 1]), "share": share(counts[-1]),
             "buckets": [{"bucket": f"{lo}-{hi}", "lo": lo, "hi": hi, "selected": float(c[0]), "hidden": float(c[1]),
-                         "share": share(c)} for (lo, hi), c in zip(buckets, counts)]}
+                         "share": share(c)} for (lo, hi), c in zip(buckets, counts)],
+            **({"promoted": {"promoted": float(promo[0]), "hidden": float(promo[1]),
+                             "precision": float(promo[1] / promo[0]) if promo[0] else None,
+                             "recall": float(promo[1] / promo[2]) if promo[2] else None}} if policy.promotes else {})}
 
 
 def audit_candidates(cands: CandidateSet, hide: float = 0.5, draws: int = 5, seed: int = 0, *,

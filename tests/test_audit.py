@@ -248,3 +248,17 @@ def test_cli_audit_then_calibrate(tmp_path):
 def test_judge_config_declares_audits_judge_options_and_needs_a_cross_encoder_to_judge():
     assert (JudgeConfig().judge_threshold, JudgeConfig().judge_sample) == (0.0, 100)
     assert JudgeConfig(judge_sample=5).arguments(None, None) == {}  # no --cross-encoder: the labels' audit only
+
+
+def test_selection_trap_reports_the_precision_of_what_a_policy_promotes():
+    """A judge scoring the positives (visible or hidden) 0.9 and one decoy per query 0.7: promote_above
+    0.6 promotes each query's hidden positive (rank 3 or 4) and its decoy (rank 10): precision 1/2,
+    recall 1 (the decoy is an unlabeled candidate, counted wrong: the precision is a lower bound)."""
+    df = table().table
+    df["score_ce"] = np.where(df["is_positive"], 0.9, np.where(df["doc_id"].str.endswith("d10"), 0.7, 0.1))
+    c = CandidateSet.from_frame(df[["query_id", "doc_id", "is_positive", "rank_dense", "score_dense", "score_ce"]],
+                                scorers=["dense", "ce"], split="train")
+    trap = selection_trap(c, SelectionPolicy.unfiltered(promote_above=0.6), draws=3, seed=1)
+    assert trap["promoted"] == {"promoted": 8.0, "hidden": 4.0, "precision": 0.5, "recall": 1.0}
+    assert trap["hidden"] == 0  # a promoted hidden positive is never a negative
+    assert "promoted" not in selection_trap(c, SelectionPolicy.unfiltered(), draws=1)

@@ -119,6 +119,26 @@ def test_pos_top_trains_only_on_positives_the_ranker_finds():
         SelectionPolicy(pos_top=0)
 
 
+def test_promotion_turns_judged_positives_and_near_duplicates_into_positives():
+    """promote_above: d2 (ce 3.0) and d4 (ce 2.5) are judged positive: they join p1 as the row's
+    positives and are never negatives; promote_near_dup promotes d3 (cosine 0.97 to a positive)."""
+    rows = ranking("q", [0.9, 0.85, 0.8, 0.7, 0.6, 0.5], positives={1: "p1"},
+                   flags={2: {"score_ce": 3.0}, 3: {"pos_cosine": 0.97}, 4: {"score_ce": 2.5}, 5: {"score_ce": -1.0}})
+    c = cands(rows, scorers=("dense", "ce"))
+    m = select(c, SelectionPolicy.unfiltered(promote_above=0.0))
+    assert m.positives["doc_id"].tolist() == ["p1", "d2", "d4"]
+    assert m.positives["promoted"].tolist() == [False, True, True]
+    assert negs(m) == ["d3", "d5", "d6"] and m.stats["promoted_positives"] == 2
+    assert m.per_row()["pos_ids"][0] == ["p1", "d2", "d4"]
+    dup = select(c, SelectionPolicy.unfiltered(promote_near_dup=0.95))
+    assert dup.positives["doc_id"].tolist() == ["p1", "d3"] and "d3" not in negs(dup)
+    assert select(c, SelectionPolicy.unfiltered()).positives["promoted"].sum() == 0
+    with pytest.raises(HardnegError, match="not per-pair"):
+        SelectionPolicy(promote_above=0.0, pos_ref="per-pair")
+    with pytest.raises(HardnegError, match="promote_above needs a 'ce' scorer"):
+        select(cands(ranking("q", [0.9, 0.5], positives={1: "p"})), SelectionPolicy(promote_above=0.0))
+
+
 def test_pos_quantile_without_pos_ref_quantile_is_refused():
     with pytest.raises(HardnegError, match="pos_quantile is read only with pos_ref 'quantile'"):
         SelectionPolicy(pos_quantile=0.9)

@@ -39,7 +39,7 @@ _NOT_DECISIVE = {"data": ("path", "corpus"), "train": ("show_progress", "logging
 #: options added after units were stored, at the value that computes what those units computed: left out
 #: of the fingerprint at that value, so the stored units stay valid (any other value changes the hash)
 _ADDED_AT_OFF = {"train": {"hardness": "off", "hardness_strength": 5.0, "patience": None, "positives": "each"},
-                 "policy": {"pos_top": None}}
+                 "policy": {"pos_top": None, "promote_above": None, "promote_near_dup": None}}
 
 
 class Context:

@@ -60,7 +60,8 @@ from hardneg.select.decisions import Decisions, _decision_log, _decisions_table,
 from hardneg.select.mined import MinedSet
 from hardneg.select.policy import OnShort, PosRef, SelectionPolicy
 from hardneg.select.samplers import Sampler
-from hardneg.select.stages import (_Arrays, _candidate_picks, _filter, _FilterTrace, _handle_short, _negatives_table,
+from hardneg.select.stages import (REASONS, _Arrays, _candidate_picks, _filter, _FilterTrace, _handle_short,
+                                   _negatives_table,
                                    _OutputUnits, _positives_table, _random_picks, _sample)
 from hardneg.select.stats import _stats
 
@@ -122,7 +123,8 @@ def _assemble(arr: _Arrays, units: _OutputUnits, rows: pd.DataFrame, picks: pd.D
         "n_padded": rows["n_padded"].to_numpy(np.int64)[kept],
         "short": rows["short"].to_numpy(bool)[kept],
     })
-    positives = _positives_table(arr, units, row_of_unit)
+    promoted = np.flatnonzero(trace.row_code == REASONS.index("promoted")) if policy.promotes else None
+    positives = _positives_table(arr, units, row_of_unit, promoted)
     negatives = _negatives_table(arr, units, picks, row_of_unit)
     mined = MinedSet(out_rows, positives, negatives, {}, meta,
                      _decisions=lambda: _decisions_table(arr, units, trace, picks),

@@ -85,6 +85,11 @@ class SelectionPolicy:
     denoise_above: float | None = option(None, "Drop candidates the cross-encoder (denoise_by) scores above this "
                                                "(a logit; `hardneg rescore` adds the scores).")
     denoise_by: str = option("ce", "The scorer denoise_above reads.")
+    promote_above: float | None = option(None, "Promote instead of dropping: candidates the judge (denoise_by) "
+                                               "scores above this become extra positives of their query (never "
+                                               "negatives; RocketQA, RLHN). None: off.")
+    promote_near_dup: float | None = option(None, "Candidates whose embedding cosine to a positive exceeds this "
+                                                  "become extra positives of their query. None: off.", ge=-1, le=1)
     rank_by: str | None = option(None, "Scorer whose ranks the window uses; none: the retriever.")
     score_by: str | None = option(None, "Scorer whose scores the filters use; none: the retriever (never an "
                                         "RRF value).")
@@ -109,6 +114,9 @@ class SelectionPolicy:
             if lo > hi:
                 raise HardnegError(f"window min {lo} is greater than max {hi}")
             set_("window", (lo, hi))
+        if self.pos_ref == PosRef.PER_PAIR and self.promotes:
+            raise HardnegError("promote_above / promote_near_dup add positives to a query's row: use pos_ref "
+                               "max, min or quantile (one row per query), not per-pair")
         if self.pos_ref != PosRef.QUANTILE and self.pos_quantile != _default("pos_quantile"):
             raise HardnegError(f"pos_quantile is read only with pos_ref 'quantile' (pos_ref is "
                                f"'{self.pos_ref.value}'): set pos_ref = 'quantile' or drop pos_quantile")
@@ -132,8 +140,14 @@ class SelectionPolicy:
         Use it to study one filter alone, or as the base of a policy of your own."""
         return cls(**{"window": None, "percent": None, **fields})
 
+    @property
+    def promotes(self) -> bool:
+        """Whether some candidates become extra positives (``promote_above`` / ``promote_near_dup``)."""
+        return self.promote_above is not None or self.promote_near_dup is not None
+
     def _filters_set(self) -> list[str]:
-        names = ("window", "max_score", "margin", "percent", "near_dup_cosine", "denoise_above")
+        names = ("window", "max_score", "margin", "percent", "near_dup_cosine", "denoise_above", "promote_above",
+                 "promote_near_dup")
         return [n for n in names if getattr(self, n) is not None]
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,8 +175,12 @@ class SelectionPolicy:
         if self.near_dup_cosine is not None and cands.table[Column.POS_COSINE].isna().all():
             raise HardnegError("near_dup: these candidates hold no pos_cosine (mined without a dense scorer), "
                                "so it would drop nothing; mine with a dense or hybrid retriever or a dense teacher")
-        if self.denoise_above is not None and self.denoise_by not in scorers:
-            raise HardnegError(f"denoise needs a '{self.denoise_by}' scorer (rescore first); have {scorers}")
+        for name in ("denoise_above", "promote_above"):
+            if getattr(self, name) is not None and self.denoise_by not in scorers:
+                raise HardnegError(f"{name} needs a '{self.denoise_by}' scorer (rescore first); have {scorers}")
+        if self.promote_near_dup is not None and cands.table[Column.POS_COSINE].isna().all():
+            raise HardnegError("promote_near_dup: these candidates hold no pos_cosine (mined without a dense "
+                               "scorer); mine with a dense or hybrid retriever or a dense teacher")
         if self.percent is not None:
             negative = cands.can_be_negative(score_by)
             if negative is None or negative:

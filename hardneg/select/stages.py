@@ -20,7 +20,7 @@ NO_RANK = np.iinfo(np.int64).max  # sorts after every real rank; never inside a 
 
 # Decisions a candidate can end with, in pipeline order (the first that applies wins).
 REASONS = ("selected", "not_sampled", "no_positive", "known_positive", "sibling_of_positive", "dup_of_positive",
-           "query_text", "near_duplicate", "window", "max_score", "margin", "percent", "denoise")
+           "query_text", "promoted", "near_duplicate", "window", "max_score", "margin", "percent", "denoise")
 _CODE = {r: i for i, r in enumerate(REASONS)}
 
 
@@ -184,6 +184,8 @@ def _filter(arr: _Arrays, units: _OutputUnits, policy: SelectionPolicy) -> _Filt
     drop(arr.flag(Column.DUP_OF_POSITIVE), code, "dup_of_positive")
     drop(arr.flag(Column.IS_QUERY_TEXT), code, "query_text")
     with np.errstate(invalid="ignore"):
+        if policy.promotes:
+            drop(_promoted(arr, policy), code, "promoted")
         if policy.near_dup_cosine is not None:
             drop(arr.floats(Column.POS_COSINE) > policy.near_dup_cosine, code, "near_duplicate")
         if policy.window is not None:
@@ -206,6 +208,17 @@ def _filter(arr: _Arrays, units: _OutputUnits, policy: SelectionPolicy) -> _Filt
             drop(ce > np.float32(policy.denoise_above), ecode, "denoise")
     ref_negative = int((units.ref < 0).sum()) if policy.percent is not None else 0
     return _FilterTrace(code, entry_row, entry_unit, ecode, removed, start, ref_negative)
+
+
+def _promoted(arr: _Arrays, policy: SelectionPolicy) -> np.ndarray:
+    """(n,) rows that become extra positives: judged positive (``denoise_by`` above ``promote_above``,
+    at the stored float32 precision) or near-duplicates of a positive (``promote_near_dup``)."""
+    hit = np.zeros(len(arr.q), bool)
+    if policy.promote_above is not None:
+        hit |= arr.floats(score_col(policy.denoise_by)) > np.float32(policy.promote_above)
+    if policy.promote_near_dup is not None:
+        hit |= arr.floats(Column.POS_COSINE) > policy.promote_near_dup
+    return hit
 
 
 def _expand(arr: _Arrays, units: _OutputUnits, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -348,22 +361,29 @@ def _lookup_rows(arr: _Arrays, qcodes: np.ndarray, docs: np.ndarray) -> np.ndarr
 
 
 
-def _kept_positives(arr: _Arrays, units: _OutputUnits, row_of_unit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(table row, output row) of every positive whose unit made an output row."""
+def _kept_positives(arr: _Arrays, units: _OutputUnits, row_of_unit: np.ndarray,
+                    promoted: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(table row, output row) of every positive whose unit made an output row; ``promoted`` table
+    rows (one unit per query) follow their query's labeled positives."""
     if units.per_pair:
         unit = np.arange(units.n)
+        rows = units.pos_rows
     else:
         unit_of_query = np.full(arr.nq, -1)
         unit_of_query[units.q] = np.arange(units.n)
-        unit = unit_of_query[arr.q[units.pos_rows]]
-    ok = row_of_unit[unit] >= 0
-    return units.pos_rows[ok], row_of_unit[unit[ok]]
+        rows = units.pos_rows if promoted is None else np.concatenate([units.pos_rows, promoted])
+        rows = rows[np.argsort(arr.q[rows], kind="stable")]
+        unit = unit_of_query[arr.q[rows]]
+    ok = (unit >= 0) & (row_of_unit[np.maximum(unit, 0)] >= 0)
+    return rows[ok], row_of_unit[unit[ok]]
 
 
-def _positives_table(arr: _Arrays, units: _OutputUnits, row_of_unit: np.ndarray) -> pd.DataFrame:
-    """Every positive of every kept row (per-pair: the row's own positive)."""
-    trow, out_row = _kept_positives(arr, units, row_of_unit)
+def _positives_table(arr: _Arrays, units: _OutputUnits, row_of_unit: np.ndarray,
+                     promoted: np.ndarray | None = None) -> pd.DataFrame:
+    """Every positive of every kept row (per-pair: the row's own positive), ``promoted`` ones flagged."""
+    trow, out_row = _kept_positives(arr, units, row_of_unit, promoted)
     table = _item_table(arr, out_row, arr.q[trow], trow, arr.docs(trow))
+    table["promoted"] = np.isin(trow, promoted) if promoted is not None else np.zeros(len(trow), bool)
     return table.drop(columns=["rank", "source", "is_known_negative"])
 
 

@@ -29,6 +29,7 @@ def _stats(arr: _Arrays, units: _OutputUnits, rows: pd.DataFrame, mined: MinedSe
         "queries_without_positive": int((n_pos == 0).sum()),
         "positives": int(len(units.pos_rows)),
         "inconsistent_positives": int(arr.is_pos.sum() - len(units.pos_rows)),  # below pos_top
+        "promoted_positives": int(mined.positives["promoted"].sum()),
         "candidates": int(trace.start),
         "filters": [{"filter": f, "removed": r, "remaining": left} for f, r, left in trace.removed],
         "rows_without_positive_score": int(np.isnan(units.ref).sum()),
