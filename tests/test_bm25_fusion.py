@@ -60,3 +60,18 @@ def test_rrf_hand_worked():
     assert [d for d, _ in fused.row(0)] == ["a", "c", "b", "d"]
     assert fused.scores[0, 0] == pytest.approx(1 / 61 + 1 / 62)
     assert fused.scores[0, 3] == pytest.approx(1 / 63)
+
+
+def test_bm25_plus_prior_by_hand():
+    """bm25 / top + w x prior over BM25's list and the prior's top documents, the same depth."""
+    from hardneg.retrieve.prior import with_prior
+
+    docs = ["a", "b", "c", "d"]
+    ranking = Ranking(["q"], docs, np.array([[0, 1]]), np.array([[4.0, 2.0]], dtype=np.float32))
+    prior = np.array([0.0, 0.1, 0.0, 0.9])
+    # w = 1: a 1.0, b 0.5 + 0.1 = 0.6, d (prior only) 0.9 -> a, d at depth 2
+    r = with_prior(ranking, prior, 1.0)
+    assert [docs[i] for i in r.indices[0]] == ["a", "d"] and r.scores[0].tolist() == pytest.approx([1.0, 0.9])
+    # w = 0: BM25's order, scores normalised by the top one
+    r0 = with_prior(ranking, prior, 0.0)
+    assert [docs[i] for i in r0.indices[0]] == ["a", "b"] and r0.scores[0].tolist() == pytest.approx([1.0, 0.5])

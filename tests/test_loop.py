@@ -270,7 +270,7 @@ def test_every_tuned_system_is_tested_against_every_free_one_with_holm(tiny_run)
     from hardneg.evaluate import holm
 
     _, metrics, _ = tiny_run
-    assert [(c["system"], c["vs"]) for c in metrics["comparisons"]] == list(PAIRS) and len(PAIRS) == 6
+    assert [(c["system"], c["vs"]) for c in metrics["comparisons"]] == list(PAIRS) and len(PAIRS) == 8
     for m in metrics["metrics"]:
         raw = [c[m]["p_raw"] for c in metrics["comparisons"]]
         adjusted = [c[m]["p"] for c in metrics["comparisons"]]
@@ -319,8 +319,9 @@ def test_the_rrf_k_grid_is_one_checked_option():
 
 
 def test_choose_deploy_needs_a_tuned_system_to_beat_every_free_one():
-    dev = {"bm25": 0.5, "base": 0.4, HYBRID_BASE: 0.6, "tuned": 0.6, HYBRID_TUNED: 0.55}
+    dev = {"bm25": 0.5, "bm25+prior": 0.5, "base": 0.4, HYBRID_BASE: 0.6, "tuned": 0.6, HYBRID_TUNED: 0.55}
     assert choose_deploy(dev, True) == HYBRID_BASE  # a tie is not a win
+    assert choose_deploy(dev | {"bm25+prior": 0.7}, True) == "bm25+prior"  # the prior is free too
     assert choose_deploy(dev | {HYBRID_TUNED: 0.61}, True) == HYBRID_TUNED
     assert choose_deploy(dev | {HYBRID_TUNED: 0.61}, False) == HYBRID_BASE  # no round kept: no tuned model
     assert choose_deploy({s: 0.3 for s in SYSTEMS}, True) == "bm25"  # all tied: the simplest
@@ -337,7 +338,7 @@ def test_a_tuned_deploy_states_its_margin_over_the_best_free_system_on_test():
     per_query[HYBRID_TUNED]["ndcg@10"] = np.minimum(per_query[HYBRID_BASE]["ndcg@10"] + 0.1, 1.0)
     result = EvalResult("test", [f"q{i}" for i in range(30)], per_query, {},
                         comparisons=compare(per_query, PAIRS, ["ndcg@10"], 2000), custom_pairs=True)
-    dev = {"bm25": 0.7, "base": 0.4, HYBRID_BASE: 0.5, "tuned": 0.6, HYBRID_TUNED: 0.8}
+    dev = {"bm25": 0.7, "bm25+prior": 0.65, "base": 0.4, HYBRID_BASE: 0.5, "tuned": 0.6, HYBRID_TUNED: 0.8}
     record = deploy_record(choose_deploy(dev, True), dev, result, True)
     test = {s: float(v["ndcg@10"].mean()) for s, v in per_query.items()}
     best_free = max(FREE, key=test.get)
@@ -478,3 +479,32 @@ def test_denoise_above_without_a_cross_encoder_is_a_recipe_error(tmp_path, tiny_
     recipe.write_text(RECIPE.format(data=tmp_path, model=tiny_model_dir, cache=tmp_path / "cache"))
     result = runner.invoke(app, ["run", str(recipe), "--out", str(tmp_path / "o"), "--set", "select.denoise_above=1"])
     assert result.exit_code == 2 and "needs [denoise] cross_encoder" in result.output
+
+
+def test_bm25_prior_weight_is_chosen_on_dev_and_scored_on_test(tiny_run):
+    """bm25+prior (free): the prior recomputed here from the train positives the run trained on, its
+    weight the argmax of dev NDCG@10 over the grid, its test score that weight's."""
+    from collections import Counter
+
+    from hardneg.metrics import per_query_scores
+    from hardneg.retrieve.prior import with_prior
+
+    out, metrics, _ = tiny_run
+    data = load_dataset(out.parent / "toy")
+    view, _ = split_dev(data, DataConfig(dev_holdout=0.25), 0)
+    base = _stored(out, "baselines.npz", data.doc_ids)
+    train = view.positives("train")
+    counts = Counter(d for docs in train.values() for d in set(docs))
+    prior = np.array([counts[d] / len(train) for d in data.doc_ids])
+
+    def ndcg(ds, split, ranking):
+        return float(per_query_scores(ds.split_qrels(split), ranking, ["ndcg@10"])["ndcg@10"].mean())
+
+    grid = metrics["config"]["eval"]["prior_weights"]
+    on_dev = {w: ndcg(view, "dev", with_prior(base["dev bm25"], prior, w)) for w in grid}
+    w = next(x for x in grid if on_dev[x] == max(on_dev.values()))
+    record = metrics["prior"]
+    assert record["weight"] == w and [d["weight"] for d in record["dev"]] == grid
+    assert metrics["systems"]["bm25+prior"]["ndcg@10"] == pytest.approx(
+        ndcg(data, "test", with_prior(base["bm25"], prior, w)), abs=1e-12)
+    assert ("tuned", "bm25+prior") in [(c["system"], c["vs"]) for c in metrics["comparisons"]]

@@ -131,7 +131,7 @@ def _compare(ctx: Context, table_only: bool, on_unit) -> CompareResult:
 
 
 def _row_options(ctx: Context, s: Strategy) -> dict[str, Any]:
-    return {"prior_weights": list(ctx.options.prior_weights)} if s.name == "bm25+prior" else {}
+    return {"prior_weights": list(ctx.config.eval.prior_weights)} if s.name == "bm25+prior" else {}
 
 
 def _mean(unit: dict[str, Any], split: str) -> float:

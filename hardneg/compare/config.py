@@ -16,7 +16,7 @@ __all__: list[str] = []  # internal: import from hardneg.compare
 class CompareConfig:
     """How ``hardneg compare`` runs the rows of its table: which strategies, how many training seeds,
     and how the table's extra columns are defined (hub documents, the prior's weight grid, the
-    dropped-queries warning)."""
+    dropped-queries warning; the prior's weights are ``[eval] prior_weights``)."""
 
     strategies: list[str] = option(factory=list, help="Rows of the table, comma-separated or repeated (base, bm25, "
                                                       "default, st-default, ...: hardneg.compare.STRATEGIES); none: "
@@ -24,9 +24,6 @@ class CompareConfig:
     seeds: int = option(3, "Training seeds per trained row (untrained rows run once).", ge=1)
     hub_share: float = option(0.05, "Hub documents: positive for more than this share of the train queries "
                                     "(the NDCG@10 without them).", gt=0, lt=1)
-    prior_weights: list[float] = option(factory=lambda: [0.0, 0.25, 0.5, 1.0, 2.0],
-                                        help="bm25+prior: the weights of the train-positive prior tried on dev.",
-                                        cli=False)
     drop_warning: float = option(0.2, "Warn when a row's selection drops more than this share of the train "
                                       "queries.", ge=0, le=1)
 

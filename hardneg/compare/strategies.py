@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-import numpy as np
 
 from hardneg.audit import auto_window
 from hardneg.candidates import CandidateSet
@@ -22,6 +21,7 @@ from hardneg.loop import RunConfig
 from hardneg.loop.rounds import remine_config
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.bm25 import BM25Retriever
+from hardneg.retrieve.prior import choose_prior_weight, train_prior, with_prior
 from hardneg.select import SelectionPolicy, select
 
 __all__: list[str] = []  # internal: import from hardneg.compare
@@ -69,42 +69,13 @@ def _bm25(ctx: Context):
 
 def _bm25_prior(ctx: Context):
     """BM25 divided by the query's top score, plus ``w`` x the train-positive prior; ``w`` from dev."""
-    prior = train_prior(ctx)
+    prior = train_prior(ctx.view)
     retriever = BM25Retriever(ctx.view.doc_ids, ctx.texts)
     base = {s: retriever.search(list(ctx.view.positives(s)), [ctx.view.queries[q] for q in ctx.view.positives(s)],
                                 ctx.config.eval.depth) for s in ("dev", ctx.test)}
-    dev = {w: ctx.dev_ndcg(with_prior(base["dev"], prior, w)) for w in ctx.options.prior_weights}
-    w = max(ctx.options.prior_weights, key=lambda x: dev[x])  # the first of equals: the smallest weight
+    w, _ = choose_prior_weight(base["dev"], prior, ctx.config.eval.prior_weights, ctx.dev_ndcg)
     return {s: with_prior(r, prior, w) for s, r in base.items()}, {"prior_weight": w, "weights_tried":
-                                                                     list(ctx.options.prior_weights)}
-
-
-def train_prior(ctx: Context) -> np.ndarray:
-    """Per document (corpus order), the share of train queries it is a positive of."""
-    positives = ctx.view.positives("train")
-    counts = np.zeros(len(ctx.view.doc_ids))
-    for docs in positives.values():
-        for d in set(docs):
-            counts[ctx.view.doc_index(d)] += 1
-    return counts / max(1, len(positives))
-
-
-def with_prior(ranking: Ranking, prior: np.ndarray, w: float) -> Ranking:
-    """Re-rank BM25's list and the prior's top documents by ``bm25 / top + w * prior`` (a document
-    outside BM25's list scores 0 there); the same depth."""
-    depth = ranking.indices.shape[1]
-    top_prior = np.argsort(-prior, kind="stable")[:depth] if w > 0 else np.zeros(0, dtype=np.int64)
-    indices, scores = [], []
-    for i in range(len(ranking.query_ids)):
-        top = float(ranking.scores[i, 0]) or 1.0
-        bm = dict(zip(ranking.indices[i].tolist(), (ranking.scores[i] / top).tolist()))
-        docs = list(dict.fromkeys([*ranking.indices[i].tolist(), *top_prior.tolist()]))
-        s = np.array([bm.get(d, 0.0) + w * prior[d] for d in docs])
-        order = np.argsort(-s, kind="stable")[:depth]
-        indices.append(np.array(docs)[order])
-        scores.append(s[order])
-    return Ranking(list(ranking.query_ids), ranking.doc_ids, np.array(indices, dtype=np.int64),
-                   np.array(scores, dtype=np.float32))
+                                                                     list(ctx.config.eval.prior_weights)}
 
 
 # ---- selected negatives ------------------------------------------------------------------------

@@ -37,8 +37,8 @@ from hardneg.errors import HardnegError
 from hardneg.evaluate import EvalResult, evaluate, write_eval
 from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop.config import DataConfig, EvalConfig, LoopConfig, RoundGate, RoundInit, RunConfig
-from hardneg.loop.hybrid import (HYBRID_BASE, HYBRID_TUNED, PAIRS, choose_deploy, deploy_record, dev_means,
-                                 hybrid_rankings, hybrid_record, mean_ndcg)
+from hardneg.loop.hybrid import (HYBRID_BASE, HYBRID_TUNED, PAIRS, PRIOR, choose_deploy, deploy_record, dev_means,
+                                 hybrid_rankings, hybrid_record, mean_ndcg, prior_rankings)
 from hardneg.loop.results import RunResult, _metrics, format_run_table, report_markdown
 from hardneg.loop.rounds import (GATE_METRIC, GateDecision, RoundPlan, RoundResult, _bm25_rankings, _Clock, _Dense,
                                  _dev_scores, _means, _rounds, _Run, gate, plan_round, split_dev)
@@ -206,13 +206,15 @@ def _evaluate(run: _Run, data: Dataset, dev: dict[str, Ranking], test: dict[str,
     (:mod:`hardneg.loop.hybrid`). Returns the evaluation, its rankings (tuned first: the reference of
     ``eval/``) and ``metrics.json``'s ``hybrid`` and ``deploy``."""
     ev, qrels = run.config.eval, run.view.split_qrels("dev")
+    prior = prior_rankings(run.view, qrels, dev["bm25"], test["bm25"], ev.prior_weights)
+    dev, test = {**dev, PRIOR: prior.dev}, {**test, PRIOR: prior.test}
     choices, dev_all, test_all = hybrid_rankings(qrels, dev, test, ev.rrf_k, ev.depth)
-    ordered = {s: test_all[s] for s in ("tuned", "base", "bm25", HYBRID_BASE, HYBRID_TUNED)}
+    ordered = {s: test_all[s] for s in ("tuned", "base", "bm25", PRIOR, HYBRID_BASE, HYBRID_TUNED)}
     result = evaluate(data, run.config.data.test_split, ordered, n_resamples=ev.n_resamples, seed=ev.seed,
                       pairs=PAIRS)
     scores = dev_means(qrels, dev_all, choices)
     deploy = deploy_record(choose_deploy(scores, kept), scores, result, kept)
-    return result, ordered, {"hybrid": hybrid_record(choices, ev.rrf_k), "deploy": deploy}
+    return result, ordered, {"hybrid": hybrid_record(choices, ev.rrf_k), "prior": prior.record(), "deploy": deploy}
 
 
 def _tuned_ranking(run: _Run, tuned: _Dense, data: Dataset) -> Ranking:

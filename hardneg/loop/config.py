@@ -12,6 +12,7 @@ from hardneg.chunking import chunked_like
 from hardneg.crossencoder import DenoiseConfig
 from hardneg.data import Dataset, load_dataset
 from hardneg.encode import EncoderConfig
+from hardneg.retrieve.prior import PRIOR_WEIGHTS
 from hardneg.evaluate import N_RESAMPLES
 from hardneg.errors import HardnegError
 from hardneg.mine import MineConfig, same_corpus
@@ -107,6 +108,9 @@ class EvalConfig:
     rrf_k: list[int] = option(help="RRF k values tried on dev for hybrid(bm25+base) and hybrid(bm25+tuned) (the same "
                                    "grid for both; each takes its best on dev NDCG@10).",
                               factory=lambda: [10, 30, 60, 100], ge=1, cli=False)
+    prior_weights: list[float] = option(help="bm25+prior: the weights of the train-positive document prior tried on "
+                                             "dev (0: BM25 alone, normalised per query).",
+                                        factory=lambda: list(PRIOR_WEIGHTS), ge=0, cli=False)
 
     def __post_init__(self) -> None:
         check(self)

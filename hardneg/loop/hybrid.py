@@ -21,17 +21,19 @@ from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.metrics import per_query_scores
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.fusion import rrf
+from hardneg.retrieve.prior import choose_prior_weight, train_prior, with_prior
 
 __all__: list[str] = []  # internal: import from hardneg.loop
 
 HYBRID_BASE, HYBRID_TUNED = "hybrid(bm25+base)", "hybrid(bm25+tuned)"
+PRIOR = "bm25+prior"  #: BM25 plus the train-positive document prior (:mod:`hardneg.retrieve.prior`)
 #: RRF k when no dev split can choose it (Cormack et al., 2009)
 RRF_K_WITHOUT_DEV = 60
 #: what a team gets without fine-tuning, in the order a tie on dev prefers (the simplest first)
-FREE = ("bm25", "base", HYBRID_BASE)
+FREE = ("bm25", PRIOR, "base", HYBRID_BASE)
 TUNED = ("tuned", HYBRID_TUNED)
 #: the systems of the final table, in display order
-SYSTEMS = ("bm25", "base", HYBRID_BASE, "tuned", HYBRID_TUNED)
+SYSTEMS = ("bm25", PRIOR, "base", HYBRID_BASE, "tuned", HYBRID_TUNED)
 #: the comparisons tested on test (Holm across all of them, per metric): each tuned system vs each free one
 PAIRS = tuple((t, f) for t in TUNED for f in FREE)
 #: the dev metric that chooses RRF k and the system to deploy
@@ -61,6 +63,30 @@ def choose_rrf_k(dev_qrels: Mapping[str, Mapping[str, int]], bm25: Ranking, dens
     best = max(scores.values())
     k = next(k for k, v in scores.items() if v == best)
     return k, scores, fused[k]
+
+
+@dataclass(frozen=True)
+class PriorChoice:
+    """``bm25+prior``: the prior's weight chosen on dev, each weight's dev NDCG@10, the dev and test rankings."""
+
+    weight: float
+    dev_scores: dict[float, float]
+    dev: Ranking
+    test: Ranking
+
+    def record(self) -> dict[str, Any]:
+        """``metrics.json``'s ``prior``."""
+        return {"system": PRIOR, "weight": self.weight, "chosen_on": f"dev {CHOICE_METRIC}",
+                "dev": [{"weight": w, CHOICE_METRIC: v} for w, v in self.dev_scores.items()]}
+
+
+def prior_rankings(view, dev_qrels: Mapping[str, Mapping[str, int]], dev_bm25: Ranking, test_bm25: Ranking,
+                   weights: Sequence[float]) -> PriorChoice:
+    """``bm25+prior`` on dev and test: the train-positive prior of ``view``'s train split, its weight
+    chosen on dev NDCG@10 (:func:`~hardneg.retrieve.prior.choose_prior_weight`)."""
+    prior = train_prior(view, dev_bm25.doc_ids)
+    w, scores = choose_prior_weight(dev_bm25, prior, weights, lambda r: mean_ndcg(dev_qrels, r))
+    return PriorChoice(w, scores, with_prior(dev_bm25, prior, w), with_prior(test_bm25, prior, w))
 
 
 def hybrid_name(dense: str) -> str:

@@ -56,7 +56,7 @@ def _metrics(result: EvalResult, rounds: Sequence[RoundResult], selected: str, t
     out: dict[str, Any] = {
         "split": result.split, "n_queries": len(result.query_ids), "metrics": result.metrics,
         "deploy": dict(choice["deploy"]), "systems": systems, "ci95": ci, "lift": lift, "comparisons": comparisons,
-        "hybrid": dict(choice["hybrid"]),
+        "hybrid": dict(choice["hybrid"]), "prior": dict(choice["prior"]),
         "significance": (f"two-sided paired randomization test ({result.n_resamples} sign flips, seed {seed}) of "
                          f"each tuned system (tuned, {SYSTEMS[-1]}) against each free one ({', '.join(FREE)}), "
                          f"Holm-corrected across those {len(pairs)} comparisons per metric; CIs: percentile "
@@ -133,7 +133,7 @@ def report_markdown(result: RunResult) -> str:
         (lo, hi), p = c["ndcg@10"]["ci95"], [format_p(c["ndcg@10"][x], n) for x in ("p", "p_raw")]
         lines.append(f"| {c['system']} | {c['vs']} | " + " | ".join(f"{c[x]['diff']:+.4f}" for x in metrics)
                      + f" | [{lo:+.4f}, {hi:+.4f}] | {p[0]} | {p[1]} |")
-    lines += ["", hybrid_text(m["hybrid"])]
+    lines += ["", hybrid_text(m["hybrid"]) + prior_text(m.get("prior"))]
     lines += ["", f"Significance: {m['significance']}. p-values of every metric are in `metrics.json`; "
               "per-query scores in `eval/per_query.tsv`.", ""]
     lines += [f"## Rounds (dev: {m['dev']['description']})", "",
@@ -163,6 +163,15 @@ def _deploy_basis(m: Mapping[str, Any]) -> str:
     among = "the five systems" if m["deploy"]["tuned_candidates"] else "the free systems (no round was kept)"
     return (f"It is the best of {among} on dev NDCG@10 (a tuned system must beat every free one there); test "
             "only measures the choice.")
+
+
+def prior_text(prior: Mapping[str, Any] | None) -> str:
+    """bm25+prior's weight, chosen on dev, as a sentence after the hybrids' (empty without one)."""
+    if not prior:
+        return ""
+    tried = ", ".join(f"{d['weight']:g}" for d in prior["dev"])
+    return (f" {prior['system']}: BM25 (per query / its top score) + w x the share of train queries a document "
+            f"is positive for, w = {prior['weight']:g} chosen on dev from {tried}.")
 
 
 def hybrid_text(hybrid: Mapping[str, Any]) -> str:

@@ -25,7 +25,7 @@ SAMPLE_QUERIES = 20  # train queries in the per-query view
 QUERY_CHARS, DOC_CHARS = 300, 240  # texts are cut there (the files hold them whole)
 OTHERS_SHOWN = 50  # not-chosen candidates listed per query, best ranked first
 #: display order of a run's systems (hardneg.loop.hybrid.SYSTEMS: the report reads folders, not the loop)
-SYSTEMS = ("bm25", "base", "hybrid(bm25+base)", "tuned", "hybrid(bm25+tuned)")
+SYSTEMS = ("bm25", "bm25+prior", "base", "hybrid(bm25+base)", "tuned", "hybrid(bm25+tuned)")
 ALPHA = 0.05  # p below this is marked significant
 HIDDEN = ("selected", "known_positive")  # decisions not listed among "not chosen"
 
