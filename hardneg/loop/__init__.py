@@ -61,7 +61,7 @@ def run(config: RunConfig, out: str | Path, *, progress: Callable[[str], None] |
     Writes ``out/metrics.json``, ``out/report.md`` and ``out/report.html`` (the system to deploy, chosen
     on dev; the lift of the tuned model and of its hybrid over BM25, base and their hybrid, with paired
     p-values Holm-corrected across those comparisons and bootstrap CIs), ``out/eval/`` (per-query scores
-    and TREC runs of the five systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
+    and TREC runs of the six systems), ``out/rounds/r<i>/`` (candidates, negatives, stats,
     model, dev verdict, ``train.log``: the trainer's own log), ``out/model`` (the kept model;
     absent when none beat the base) and ``out/.run/`` (the run's state, :mod:`hardneg.run_state`).
     ``data`` passes an already loaded dataset instead of ``config.data.path``; ``recipe`` a recipe's
@@ -201,7 +201,7 @@ def _baselines(run: _Run, data: Dataset, base: _Dense) -> tuple[dict[str, Rankin
 
 def _evaluate(run: _Run, data: Dataset, dev: dict[str, Ranking], test: dict[str, Ranking], kept: bool
               ) -> tuple[EvalResult, dict[str, Ranking], dict[str, Any]]:
-    """The five systems on test: the hybrids fused at their dev-chosen RRF k, each tuned system tested
+    """The six systems on test: the hybrids fused at their dev-chosen RRF k, each tuned system tested
     against each free one (``PAIRS``, Holm across them), the system to deploy chosen on dev
     (:mod:`hardneg.loop.hybrid`). Returns the evaluation, its rankings (tuned first: the reference of
     ``eval/``) and ``metrics.json``'s ``hybrid`` and ``deploy``."""

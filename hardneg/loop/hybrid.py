@@ -1,11 +1,12 @@
 """The hybrids a run reports and the system it says to deploy.
 
-A team that does not fine-tune still has three free systems: BM25, the untuned model and their
-reciprocal rank fusion, ``hybrid(bm25+base)``. A run therefore also fuses BM25 with the tuned model,
-``hybrid(bm25+tuned)``, and reports all five on test. Use :func:`hybrid_rankings` to fuse rankings
+A team that does not fine-tune still has four free systems: BM25, BM25 plus the train-positive
+document prior (``bm25+prior``, :func:`prior_rankings`), the untuned model and its reciprocal rank
+fusion with BM25, ``hybrid(bm25+base)``. A run therefore also fuses BM25 with the tuned model,
+``hybrid(bm25+tuned)``, and reports all six on test. Use :func:`hybrid_rankings` to fuse rankings
 the run already made (no retrieval: RRF of the BM25 and dense top-``depth`` lists) with RRF k chosen
 on dev from one grid for both hybrids (:func:`choose_rrf_k`), and :func:`choose_deploy` for the
-system to deploy: the best of the five on dev NDCG@10, a free one whenever it ties. Test decides
+system to deploy: the best of the six on dev NDCG@10, a free one whenever it ties. Test decides
 nothing here; it only measures the choices (:data:`PAIRS` are the comparisons tested on it).
 """
 from __future__ import annotations
@@ -154,7 +155,7 @@ def hybrid_rankings(dev_qrels: Mapping[str, Mapping[str, int]], dev: Mapping[str
                     test: Mapping[str, Ranking], grid: Sequence[int], depth: int
                     ) -> tuple[dict[str, HybridChoice], dict[str, Ranking], dict[str, Ranking]]:
     """``hardneg run``'s two hybrids (:func:`bm25_hybrids` of ``base`` and ``tuned``). Returns the choices
-    and the dev and test rankings of all five systems, in :data:`SYSTEMS` order."""
+    and the dev and test rankings of all six systems, in :data:`SYSTEMS` order."""
     choices, dev_fused, test_fused = bm25_hybrids(dev_qrels, dev, test, ("base", "tuned"), grid, depth)
     dev_all, test_all = {**dev, **dev_fused}, {**test, **test_fused}
     return choices, {s: dev_all[s] for s in SYSTEMS}, {s: test_all[s] for s in SYSTEMS}

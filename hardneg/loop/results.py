@@ -19,7 +19,7 @@ __all__: list[str] = []  # internal: import from hardneg.loop
 
 @dataclass
 class RunResult:
-    """The run's outcome: the final test evaluation (the five systems of :data:`~hardneg.loop.hybrid.SYSTEMS`),
+    """The run's outcome: the final test evaluation (the six systems of :data:`~hardneg.loop.hybrid.SYSTEMS`),
     the rounds and the system to deploy (``metrics["deploy"]``)."""
 
     out: str
@@ -86,7 +86,7 @@ def _pair(result: EvalResult, system: str, vs: str, metric: str) -> dict[str, An
 
 
 def format_run_table(result: RunResult, title: str | None = None):
-    """A rich table: the five systems on the test split with the NDCG@10 CI, then each tested pair's
+    """A rich table: the six systems on the test split with the NDCG@10 CI, then each tested pair's
     difference, the CI of the NDCG@10 difference and its Holm-adjusted p."""
     from rich.table import Table
 
@@ -160,7 +160,7 @@ def report_markdown(result: RunResult) -> str:
 
 def _deploy_basis(m: Mapping[str, Any]) -> str:
     """How the system to deploy was chosen, in one sentence."""
-    among = "the five systems" if m["deploy"]["tuned_candidates"] else "the free systems (no round was kept)"
+    among = "the six systems" if m["deploy"]["tuned_candidates"] else "the free systems (no round was kept)"
     return (f"It is the best of {among} on dev NDCG@10 (a tuned system must beat every free one there); test "
             "only measures the choice.")
 
