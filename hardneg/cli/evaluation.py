@@ -14,6 +14,7 @@ from hardneg.diagnose.report import diagnose_to_folder
 from hardneg.evaluate import evaluate, format_eval, write_eval
 from hardneg.loop.hybrid import EvalConfig, with_eval_hybrids
 from hardneg.mine import MineConfig
+from hardneg.options import SEED_MAX
 from hardneg.report import write_report
 
 __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
@@ -45,11 +46,11 @@ def eval_cmd(
 def report_cmd(
     run_dir: Path = typer.Argument(..., help="Output folder of `hardneg run` (holds metrics.json)."),
     progression: Optional[Path] = typer.Option(None, "--progression", help="A Markdown progression table "
-                                               "(benchmarks/progression.py's table.md); default RUN_DIR/progression.md."),
+                                               "(hardneg compare's table.md); default RUN_DIR/progression.md."),
     audit: Optional[Path] = typer.Option(None, "--audit", help="An audit.json (`hardneg audit`); default "
                                          "RUN_DIR/audit.json, RUN_DIR/audit/audit.json or the tuned round's own."),
     sample: int = typer.Option(20, "--sample", help="Train queries in the per-query view (seeded)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the per-query sample."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the per-query sample."),
 ):
     """Write RUN_DIR/report.html (self-contained: images embedded, no network) and RUN_DIR/plots/*.png."""
     print(write_report(run_dir, progression=progression, audit=audit, sample=sample, seed=seed))
