@@ -18,8 +18,8 @@ from hardneg.errors import HardnegError
 from hardneg.evaluate import EvalResult, format_p, retrieve_splits
 from hardneg.loop.config import EvalConfig
 from hardneg.loop.rounds import split_dev
-from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.metrics import per_query_scores
+from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.retrieve.base import Ranking
 from hardneg.retrieve.fusion import rrf
 from hardneg.retrieve.prior import choose_prior_weight, train_prior, with_prior
