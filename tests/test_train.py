@@ -366,3 +366,31 @@ def test_positives_one_trains_epochs_times_queries_over_batch_steps(tiny_model_d
     assert one.config["positives"] == "one"
     each = train(toy_dataset(), _two_positives(), str(tiny_model_dir), tmp_path / "each", TrainConfig(**common))
     assert max(step for step, _ in each.losses) == 16
+
+
+def test_attention_dropout_is_set_for_training_only(tiny_model_dir, tmp_path):
+    """[train] attention_dropout sets the attention-probability dropout inside training and restores
+    the model's own afterwards (the saved folder keeps its config); it is refused on a model without such modules."""
+    import json
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from hardneg.train.losses import ATTENTION_DROPOUT, attention_dropout
+
+    model = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    probs = [m for n, m in model.named_modules()
+             if isinstance(m, torch.nn.Dropout) and f".{n}".endswith(ATTENTION_DROPOUT)]
+    own = [m.p for m in probs]
+    assert probs and all(p > 0 for p in own)
+    with attention_dropout(model, 0.0):
+        assert all(m.p == 0.0 for m in probs)
+    assert [m.p for m in probs] == own
+    with pytest.raises(HardnegError, match="not a BERT-family encoder"):
+        with attention_dropout(torch.nn.Sequential(torch.nn.Linear(2, 2)), 0.0):
+            pass
+    res = train(toy_dataset(), toy_rows(), str(tiny_model_dir), tmp_path / "m", TrainConfig(attention_dropout=0.0, **FAST))
+    assert res.config["attention_dropout"] == 0.0
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["attention_probs_dropout_prob"] == json.loads((tiny_model_dir / "config.json").read_text())[
+        "attention_probs_dropout_prob"]

@@ -38,7 +38,8 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10")
 _NOT_DECISIVE = {"data": ("path", "corpus"), "train": ("show_progress", "logging_steps", "checkpoint_dir")}
 #: options added after units were stored, at the value that computes what those units computed: left out
 #: of the fingerprint at that value, so the stored units stay valid (any other value changes the hash)
-_ADDED_AT_OFF = {"train": {"hardness": "off", "hardness_strength": 5.0, "patience": None, "positives": "each"},
+_ADDED_AT_OFF = {"train": {"hardness": "off", "hardness_strength": 5.0, "patience": None, "positives": "each",
+                           "attention_dropout": None},
                  "policy": {"pos_top": None, "promote_above": None, "promote_near_dup": None}}
 
 

@@ -25,7 +25,7 @@ from hardneg.train.config import (BEST_METRIC, EVAL_NAME, RESULT_FILE, TRAIN_LOG
 from hardneg.train.dataset import (BuildReport, EvalSet, _rows_and_meta, build_eval_set, build_train_dataset,
                                    in_batch_only, pair_rows, read_sidecar, sidecar_path)
 from hardneg.train.inbatch import ROW_ID, Collisions, KnownPositives, count_collisions, trained_batches
-from hardneg.train.losses import build_loss, load_student
+from hardneg.train.losses import attention_dropout, build_loss, load_student
 from hardneg.train.result import TrainResult, _best_eval, _split_log, model_card
 
 if TYPE_CHECKING:
@@ -205,7 +205,8 @@ def _fit(student, train_ds, evalset: EvalSet | None, config: TrainConfig, out_di
             callbacks=[clock.callback(), *logged.callbacks, *_early_stopping(config, evalset is not None)],
         ))
         start = time.perf_counter()
-        trainer.train()
+        with attention_dropout(student, config.attention_dropout):
+            trainer.train()
         seconds = time.perf_counter() - start
     losses, evals = _split_log(trainer.state.log_history)
     collisions = _collisions(trainer, train_ds, known, config, loss)
