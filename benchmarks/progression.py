@@ -49,6 +49,8 @@ def main() -> int:
     ap.add_argument("--train-max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None, help="default: one epoch of one row per train query")
     ap.add_argument("--lr", type=float, default=None, help="learning rate of every trained row (default: the recipe's)")
+    ap.add_argument("--attention-dropout", type=float, default=None,
+                    help="[train] attention_dropout of every trained row (default: the model's own)")
     ap.add_argument("--table-only", action="store_true", help="train nothing: rebuild from the stored units")
     ap.add_argument("--primary", default=None, metavar="A,B",
                     help="also the pre-stated primary test: row A minus row B on test NDCG@10 (every seed of "
@@ -64,6 +66,8 @@ def main() -> int:
                            "max_steps": args.max_steps, "show_progress": False}}
     if args.lr is not None:
         overrides["train"]["lr"] = args.lr
+    if args.attention_dropout is not None:
+        overrides["train"]["attention_dropout"] = args.attention_dropout
     if args.model:
         overrides["model"] = {"path": args.model}
     config = load_recipe(args.recipe, overrides, override_source="benchmarks/progression.py")
