@@ -62,6 +62,7 @@ class Context:
         self.budget: Budget = budget_of(self.view, config.train, self.k)
         self.hubs = hub_documents(self.view, options.hub_share)
         self._cands: dict[str, tuple[CandidateSet, dict[str, Any]]] = {}
+        self._bm25: dict[str, Ranking] | None = None
         machine = machine_info()
         self.machine = {"cpu": machine["cpu"], "cuda": machine["cuda"],
                         "precision": resolved(config.encoder, config.train)}
@@ -92,7 +93,7 @@ class Context:
 
     def bm25(self) -> dict[str, Ranking]:
         """BM25's dev and test rankings, computed once (every hybrid fuses with them)."""
-        if not hasattr(self, "_bm25"):
+        if self._bm25 is None:
             self._bm25 = self.rankings(None)
         return self._bm25
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
-
 from hardneg.audit import auto_window
 from hardneg.candidates import CandidateSet
 from hardneg.compare.context import Context
@@ -20,7 +19,6 @@ from hardneg.errors import HardnegError
 from hardneg.loop import RunConfig
 from hardneg.loop.rounds import remine_config
 from hardneg.retrieve.base import Ranking
-from hardneg.retrieve.bm25 import BM25Retriever
 from hardneg.retrieve.prior import choose_prior_weight, train_prior, with_prior
 from hardneg.select import SelectionPolicy, select
 
@@ -69,10 +67,7 @@ def _bm25(ctx: Context):
 
 def _bm25_prior(ctx: Context):
     """BM25 divided by the query's top score, plus ``w`` x the train-positive prior; ``w`` from dev."""
-    prior = train_prior(ctx.view)
-    retriever = BM25Retriever(ctx.view.doc_ids, ctx.texts)
-    base = {s: retriever.search(list(ctx.view.positives(s)), [ctx.view.queries[q] for q in ctx.view.positives(s)],
-                                ctx.config.eval.depth) for s in ("dev", ctx.test)}
+    prior, base = train_prior(ctx.view), ctx.bm25()  # the bm25 row's rankings: one index, searched once
     w, _ = choose_prior_weight(base["dev"], prior, ctx.config.eval.prior_weights, ctx.dev_ndcg)
     return {s: with_prior(r, prior, w) for s, r in base.items()}, {"prior_weight": w, "weights_tried":
                                                                      list(ctx.config.eval.prior_weights)}

@@ -62,7 +62,8 @@ def training_rows(view: Dataset, negatives: Negatives | None, budget: Budget, se
     rows = []
     positives = view.positives("train")
     if allowed is not None:
-        positives = {q: [d for d in docs if d in set(allowed.get(q, ()))] for q, docs in positives.items()}
+        kept = {q: set(allowed.get(q, ())) for q in positives}
+        positives = {q: [d for d in docs if d in kept[q]] for q, docs in positives.items()}
         positives = {q: docs for q, docs in positives.items() if docs}
     for epoch in range(budget.epochs):
         rng = np.random.default_rng([seed, epoch])

@@ -196,10 +196,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (enums as strings)."""
-        out = asdict(self)
-        out.update(loss=self.loss.value, short_rows=self.short_rows.value, student_range=list(self.student_range),
-                   inbatch_positives=self.inbatch_positives.value, hardness=self.hardness.value,
-                   positives=self.positives.value)
+        out = {k: v.value if isinstance(v, Enum) else v for k, v in asdict(self).items()}
+        out["student_range"] = list(self.student_range)
         return out
 
 
