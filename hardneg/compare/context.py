@@ -28,6 +28,7 @@ from hardneg.mine import dataset_digest, mine_candidates
 from hardneg.precision import machine_info, resolved
 from hardneg.retrieve import Kind, RetrieverSpec
 from hardneg.retrieve.base import Ranking
+from hardneg.retrieve.prior import train_prior
 from hardneg.select import SelectionPolicy
 
 __all__: list[str] = []  # internal: import from hardneg.compare
@@ -187,12 +188,7 @@ class Context:
 
 def hub_documents(view: Dataset, share: float) -> set[str]:
     """Documents positive for more than ``share`` of the train queries (NFCorpus' hubs)."""
-    positives = view.positives("train")
-    counts: dict[str, int] = {}
-    for docs in positives.values():
-        for d in set(docs):
-            counts[d] = counts.get(d, 0) + 1
-    return {d for d, n in counts.items() if n > share * len(positives)}
+    return {view.doc_ids[i] for i in np.flatnonzero(train_prior(view) > share)}
 
 
 def without(qrels: dict[str, dict[str, int]], ranking: Ranking, docs: set[str]

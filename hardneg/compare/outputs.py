@@ -47,7 +47,9 @@ def write_outputs(out: Path, config: RunConfig, table: Mapping[str, Any], trap: 
         files["recommended"] = out / "recommended.toml"
         atomic_write_text(files["recommended"], recipe)
     png = quality_vs_compute({r["row"]: (r["mine s"] + r["train s"], r["ndcg@10"], r["ndcg@10_sd"])
-                              for r in table["rows"]})
+                              for r in table["rows"]},
+                             hybrids={r["row"]: r["hybrid ndcg@10"] for r in table["rows"]
+                                      if r.get("hybrid ndcg@10") is not None})
     with atomic_path(files["plot"]) as tmp:
         tmp.write_bytes(png)
     rows = "".join(f"<li><b>{esc(n)}</b>: {esc(s.doc)}</li>" for n, s in STRATEGIES.items())

@@ -161,18 +161,34 @@ def _finite(values: Sequence[float] | None) -> np.ndarray:
     return x[np.isfinite(x)]
 
 
-def quality_vs_compute(points: Mapping[str, Sequence[float]], metric: str = "NDCG@10") -> bytes:
-    """``hardneg compare``'s rows: quality (mean, sd over seeds as error bars) against compute
-    (mining + training seconds, log scale), each point named."""
-    names = list(points)
-    x = np.array([max(points[n][0], 1e-3) for n in names], dtype=np.float64)
-    y = np.array([points[n][1] for n in names], dtype=np.float64)
-    err = np.array([points[n][2] for n in names], dtype=np.float64)
+def quality_vs_compute(points: Mapping[str, Sequence[float]], metric: str = "NDCG@10",
+                       hybrids: Mapping[str, float] | None = None) -> bytes:
+    """``hardneg compare``'s rows: each trained row's quality (mean, sd over seeds as error bars) against
+    its compute (mining + training seconds, log scale), named; rows that cost nothing (base, BM25: what
+    the user has for free) are dashed horizontal lines to beat. ``hybrids``: a row's model fused with
+    BM25, drawn hollow beside it (the base row's as one more free line)."""
+    hybrids = dict(hybrids or {})
+    free = {n: v for n, v in points.items() if v[0] <= 0}
+    if "base" in free and "base" in hybrids:
+        free["hybrid(bm25+base)"] = (0.0, hybrids.pop("base"), 0.0)
+    trained = [n for n in points if n not in free]
     fig = _figure(5.6, 3.6)
     ax = fig.add_subplot()
-    ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, color=POSITIVE)
-    for name, xi, yi in zip(names, x, y):
+    x = np.array([points[n][0] for n in trained], dtype=np.float64)
+    y = np.array([points[n][1] for n in trained], dtype=np.float64)
+    ax.errorbar(x, y, yerr=[points[n][2] for n in trained], fmt="o", capsize=3, color=POSITIVE)
+    for name, xi, yi in zip(trained, x, y):
         ax.annotate(name, (xi, yi), textcoords="offset points", xytext=(4, 3), fontsize=7)
-    ax.set(xscale="log", xlabel="mining + training seconds (log)", ylabel=f"{metric} (test)",
+    fused = [n for n in trained if n in hybrids]
+    if fused:
+        ax.scatter([points[n][0] for n in fused], [hybrids[n] for n in fused], marker="s", facecolors="none",
+                   edgecolors=POSITIVE, label="hybrid(bm25+row)")
+    for i, (name, v) in enumerate(free.items()):
+        ax.axhline(v[1], color=f"C{i + 1}", linestyle="--", linewidth=1, label=f"{name} (free) {v[1]:.3f}")
+    if free or fused:
+        ax.legend(fontsize=7, loc="best")
+    ax.set(xlabel="mining + training seconds (log)", ylabel=f"{metric} (test)",
            title=f"{metric} against compute (error bars: sd over seeds)")
+    if trained:
+        ax.set_xscale("log")
     return _png(fig)
