@@ -165,12 +165,10 @@ def quality_vs_compute(points: Mapping[str, Sequence[float]], metric: str = "NDC
                        hybrids: Mapping[str, float] | None = None) -> bytes:
     """``hardneg compare``'s rows: each trained row's quality (mean, sd over seeds as error bars) against
     its compute (mining + training seconds, log scale), named; rows that cost nothing (base, BM25: what
-    the user has for free) are dashed horizontal lines to beat. ``hybrids``: a row's model fused with
-    BM25, drawn hollow beside it (the base row's as one more free line)."""
-    hybrids = dict(hybrids or {})
+    the user has for free) are dashed horizontal lines to beat. ``hybrids``: a trained row's model fused
+    with BM25, drawn hollow beside it."""
+    hybrids = hybrids or {}
     free = {n: v for n, v in points.items() if v[0] <= 0}
-    if "base" in free and "base" in hybrids:
-        free["hybrid(bm25+base)"] = (0.0, hybrids.pop("base"), 0.0)
     trained = [n for n in points if n not in free]
     fig = _figure(5.6, 3.6)
     ax = fig.add_subplot()
