@@ -124,8 +124,10 @@ def _frame(cands: CandidateSet) -> pd.DataFrame:
 
 def _hide(frame: pd.DataFrame, fraction: float, rng: np.random.Generator) -> np.ndarray:
     """Mask of positive rows hidden in this draw: per query with >= 2 positives, round(fraction * p)
-    of them, at least 1 and at most p - 1 (one always stays visible)."""
-    pos = frame[frame["pos"]]
+    of them, at least 1 and at most p - 1 (one always stays visible). The draw follows the positives
+    sorted by (query, document), so it does not depend on the table's row order (a candidate set
+    mined in memory and the same set read back from Parquet hide the same positives)."""
+    pos = frame[frame["pos"]].sort_values(["q", "doc"], kind="stable")
     n_pos = pos.groupby("q")["doc"].transform("size").to_numpy()
     order = pd.Series(rng.random(len(pos)), index=pos.index).groupby(pos["q"]).rank(method="first").to_numpy()
     n_hide = np.clip(np.rint(fraction * n_pos), 1, n_pos - 1)

@@ -14,7 +14,7 @@ from hardneg.candidates import CandidateSet
 from hardneg.cli import app
 from hardneg.compare import STRATEGIES, _ordered, compare
 from hardneg.compare.config import Budget
-from hardneg.compare.trap import trap_of
+from hardneg.compare.trap import format_trap, trap_of
 from hardneg.compare.units import TIMING, training_rows
 from hardneg.data import load_dataset
 from hardneg.errors import HardnegError
@@ -245,6 +245,32 @@ def test_the_trap_counts_hidden_positives_selected_as_negatives():
     assert top["buckets"] == [{"bucket": "1-5", "selected": 4.0, "hidden": 2.0, "share": 0.5}]
     window = trap_of(cands, SelectionPolicy.unfiltered(num_negatives=2, window=(3, 5)), [], draws=3)
     assert window["hidden"] == 0 and window["share"] == 0.0
+
+
+def test_the_trap_does_not_depend_on_the_candidate_tables_row_order():
+    """A set mined in memory and the same set read back from Parquet (sorted by query, rank, doc) differ
+    only in row order; the hidden positives, hence the trap, must not."""
+    rows = [(q, f"{q}-d{r}", r % 2 == 1, r) for q in ("a", "b", "c") for r in range(1, 13)]
+    df = pd.DataFrame(rows, columns=["query_id", "doc_id", "is_positive", "rank_dense"])
+    df["score_dense"] = 1.0 - 0.05 * df["rank_dense"]
+    cands = CandidateSet.from_frame(df, scorers=["dense"])
+    shuffled = CandidateSet.from_frame(df.sample(frac=1.0, random_state=3).reset_index(drop=True), scorers=["dense"])
+    policy = SelectionPolicy.unfiltered(num_negatives=3)
+    traps = [trap_of(c, policy, [], draws=4, seed=s) for c in (cands, shuffled) for s in (0, 1)]
+    assert traps[0] == traps[2] and traps[1] == traps[3]
+    assert traps[0]["hidden"] > 0
+
+
+def test_the_trap_table_lists_buckets_in_rank_order_whichever_row_names_them_first():
+    trap = {"hide": 0.5, "draws": 1, "seed": 0, "rows": {
+        "window": {"queries": 2, "selected": 2.0, "hidden": 0.0, "share": 0.0,
+                   "buckets": [{"bucket": "21-50", "selected": 2.0, "hidden": 0.0, "share": 0.0}]},
+        "top": {"queries": 2, "selected": 3.0, "hidden": 1.0, "share": 1 / 3,
+                "buckets": [{"bucket": "1-5", "selected": 2.0, "hidden": 1.0, "share": 0.5},
+                            {"bucket": "unranked", "selected": 1.0, "hidden": 0.0, "share": 0.0}]}}}
+    header = format_trap(trap).splitlines()[0]
+    assert header.index("| 1-5 |") < header.index("| 21-50 |") < header.index("| unranked |")
+    assert "| top | 2 | 3.0 | 33.3% | 50.0% | - | 0.0% |" in format_trap(trap)
 
 
 def test_one_training_row_per_query_per_epoch_with_a_seeded_positive(tmp_path):

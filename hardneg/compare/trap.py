@@ -63,7 +63,7 @@ def format_trap(trap: dict[str, Any]) -> str:
     rows = trap.get("rows") or {}
     if not rows:
         return "No selecting row to measure."
-    names = list(dict.fromkeys(b["bucket"] for r in rows.values() for b in r.get("buckets", [])))
+    names = sorted({b["bucket"] for r in rows.values() for b in r.get("buckets", [])}, key=_bucket_order)
     lines = [f"| row | queries | negatives | hidden positives | {' | '.join(names)} |",
              "|---|---|---|---|" + "---|" * len(names)]
     for row, r in rows.items():
@@ -76,6 +76,11 @@ def format_trap(trap: dict[str, Any]) -> str:
     return "\n".join(lines) + (f"\n\nHalf ({trap['hide']:g}) of each multi-positive train query's positives hidden, "
                                f"{trap['draws']} seeded draws (seed {trap['seed']}), averaged; per-bucket cells: the "
                                "share of that bucket's selected negatives that are hidden positives.")
+
+
+def _bucket_order(name: str) -> float:
+    """Rank order of a bucket name ("1-5" before "6-10"; "unranked" last), whatever row named it first."""
+    return float("inf") if name == "unranked" else int(name.split("-")[0])
 
 
 def _pct(x: float | None) -> str:
