@@ -10,6 +10,7 @@ each finished (row, seed) is a unit JSON there, so an interrupted run resumes.
     python benchmarks/progression.py                                        # every row, 3 seeds (GPU: minutes)
     python benchmarks/progression.py --reduced --train-max-length 128 --seeds 1   # the CPU table
     python benchmarks/progression.py --table-only                           # rebuild from the units
+    python benchmarks/progression.py --trap-only                            # the trap table alone (minutes)
 
 The rows of the old script that need other positives, a trained reranker, another short-row rule or
 another loss (ict, clicks, ce-denoise, auto-judge, default-pad, default-gist) are recipes of their own:
@@ -30,7 +31,7 @@ RENAMED = {"hybrid-percent": "hybrid"}  # the old script's row names
 
 
 def main() -> int:
-    from hardneg.compare import STRATEGIES, compare
+    from hardneg.compare import STRATEGIES, compare, measure_trap
     from hardneg.compare.strategies import describe
     from hardneg.output import configure
     from hardneg.recipe import load_recipe
@@ -52,6 +53,8 @@ def main() -> int:
     ap.add_argument("--attention-dropout", type=float, default=None,
                     help="[train] attention_dropout of every trained row (default: the model's own)")
     ap.add_argument("--table-only", action="store_true", help="train nothing: rebuild from the stored units")
+    ap.add_argument("--trap-only", action="store_true", help="train nothing: only the trap table (trap.json, "
+                                                            "trap.md) of the rows asked")
     ap.add_argument("--primary", default=None, metavar="A,B",
                     help="also the pre-stated primary test: row A minus row B on test NDCG@10 (every seed of "
                          "each), its 90%% bootstrap interval over queries and seeds, written to primary.json")
@@ -72,6 +75,9 @@ def main() -> int:
         overrides["model"] = {"path": args.model}
     config = load_recipe(args.recipe, overrides, override_source="benchmarks/progression.py")
     out = args.out or ROOT / "benchmarks" / "results" / "progression" / args.data.name / cpu_slug()
+    if args.trap_only:
+        measure_trap(config, out, rows, progress=lambda s: print(s, file=sys.stderr, flush=True))
+        return print((out / "trap.md").read_text(encoding="utf-8")) or 0
     result = compare(config, out, rows, args.seeds, table_only=args.table_only,
                      progress=lambda s: print(s, file=sys.stderr, flush=True))
     print(result.files["table"].read_text(encoding="utf-8"))

@@ -212,6 +212,15 @@ def test_a_killed_compare_resumes_to_byte_identical_units(full, toy, tmp_path):
         assert _without_timing(unit) == _without_timing(reference[name]), name
 
 
+def test_trap_only_trains_nothing_and_gives_the_full_compares_trap(full, toy, tmp_path):
+    out = tmp_path / "trap"
+    result = runner.invoke(app, ["compare", str(toy), "--out", str(out), "--trap-only"])
+    assert result.exit_code == 0, result.output
+    assert not (out / "units").exists() and not (out / "table.md").exists()
+    assert (out / "trap.json").read_bytes() == (full[0] / "trap.json").read_bytes()
+    assert "| row | queries |" in (out / "trap.md").read_text() and "| row | queries |" in result.output
+
+
 def test_a_unit_of_another_config_is_refused(toy, tmp_path):
     out = tmp_path / "out"
     compare(load_recipe(toy), out, ["base"], 1)

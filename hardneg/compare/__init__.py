@@ -12,7 +12,8 @@ one of another config), ``OUT/table.md`` and ``compare.json`` (NDCG@10 mean ± s
 Recall@100, MRR@10, NDCG@10 without the hub documents and on clean queries, paired p and bootstrap
 intervals vs base and vs the best row, queries kept, cost), ``OUT/trap.json`` (the share of each
 policy's negatives that are hidden positives: :mod:`~hardneg.compare.trap`), the figure
-``OUT/plots/quality_vs_compute.png`` and ``OUT/report.html``.
+``OUT/plots/quality_vs_compute.png`` and ``OUT/report.html``. :func:`measure_trap` (``--trap-only``)
+writes the trap table alone, in minutes, with nothing trained.
 
 The parts: :mod:`~hardneg.compare.config`, :mod:`~hardneg.compare.context` (shared state),
 :mod:`~hardneg.compare.strategies` (the registry), :mod:`~hardneg.compare.units`,
@@ -30,15 +31,15 @@ from hardneg.compare.context import Context
 from hardneg.compare.outputs import write_outputs
 from hardneg.compare.strategies import STRATEGIES, Strategy, describe
 from hardneg.compare.table import build_table
-from hardneg.compare.trap import trap_of
+from hardneg.compare.trap import format_trap, trap_of
 from hardneg.compare.units import read_unit, run_unit, unit_hash, unit_path
 from hardneg.data import Dataset, leakage
 from hardneg.encode.cache import memoised_texts_hashes
 from hardneg.errors import HardnegError
-from hardneg.files import atomic_write_json
+from hardneg.files import atomic_write_json, atomic_write_text
 from hardneg.loop import RunConfig
 
-__all__ = ["CompareConfig", "CompareResult", "STRATEGIES", "compare"]
+__all__ = ["CompareConfig", "CompareResult", "STRATEGIES", "compare", "measure_trap"]
 
 log = logging.getLogger("hardneg.compare")
 
@@ -64,16 +65,38 @@ def compare(config: RunConfig, out: str | Path, strategies: Sequence[str] | None
     and rebuilds the outputs from the units there. ``on_unit`` is called with each unit once it is
     stored. Units of another config in ``out`` are refused (:class:`~hardneg.errors.HardnegError`).
     """
+    options = _options(options, strategies, seeds)
+    with memoised_texts_hashes():
+        ctx = Context(config, options, data or config.data.load(), Path(out), progress or log.info,
+                      warn=progress or log.warning)
+        return _compare(ctx, table_only, on_unit)
+
+
+def measure_trap(config: RunConfig, out: str | Path, strategies: Sequence[str] | None = None, *,
+                 options: CompareConfig | None = None, data: Dataset | None = None,
+                 progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Only the trap table (no training, no units): ``OUT/trap.json`` and ``OUT/trap.md``, the same
+    table :func:`compare` writes beside its rows. Use it to see, in minutes, which policies push hidden
+    positives away on your data before paying for any training."""
+    options = _options(options, strategies, None)
+    with memoised_texts_hashes():
+        ctx = Context(config, options, data or config.data.load(), Path(out), progress or log.info,
+                      warn=progress or log.warning)
+        rows = [s for s in _ordered(options.strategies) if not (s.skip and s.skip(ctx))]
+        trap = _trap(ctx, rows)
+    atomic_write_json(ctx.out / "trap.json", trap)
+    atomic_write_text(ctx.out / "trap.md", format_trap(trap) + "\n")
+    return trap
+
+
+def _options(options: CompareConfig | None, strategies: Sequence[str] | None, seeds: int | None) -> CompareConfig:
     options = options or CompareConfig()
     options = replace(options, **{k: v for k, v in (("strategies", strategies), ("seeds", seeds)) if v is not None})
     options = replace(options, strategies=options.strategies or list(STRATEGIES))
     unknown = [s for s in options.strategies if s not in STRATEGIES]
     if unknown:
         raise HardnegError(f"unknown strategies {unknown}; choose from:\n{describe()}")
-    with memoised_texts_hashes():
-        ctx = Context(config, options, data or config.data.load(), Path(out), progress or log.info,
-                      warn=progress or log.warning)
-        return _compare(ctx, table_only, on_unit)
+    return options
 
 
 def _ordered(names: Sequence[str]) -> list[Strategy]:
