@@ -92,6 +92,7 @@ def dev_table(units: dict[str, dict[str, dict]]) -> str:
     the incumbent (only datasets where both ran), bootstrap 95% interval and p."""
     from hardneg.compare.table import bootstrap_diff
     from hardneg.evaluate import format_p, paired_randomization_test
+    from hardneg.precision import train_label
 
     datasets = sorted({d for per in units.values() for d in per})
     lines = ["| setting | changes | " + " | ".join(f"{d} dev NDCG@10" for d in datasets)
@@ -114,7 +115,7 @@ def dev_table(units: dict[str, dict[str, dict]]) -> str:
         seconds = sum(per[d]["timing"].get("train_seconds", 0.0) for d in per)
         any_unit = next(iter(per.values()))
         lines.append(f"| {name} | {doc} | " + " | ".join(cells) + f" | {diff} {ci} | {p} | {seconds:.0f} "
-                     f"| {any_unit['cpu']} / {any_unit['precision']['train']} |")
+                     f"| {any_unit['cpu']} / {train_label(any_unit['precision']['train'])} |")
     return "\n".join(lines) + ("\n\nDev only (SciFact: held-out train queries; NFCorpus: its dev split); pooled: "
                                "the dev queries of the datasets where both the setting and the incumbent ran.")
 

@@ -105,6 +105,11 @@ def resolved(encoder: Any, train: Any) -> dict[str, str]:
             "train": resolve_train(train.mixed_precision, machine_info()["cuda"] is not None)}
 
 
+def train_label(resolved_train: str) -> str:
+    """A resolved training precision as a table shows it: ``no`` (no mixed precision) is ``fp32``."""
+    return "fp32" if resolved_train == "no" else resolved_train
+
+
 def resolve_encode(mode: str, backend: str = "torch") -> str:
     """``mode`` (one of :data:`ENCODE_PRECISIONS`) as the encoder runs it; ``auto`` is fp32 on GPUs
     and on CPUs without AMX, and for the ONNX backends (which have their own kernels)."""

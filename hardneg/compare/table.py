@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from hardneg.evaluate import format_p, holm, paired_randomization_test
+from hardneg.precision import train_label
 
 __all__: list[str] = []  # internal: import from hardneg.compare
 
@@ -116,7 +117,7 @@ def _cost(units: Sequence[Mapping[str, Any]], drop_warning: float) -> dict[str, 
             "mine s": float(np.mean([x.get("mine_seconds", 0.0) for x in t])),
             "train s": float(np.mean([x.get("train_seconds", 0.0) for x in t])),
             "encoded": int(units[0]["cost"]["encoded_mining"] + units[0]["cost"]["encoded_training"]),
-            "cpu": units[0]["cpu"], "precision": units[0]["precision"]["train"]}
+            "cpu": units[0]["cpu"], "precision": train_label(units[0]["precision"]["train"])}
 
 
 def format_table(table: Mapping[str, Any]) -> str:
