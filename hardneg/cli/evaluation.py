@@ -26,8 +26,7 @@ __all__: list[str] = []  # the commands: registered on the app by hardneg.cli
 def eval_cmd(
     split: str = typer.Option("test", "--split", help="Split to evaluate on (held out from training)."),
     retriever: List[str] = typer.Option(["bm25", "dense"], "--retriever", "-r", help="KIND[:NAME][=MODEL], repeatable; "
-                                        "KIND is bm25, dense or hybrid (RRF of bm25 + dense). The first is the "
-                                        "reference of the significance tests."),
+                                        "KIND: bm25, dense or hybrid (RRF of the two); the first is the tests' reference."),
     out: Path = typer.Option(..., "--out", help="Output folder: metrics.json, runs/*.trec, per_query.tsv, report.md."),
     data: Any = None, encoder: Any = None, cache: Any = None, evaluation: Any = None, chunks: Any = None,
 ):

@@ -10,6 +10,7 @@ from rich import box
 
 from hardneg.cli.common import Opts, _say, _working, friendly, show, with_options
 from hardneg.compare import CompareConfig, compare, measure_trap
+from hardneg.compare.trap import format_trap
 from hardneg.files import atomic_write_text
 from hardneg.loop import LoopConfig, format_run_table, run
 from hardneg.recipe import (default_recipe_text, demo_recipe, dump_recipe, load_recipe, merge_overrides, parse_override,
@@ -80,20 +81,16 @@ def recipe_cmd(
 @with_options(options=Opts(CompareConfig))
 def compare_cmd(
     recipe: Path = typer.Argument(..., help="A TOML recipe: model, data, budget, the default row's policy."),
-    out: Path = typer.Option(..., "--out", help="Output folder (units/, table.md, report.html, recommended.toml); "
-                                                "rerun to resume."),
+    out: Path = typer.Option(..., "--out", help="Output folder (units/, table.md, report.html, ...); rerun resumes."),
     set_: List[str] = SetOpt,
     table_only: bool = typer.Option(False, "--table-only", help="Run nothing: rebuild the outputs from the units."),
-    trap_only: bool = typer.Option(False, "--trap-only", help="Train nothing: only the trap table (trap.json, "
-                                                              "trap.md), in minutes."),
+    trap_only: bool = typer.Option(False, "--trap-only", help="Train nothing: only trap.json and trap.md (minutes)."),
     options: Any = None,
 ):
     """One model per negative strategy, the same budget: the table, the trap, the best row on dev."""
     config = load_recipe(recipe, merge_overrides(*(parse_override(s) for s in set_)), override_source="command line")
-    if trap_only:
-        with _working("measuring the trap"):
-            measure_trap(config, out, options=options, progress=_say)
-        return show((out / "trap.md").read_text(encoding="utf-8"), f"wrote {out / 'trap.json'}, {out / 'trap.md'}")
     with _working("comparing"):
+        if trap_only:
+            return show(format_trap(measure_trap(config, out, options=options, progress=_say)), f"wrote {out}/trap.*")
         result = compare(config, out, options=options, table_only=table_only, progress=_say)
     show(result.files["table"].read_text(encoding="utf-8"), f"wrote {', '.join(map(str, result.files.values()))}")

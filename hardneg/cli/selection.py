@@ -6,8 +6,7 @@ from typing import Any, Optional
 
 import typer
 
-from hardneg.audit import AuditConfig, JudgeConfig, audit_candidates, format_audit, read_audit
-from hardneg.audit import calibrate as calibrate_audit
+from hardneg.audit import AuditConfig, JudgeConfig, audit_candidates, calibrate as calibrate_audit, format_audit, read_audit
 from hardneg.candidates import CandidateSet
 from hardneg.cli.common import CACHE, EXPORT, POLICY, Opts, _select_and_print, _working, friendly, show, with_options
 from hardneg.crossencoder import DenoiseConfig, RescoreCheck, check_and_rescore, warn_if_worse
@@ -65,10 +64,9 @@ def calibrate(
     cal = calibrate_audit(read_audit(audit_file), config.target, config.window_end, use)
     text = cal.recipe_toml()
     if out is None:
-        print(text, end="")
-    else:
-        atomic_write_text(out, text)
-        show(f"wrote {out}: window {cal.window[0]}:{cal.window[1]}, percent {cal.percent}")
+        return print(text, end="")
+    atomic_write_text(out, text)
+    show(f"wrote {out}: window {cal.window[0]}:{cal.window[1]}, percent {cal.percent}")
 
 
 @friendly
