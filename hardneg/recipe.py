@@ -290,7 +290,7 @@ def demo_data_path() -> Path:
 
 
 def demo_overrides(data: str | Path | None = None) -> dict[str, dict[str, Any]]:
-    """The default recipe scaled down to run in under 5 minutes on 2 CPU cores.
+    """The default recipe scaled down to run in minutes on 2 CPU cores (~1 with AMX, ~6 without).
 
     Shorter texts (128 tokens) and a fixed budget of training steps; everything else is
     the default recipe. Too little training to promise a lift: the table says what it got.
