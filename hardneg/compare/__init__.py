@@ -67,9 +67,7 @@ def compare(config: RunConfig, out: str | Path, strategies: Sequence[str] | None
     """
     options = _options(options, strategies, seeds)
     with memoised_texts_hashes():
-        ctx = Context(config, options, data or config.data.load(), Path(out), progress or log.info,
-                      warn=progress or log.warning)
-        return _compare(ctx, table_only, on_unit)
+        return _compare(_context(config, options, data, out, progress), table_only, on_unit)
 
 
 def measure_trap(config: RunConfig, out: str | Path, strategies: Sequence[str] | None = None, *,
@@ -80,13 +78,17 @@ def measure_trap(config: RunConfig, out: str | Path, strategies: Sequence[str] |
     positives away on your data before paying for any training."""
     options = _options(options, strategies, None)
     with memoised_texts_hashes():
-        ctx = Context(config, options, data or config.data.load(), Path(out), progress or log.info,
-                      warn=progress or log.warning)
-        rows = [s for s in _ordered(options.strategies) if not (s.skip and s.skip(ctx))]
-        trap = _trap(ctx, rows)
+        ctx = _context(config, options, data, out, progress)
+        trap = _trap(ctx, [s for s in _ordered(options.strategies) if not (s.skip and s.skip(ctx))])
     atomic_write_json(ctx.out / "trap.json", trap)
     atomic_write_text(ctx.out / "trap.md", format_trap(trap) + "\n")
     return trap
+
+
+def _context(config: RunConfig, options: CompareConfig, data: Dataset | None, out: str | Path,
+             progress: Callable[[str], None] | None) -> Context:
+    return Context(config, options, data or config.data.load(), Path(out), progress or log.info,
+                   warn=progress or log.warning)
 
 
 def _options(options: CompareConfig | None, strategies: Sequence[str] | None, seeds: int | None) -> CompareConfig:
